@@ -1,0 +1,180 @@
+"""The ``metalandscape`` command: parse, call the package, report. No science lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from metalandscape import __version__
+
+log = logging.getLogger("metalandscape")
+
+
+class UsageError(ValueError):
+    """A bad command-line argument."""
+
+
+def _parse_value(text: str) -> Any:
+    """``--set key=value`` values are YAML scalars or lists (``[2, 3]``, ``0.1``, ``maml``)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def run_config_from_arguments(config_file: str | None, settings: Sequence[str]) -> dict[str, Any]:
+    """Merge a YAML/JSON run-config file and ``key=value`` overrides into one dict."""
+    raw: dict[str, Any] = {}
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise UsageError(f"run config file {path} not found")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise UsageError(f"run config file {path} is not valid YAML: {error}") from None
+        if not isinstance(loaded, dict):
+            raise UsageError(f"run config file {path} must hold a mapping of keys to values")
+        raw.update(loaded)
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set expects key=value, got {item!r}")
+        raw[key.strip()] = _parse_value(value)
+    return raw
+
+
+def _command_data_fontglot(args: argparse.Namespace) -> int:
+    from metalandscape.data.fontglot import build_fontglot, describe_fontglot
+
+    path = build_fontglot(
+        args.out,
+        seed=args.seed,
+        classes=args.classes,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
+    print(json.dumps(describe_fontglot(path), indent=2, default=str))
+    return 0
+
+
+def _command_data_inspect(args: argparse.Namespace) -> int:
+    from metalandscape.experiment import load_class_images
+
+    if args.dataset == "fontglot" and Path(args.path).is_file():
+        from metalandscape.data.fontglot import describe_fontglot
+
+        print(json.dumps(describe_fontglot(args.path), indent=2, default=str))
+    splits = load_class_images(args.dataset, str(args.path), args.resize)
+    summary = {
+        split: {"classes": data.images.shape[0], "image_shape": list(data.images.shape[1:])}
+        for split, data in splits.items()
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _command_train(args: argparse.Namespace) -> int:
+    from metalandscape.config import resolve_run_config
+    from metalandscape.devices import resolve_device, set_threads
+    from metalandscape.training import train_run
+
+    set_threads(args.threads)
+    config = resolve_run_config(run_config_from_arguments(args.config, args.set))
+    device = resolve_device(args.device)
+    log.info("training %s on %s: %s", args.out, device, config.to_json())
+    path = train_run(
+        config,
+        args.out,
+        device=device,
+        progress=not args.quiet,
+        stop_after_epoch=args.stop_after_epoch,
+    )
+    log.info("wrote %s", path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="metalandscape",
+        description="Loss-landscape study of gradient-based meta-learning (arXiv 1907.07287).",
+    )
+    parser.add_argument("--version", action="version", version=f"metalandscape {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress bars")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="build or inspect a data set")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    fontglot = data_commands.add_parser(
+        "fontglot",
+        help="generate the embedded Omniglot-like glyph data set (.npz)",
+        parents=[common],
+    )
+    fontglot.add_argument("--out", required=True, help="output .npz path")
+    fontglot.add_argument("--seed", type=int, default=0)
+    fontglot.add_argument("--classes", type=int, default=1623)
+    fontglot.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    fontglot.set_defaults(handler=_command_data_fontglot)
+    inspect = data_commands.add_parser(
+        "inspect", help="load a data set and summarise its splits", parents=[common]
+    )
+    inspect.add_argument(
+        "--dataset", required=True, choices=["fontglot", "omniglot", "miniimagenet"]
+    )
+    inspect.add_argument("--path", required=True)
+    inspect.add_argument("--resize", default="lanczos", choices=["lanczos", "nearest"])
+    inspect.set_defaults(handler=_command_data_inspect)
+
+    train = commands.add_parser(
+        "train", help="train one run and write its HDF5 checkpoint file", parents=[common]
+    )
+    train.add_argument("--config", help="YAML/JSON file with the run's config keys")
+    train.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+    )
+    train.add_argument("--out", required=True, help="run file (.h5)")
+    train.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    train.add_argument("--threads", type=int, default=1, help="PyTorch threads (default 1)")
+    train.add_argument(
+        "--stop-after-epoch", type=int, default=None, help="stop (resumable) after this epoch"
+    )
+    train.set_defaults(handler=_command_train)
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from metalandscape.checkpoints import CheckpointError
+    from metalandscape.config import ConfigError
+    from metalandscape.data.tasks import DataError
+    from metalandscape.devices import DeviceError
+    from metalandscape.training import TrainingDiverged
+
+    return (UsageError, ConfigError, DataError, CheckpointError, DeviceError, TrainingDiverged)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``metalandscape`` console script."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except _user_errors() as error:
+        print(f"metalandscape {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"metalandscape {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

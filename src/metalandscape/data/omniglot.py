@@ -1,0 +1,289 @@
+"""Omniglot (Lake et al., 2015) in Finn et al.'s 1100/100/423 character split.
+
+Accepted layouts under ``path`` (auto-detected, see :data:`OMNIGLOT_LAYOUTS`):
+
+* the original ``images_background/`` and ``images_evaluation/`` folders, or their zips
+  ``images_background.zip`` and ``images_evaluation.zip`` (read in place, no extraction), each
+  holding ``<Alphabet>/characterNN/<id>_<drawer>.png`` as 105×105 1-bit (mode '1') PNGs;
+* torchvision's ``omniglot-py/images_background/`` and ``omniglot-py/images_evaluation/``
+  (``path`` may be ``omniglot-py`` or its parent);
+* Finn et al.'s pre-resized ``<Alphabet>/<character>/*.png`` (28×28), all alphabets in one folder.
+
+Class keys are ``"Alphabet/characterNN"``; all classes are split with
+:func:`~metalandscape.data.splits.finn_split`. Images are inverted: 255 is stroke, 0 background.
+
+Resizing. Pillow resizes mode '1' images with nearest neighbour whatever filter is asked for, so
+Finn's ``resize((28, 28), LANCZOS)`` on the original PNGs produced nearest-neighbour, binary
+characters. ``resize="lanczos"`` (default) converts to 8-bit grey first and then applies Lanczos,
+giving anti-aliased grey strokes; ``resize="nearest"`` reproduces Finn's preprocessing pixel for
+pixel. Images already ``image_size`` square (Finn's layout at 28) are not resampled.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from metalandscape.data.splits import finn_split
+from metalandscape.data.tasks import SPLITS, ClassImages, DataError
+
+ResizeMode = Literal["lanczos", "nearest"]
+
+HALVES = ("images_background", "images_evaluation")
+TORCHVISION_FOLDER = "omniglot-py"
+OMNIGLOT_LAYOUTS: tuple[str, ...] = (
+    "original: images_background/ and images_evaluation/ (or images_background.zip and "
+    "images_evaluation.zip), each <Alphabet>/characterNN/<id>_<drawer>.png",
+    "torchvision: omniglot-py/images_background/ and omniglot-py/images_evaluation/ "
+    "(path may be omniglot-py or its parent)",
+    "Finn et al.: <Alphabet>/<character>/*.png resized to 28x28, all alphabets in one folder",
+)
+
+RESIZE_MODES: tuple[ResizeMode, ...] = ("lanczos", "nearest")
+
+
+def describe_layouts() -> str:
+    """The accepted Omniglot layouts, on one line."""
+    return "; ".join(f"({number}) {text}" for number, text in enumerate(OMNIGLOT_LAYOUTS, 1))
+
+
+@dataclass(frozen=True)
+class _CharacterFolder:
+    """One character: its class key, where it lives (for messages) and how to read its PNGs."""
+
+    key: str
+    location: str
+    members: tuple[str, ...]
+    read: Callable[[str], bytes]
+
+
+def load_omniglot(
+    path: str | Path, *, image_size: int = 28, resize: ResizeMode = "lanczos"
+) -> dict[str, ClassImages]:
+    """Load Omniglot from any accepted layout as Finn's train/val/test character split.
+
+    Returns uint8 images ``(classes, drawers, image_size, image_size)`` per split, 255 = stroke.
+    Raises :class:`DataError` for a missing path, an unknown layout, unreadable images, or
+    characters with differing numbers of drawings.
+    """
+    if not isinstance(image_size, int) or image_size < 1:
+        raise DataError(f"image_size must be a positive integer, got {image_size!r}")
+    if resize not in RESIZE_MODES:
+        raise DataError(f"resize must be 'lanczos' or 'nearest', got {resize!r}")
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise DataError(
+            f"Omniglot path {root} does not exist; accepted layouts: {describe_layouts()}"
+        )
+    with ExitStack() as archives:
+        characters = _find_characters(root, archives)
+        _check_equal_counts(characters)
+        images = _load_images(characters, image_size, resize)
+    index = {character.key: number for number, character in enumerate(characters)}
+    if len(index) < len(SPLITS):
+        raise DataError(f"Omniglot at {root} has {len(index)} characters, too few to split")
+    split = finn_split(list(index))
+    return {
+        name: ClassImages(
+            images=images[[index[key] for key in split[name]]],
+            class_names=tuple(split[name]),
+        )
+        for name in SPLITS
+    }
+
+
+def _find_characters(root: Path, archives: ExitStack) -> list[_CharacterFolder]:
+    """The character folders of the layout found at ``root``; zips opened go on ``archives``."""
+    if root.name in HALVES or root.name in {f"{half}.zip" for half in HALVES}:
+        raise DataError(
+            f"Omniglot path {root} is one half of the data set; point at the folder that holds "
+            f"both halves; {_layouts_hint()}"
+        )
+    if not root.is_dir():
+        raise DataError(f"Omniglot path {root} is not a folder; {_layouts_hint()}")
+    for candidate in (root, root / TORCHVISION_FOLDER):
+        halves = [_find_half(candidate, half, archives) for half in HALVES]
+        if any(found is not None for found in halves):
+            missing = [half for half, found in zip(HALVES, halves, strict=True) if found is None]
+            if missing:
+                raise DataError(
+                    f"Omniglot at {candidate} lacks {missing[0]}/ (or {missing[0]}.zip); "
+                    f"{_layouts_hint()}"
+                )
+            characters = [character for found in halves for character in found or []]
+            _check_unique_keys(characters)
+            return characters
+    characters = _characters_in_folder(root)
+    if not characters:
+        raise DataError(f"no Omniglot images found at {root}; {_layouts_hint()}")
+    return characters
+
+
+def _find_half(folder: Path, half: str, archives: ExitStack) -> list[_CharacterFolder] | None:
+    """The characters of ``half`` in ``folder`` (a directory, else its zip), or None."""
+    directory = folder / half
+    if directory.is_dir():
+        if (directory / half).is_dir():  # unzipped into a folder of the same name
+            directory = directory / half
+        characters = _characters_in_folder(directory)
+    elif (folder / f"{half}.zip").is_file():
+        characters = _characters_in_zip(folder / f"{half}.zip", half, archives)
+    else:
+        return None
+    if not characters:
+        raise DataError(
+            f"no <Alphabet>/<character>/*.png images in {directory}(.zip); {_layouts_hint()}"
+        )
+    return characters
+
+
+def _characters_in_zip(zip_path: Path, half: str, archives: ExitStack) -> list[_CharacterFolder]:
+    try:
+        archive = archives.enter_context(zipfile.ZipFile(zip_path))
+    except (zipfile.BadZipFile, OSError) as error:
+        raise DataError(f"cannot open Omniglot zip {zip_path}: {error}") from error
+    lock = threading.Lock()
+
+    def read(member: str) -> bytes:
+        with lock:
+            return archive.read(member)
+
+    members: dict[tuple[str, str], list[str]] = {}
+    for name in archive.namelist():
+        parts = [part for part in name.split("/") if part]
+        if parts and parts[0] == half:
+            parts = parts[1:]
+        if (
+            len(parts) == 3
+            and parts[2].lower().endswith(".png")
+            and not any(part.startswith((".", "__MACOSX")) for part in parts)
+        ):
+            members.setdefault((parts[0], parts[1]), []).append(name)
+    return [
+        _CharacterFolder(
+            key=f"{alphabet}/{character}",
+            location=f"{zip_path}:{half}/{alphabet}/{character}",
+            members=tuple(sorted(names)),
+            read=read,
+        )
+        for (alphabet, character), names in sorted(members.items())
+    ]
+
+
+def _characters_in_folder(folder: Path) -> list[_CharacterFolder]:
+    """``<Alphabet>/<character>/*.png`` under ``folder``, sorted by key."""
+    characters = []
+    for alphabet in _subfolders(folder):
+        for character in _subfolders(alphabet):
+            files = sorted(
+                entry.path
+                for entry in os.scandir(character)
+                if entry.is_file() and entry.name.lower().endswith(".png")
+                if not entry.name.startswith(".")
+            )
+            if files:
+                characters.append(
+                    _CharacterFolder(
+                        key=f"{alphabet.name}/{character.name}",
+                        location=str(character),
+                        members=tuple(files),
+                        read=_read_file,
+                    )
+                )
+    return characters
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(
+        Path(entry.path)
+        for entry in os.scandir(folder)
+        if entry.is_dir() and not entry.name.startswith((".", "__MACOSX"))
+        if entry.name != TORCHVISION_FOLDER and entry.name not in HALVES
+    )
+
+
+def _read_file(file: str) -> bytes:
+    return Path(file).read_bytes()
+
+
+def _layouts_hint() -> str:
+    return f"accepted layouts: {describe_layouts()}"
+
+
+def _check_unique_keys(characters: Sequence[_CharacterFolder]) -> None:
+    seen: dict[str, str] = {}
+    for character in characters:
+        if character.key in seen:
+            raise DataError(
+                f"Omniglot character {character.key} appears twice: {seen[character.key]} "
+                f"and {character.location}"
+            )
+        seen[character.key] = character.location
+
+
+def _check_equal_counts(characters: Sequence[_CharacterFolder]) -> None:
+    """Every character must have as many drawings as the most common count (20 in Omniglot)."""
+    expected, _ = Counter(len(c.members) for c in characters).most_common(1)[0]
+    odd = [c for c in characters if len(c.members) != expected]
+    if odd:
+        more = f" (and {len(odd) - 1} more)" if len(odd) > 1 else ""
+        raise DataError(
+            f"Omniglot character folder {odd[0].location} has {len(odd[0].members)} images, "
+            f"other characters have {expected}{more}; every character needs the same count"
+        )
+
+
+def _load_images(
+    characters: Sequence[_CharacterFolder], image_size: int, resize: ResizeMode
+) -> np.ndarray:
+    drawers = len(characters[0].members)
+    images = np.empty((len(characters), drawers, image_size, image_size), dtype=np.uint8)
+
+    def load(number: int) -> int:
+        character = characters[number]
+        for drawer, member in enumerate(character.members):
+            images[number, drawer] = _decode(character.read(member), member, image_size, resize)
+        return number
+
+    workers = min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for _ in tqdm(
+            pool.map(load, range(len(characters))),
+            total=len(characters),
+            desc="Omniglot",
+            unit="class",
+            disable=None,
+            leave=False,
+        ):
+            pass
+    return images
+
+
+def _decode(data: bytes, name: str, image_size: int, resize: ResizeMode) -> np.ndarray:
+    """PNG bytes → inverted uint8 ``(image_size, image_size)``, 255 = stroke."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            size = (image_size, image_size)
+            if image.size != size:
+                if resize == "nearest":  # what Pillow does to mode '1' whatever the filter
+                    image = image.resize(size, Image.Resampling.NEAREST)
+                else:
+                    image = image.convert("L").resize(size, Image.Resampling.LANCZOS)
+            grey = np.asarray(image.convert("L"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"cannot read Omniglot image {name}: {error}") from error
+    return 255 - grey

@@ -1,0 +1,80 @@
+"""Sinusoid regression tasks: y = a·sin(x − φ), x ~ U[−5, 5] (Finn et al. 2017, paper §5).
+
+Meta-train tasks draw amplitude and phase from ``train_*`` ranges; validation and test tasks from
+``test_*`` ranges. The defaults follow the paper's disjoint setting; Finn's same-distribution
+setting (amplitude U[0.1, 5], phase U[0, π] for every split) is one config change away.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from metalandscape.data.tasks import DataError, Split, Task, TaskKind
+
+INPUT_RANGE = (-5.0, 5.0)
+
+
+@dataclass(frozen=True)
+class SinusoidSource:
+    """Sinusoid tasks with ``k_shot`` support points and ``target_points`` target points."""
+
+    k_shot: int = 10
+    target_points: int = 10
+    train_amplitude: tuple[float, float] = (0.1, 5.0)
+    train_phase: tuple[float, float] = (0.0, math.pi / 2)
+    test_amplitude: tuple[float, float] = (0.1, 5.0)
+    test_phase: tuple[float, float] = (math.pi / 2, math.pi)
+    kind: TaskKind = "regression"
+
+    def __post_init__(self) -> None:
+        if self.k_shot < 1 or self.target_points < 1:
+            raise DataError(
+                f"sinusoid k_shot and target_points must be at least 1, "
+                f"got {self.k_shot} and {self.target_points}"
+            )
+        for name in ("train_amplitude", "train_phase", "test_amplitude", "test_phase"):
+            low, high = getattr(self, name)
+            if not (math.isfinite(low) and math.isfinite(high)) or not low < high:
+                raise DataError(
+                    f"sinusoid.{name} = [{low}, {high}] is empty or inverted; "
+                    "give [low, high] with low < high"
+                )
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (1,)
+
+    @property
+    def output_size(self) -> int:
+        return 1
+
+    def ranges(self, split: Split) -> tuple[tuple[float, float], tuple[float, float]]:
+        """(amplitude range, phase range) of ``split``."""
+        if split == "train":
+            return self.train_amplitude, self.train_phase
+        return self.test_amplitude, self.test_phase
+
+    def supervised_batch(self, rng: np.random.Generator, batch_size: int) -> tuple[Tensor, Tensor]:
+        """``batch_size`` points of one random meta-train sinusoid (for the finetune baseline)."""
+        amplitude_range, phase_range = self.ranges("train")
+        amplitude = rng.uniform(*amplitude_range)
+        phase = rng.uniform(*phase_range)
+        x = rng.uniform(*INPUT_RANGE, size=(batch_size, 1))
+        y = amplitude * np.sin(x - phase)
+        return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32))
+
+    def make_task(self, split: Split, rng: np.random.Generator) -> Task:
+        amplitude_range, phase_range = self.ranges(split)
+        amplitude = rng.uniform(*amplitude_range)
+        phase = rng.uniform(*phase_range)
+        x = rng.uniform(*INPUT_RANGE, size=(self.k_shot + self.target_points, 1))
+        y = amplitude * np.sin(x - phase)
+        x_t = torch.from_numpy(x.astype(np.float32))
+        y_t = torch.from_numpy(y.astype(np.float32))
+        k = self.k_shot
+        return Task(x_t[:k], y_t[:k], x_t[k:], y_t[k:])

@@ -1,0 +1,90 @@
+"""From a :class:`RunConfig` to the objects a run needs: task source, model, meta-settings."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import torch
+from torch import nn
+
+from metalandscape.algorithms.maml import MetaSettings
+from metalandscape.config import RunConfig
+from metalandscape.data.sinusoid import SinusoidSource
+from metalandscape.data.tasks import ClassImages, ImageClassificationSource, TaskSource
+from metalandscape.functional import Params, parameters_of
+from metalandscape.models import Conv4, SinusoidMLP
+
+
+@cache
+def load_class_images(dataset: str, path: str, resize: str) -> dict[str, ClassImages]:
+    """The per-split class images of a character or MiniImagenet data set (cached per process)."""
+    if dataset == "fontglot":
+        from metalandscape.data.fontglot import load_fontglot
+
+        return load_fontglot(path)
+    if dataset == "omniglot":
+        from metalandscape.data.omniglot import load_omniglot
+
+        return load_omniglot(path, resize=resize)
+    from metalandscape.data.miniimagenet import load_miniimagenet
+
+    return load_miniimagenet(path)
+
+
+def make_task_source(config: RunConfig) -> TaskSource:
+    """The task source of the run's dataset, way and shot."""
+    if config.dataset == "sinusoid":
+        return SinusoidSource(
+            k_shot=config.k_shot,
+            target_points=config.query or 10,
+            train_amplitude=config.train_amplitude,
+            train_phase=config.train_phase,
+            test_amplitude=config.test_amplitude,
+            test_phase=config.test_phase,
+        )
+    assert config.data_path is not None and config.query is not None
+    splits = load_class_images(config.dataset, config.data_path, config.resize)
+    return ImageClassificationSource(
+        splits=splits,
+        n_way=config.n_way,
+        k_shot=config.k_shot,
+        query=config.query,
+        rotation=config.rotation or "off",  # type: ignore[arg-type]
+    )
+
+
+def make_model(config: RunConfig, source: TaskSource) -> nn.Module:
+    """The run's network; its initial weights are drawn from ``torch.manual_seed(config.seed)``.
+
+    The finetune baseline's head has one output per meta-train class.
+    """
+    outputs = source.output_size
+    if config.algorithm == "finetune" and config.kind == "classification":
+        outputs = source.supervised_classes  # type: ignore[attr-defined]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        if config.dataset == "sinusoid":
+            return SinusoidMLP(hidden=config.hidden_sizes)
+        return Conv4(
+            source.input_shape,
+            outputs,
+            filters=config.filters or 64,
+            use_max_pool=config.dataset == "miniimagenet",
+        )
+
+
+def initial_params(model: nn.Module) -> Params:
+    """θ0: the freshly built model's parameters."""
+    return parameters_of(model)
+
+
+def meta_settings(config: RunConfig) -> MetaSettings:
+    """The MAML-family settings of a run (not for the finetune baseline)."""
+    assert config.inner_steps is not None and config.inner_step_size is not None
+    return MetaSettings(
+        algorithm=config.algorithm,  # type: ignore[arg-type]
+        inner_steps=config.inner_steps,
+        inner_step_size=config.inner_step_size,
+        regularizer_gamma=config.regularizer_gamma,
+        task_chunk_size=config.task_chunk_size,
+    )

@@ -1,0 +1,86 @@
+"""The paper's networks: Conv-4 (Vinyals et al., Finn et al.) and the sinusoid MLP.
+
+BatchNorm always normalises with the statistics of the batch it sees (``track_running_stats=
+False``), at meta-training and at meta-test alike, as MAML's reference code does. Convolutions
+feeding a BatchNorm have no bias: BatchNorm subtracts the batch mean, so such a bias would only
+receive round-off gradients.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+
+def conv_block(in_channels: int, out_channels: int, *, use_max_pool: bool) -> nn.Sequential:
+    """3×3 conv → BatchNorm (batch statistics) → ReLU → 2×2 max-pool, or stride-2 conv instead."""
+    stride = 1 if use_max_pool else 2
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels, track_running_stats=False),
+        nn.ReLU(),
+    ]
+    if use_max_pool:
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+class Conv4(nn.Module):
+    """Four conv blocks and a linear head, as in Finn et al.'s code.
+
+    Omniglot-like 28×28 inputs: 64 filters, stride-2 convolutions, features averaged over the
+    remaining 2×2 positions. MiniImagenet 84×84×3: 2×2 max-pooling, 32 (Finn) or 48 (the paper)
+    filters, features flattened (5×5×filters).
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        outputs: int,
+        *,
+        filters: int = 64,
+        use_max_pool: bool = False,
+    ) -> None:
+        super().__init__()
+        in_channels, height, width = input_shape
+        channels = [in_channels, filters, filters, filters, filters]
+        self.features = nn.Sequential(
+            *(conv_block(channels[i], channels[i + 1], use_max_pool=use_max_pool) for i in range(4))
+        )
+        self.flatten_features = use_max_pool
+        if use_max_pool:
+            for _ in range(4):
+                height, width = height // 2, width // 2
+            head_inputs = filters * height * width
+        else:
+            head_inputs = filters
+        self.head = nn.Linear(head_inputs, outputs)
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        features = self.features(inputs)
+        if self.flatten_features:
+            features = features.flatten(start_dim=1)
+        else:
+            features = features.mean(dim=(2, 3))
+        return self.head(features)
+
+
+class SinusoidMLP(nn.Module):
+    """MLP 1 → 40 → 40 → 1 with ReLU (Finn et al.'s sinusoid regressor)."""
+
+    def __init__(self, hidden: Sequence[int] = (40, 40), inputs: int = 1, outputs: int = 1) -> None:
+        super().__init__()
+        sizes = [inputs, *hidden]
+        layers: list[nn.Module] = []
+        for size_in, size_out in itertools.pairwise(sizes):
+            layers += [nn.Linear(size_in, size_out), nn.ReLU()]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(sizes[-1], outputs)
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return self.head(self.body(inputs))
+
+
+HEAD_PREFIX = "head."

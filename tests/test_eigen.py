@@ -1,0 +1,406 @@
+"""Top Hessian eigenvalue backends against dense Hessians of tiny float64 models."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import pyhessian
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metalandscape.metrics.eigen import (
+    EigenResult,
+    Params,
+    dense_hessian_eigenvalues,
+    top_eigenvalue,
+    top_eigenvalue_lanczos,
+    top_eigenvalue_pyhessian,
+)
+
+DTYPE = torch.float64
+
+
+def tiny_mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(2, 5), nn.Tanh(), nn.Linear(5, 3))
+
+
+def tiny_conv_net() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 2, 3, bias=False),
+        nn.BatchNorm2d(2, track_running_stats=False),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(2, 3),
+    )
+
+
+MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
+    "mlp": (tiny_mlp, (2,)),
+    "conv": (tiny_conv_net, (1, 5, 5)),
+}
+
+
+class Problem:
+    """A tiny model, random data and cross-entropy, at perturbed parameters."""
+
+    def __init__(self, kind: str, seed: int = 0) -> None:
+        make_model, input_shape = MODELS[kind]
+        generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        self.model = make_model().to(DTYPE)
+        self.inputs = torch.randn(8, *input_shape, generator=generator, dtype=DTYPE)
+        self.labels = torch.randint(0, 3, (8,), generator=generator)
+        self.params: Params = {
+            name: (value + 0.5 * torch.randn(value.shape, generator=generator, dtype=DTYPE))
+            .detach()
+            .requires_grad_(True)
+            for name, value in self.model.named_parameters()
+        }
+        self.dense = dense_hessian_eigenvalues(self.loss_of_params, self.params)
+
+    def loss_of_params(self, params: Params) -> Tensor:
+        outputs = torch.func.functional_call(self.model, params, (self.inputs,))
+        return F.cross_entropy(outputs, self.labels)
+
+    def pyhessian(self, **kwargs: object) -> EigenResult:
+        return top_eigenvalue_pyhessian(
+            self.model, self.params, self.inputs, self.labels, F.cross_entropy, **kwargs
+        )
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def problem(request: pytest.FixtureRequest) -> Problem:
+    return Problem(request.param)
+
+
+def largest_magnitude(eigenvalues: Tensor) -> float:
+    return float(eigenvalues[torch.argmax(eigenvalues.abs())])
+
+
+def relative_error(value: float, reference: float) -> float:
+    return abs(value - reference) / abs(reference)
+
+
+# ------------------------------------------------------------------------------ quadratic
+
+
+class Quadratic(nn.Module):
+    """``loss = ½ wᵀ A w`` with ``A`` passed as the input: its Hessian is ``A``."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size, dtype=DTYPE))
+
+    def forward(self, matrix: Tensor) -> Tensor:
+        return 0.5 * self.weight @ matrix @ self.weight
+
+
+def output_as_loss(outputs: Tensor, labels: Tensor) -> Tensor:
+    return outputs
+
+
+def indefinite_matrix(size: int = 20) -> tuple[Tensor, Tensor]:
+    """A symmetric matrix with eigenvalues -10 (largest magnitude) and 0.1·k up to 3 (largest)."""
+    generator = torch.Generator().manual_seed(3)
+    rotation, _ = torch.linalg.qr(torch.randn(size, size, generator=generator, dtype=DTYPE))
+    eigenvalues = torch.linspace(0.1, 3.0, size, dtype=DTYPE)
+    eigenvalues[0] = -10.0
+    return rotation @ torch.diag(eigenvalues) @ rotation.T, eigenvalues
+
+
+def quadratic_loss(matrix: Tensor) -> Callable[[Params], Tensor]:
+    return lambda params: 0.5 * params["weight"] @ matrix @ params["weight"]
+
+
+# ------------------------------------------------------------------------------ dense
+
+
+def test_dense_eigenvalues_of_a_quadratic_are_its_matrix_eigenvalues() -> None:
+    matrix, eigenvalues = indefinite_matrix()
+    params = {"weight": torch.randn(20, dtype=DTYPE)}
+    dense = dense_hessian_eigenvalues(quadratic_loss(matrix), params)
+    torch.testing.assert_close(dense, torch.sort(eigenvalues).values)
+
+
+def test_dense_eigenvalues_are_ascending(problem: Problem) -> None:
+    size = sum(value.numel() for value in problem.params.values())
+    assert problem.dense.shape == (size,)
+    assert torch.all(problem.dense[1:] >= problem.dense[:-1])
+
+
+# ------------------------------------------------------------------------------ lanczos
+
+
+def test_lanczos_matches_dense_top_eigenvalue(problem: Problem) -> None:
+    result = top_eigenvalue_lanczos(problem.loss_of_params, problem.params)
+    assert result.converged
+    assert result.hessian_vector_products > 0
+    assert relative_error(result.value, float(problem.dense[-1])) < 1e-4
+
+
+def test_lanczos_largest_magnitude_matches_dense(problem: Problem) -> None:
+    result = top_eigenvalue_lanczos(problem.loss_of_params, problem.params, which="LM")
+    assert relative_error(result.value, largest_magnitude(problem.dense)) < 1e-4
+
+
+def test_lanczos_distinguishes_largest_algebraic_from_largest_magnitude() -> None:
+    matrix, _ = indefinite_matrix()
+    params = {"weight": torch.randn(20, dtype=DTYPE)}
+    largest = top_eigenvalue_lanczos(quadratic_loss(matrix), params, which="LA")
+    magnitude = top_eigenvalue_lanczos(quadratic_loss(matrix), params, which="LM")
+    assert largest.value == pytest.approx(3.0, rel=1e-6)
+    assert magnitude.value == pytest.approx(-10.0, rel=1e-6)
+
+
+def test_lanczos_rejects_unknown_which(problem: Problem) -> None:
+    with pytest.raises(ValueError, match="which"):
+        top_eigenvalue_lanczos(problem.loss_of_params, problem.params, which="SA")
+
+
+def test_lanczos_is_deterministic_by_seed(problem: Problem) -> None:
+    first = top_eigenvalue_lanczos(problem.loss_of_params, problem.params, seed=7)
+    second = top_eigenvalue_lanczos(problem.loss_of_params, problem.params, seed=7)
+    assert first == second
+
+
+def test_lanczos_out_of_budget_returns_a_lower_bound_unconverged(problem: Problem) -> None:
+    result = top_eigenvalue_lanczos(problem.loss_of_params, problem.params, max_hvps=4)
+    assert not result.converged
+    assert result.hessian_vector_products == 4
+    top = float(problem.dense[-1])
+    assert problem.dense[0] - 1e-9 <= result.value <= top + 1e-9 * abs(top)
+
+
+def test_lanczos_handles_a_hessian_smaller_than_the_krylov_basis() -> None:
+    matrix = torch.tensor([[2.0, 1.0, 0.0], [1.0, -5.0, 0.0], [0.0, 0.0, 1.0]], dtype=DTYPE)
+    params = {"weight": torch.zeros(3, dtype=DTYPE)}
+    expected = torch.linalg.eigvalsh(matrix)
+    largest = top_eigenvalue_lanczos(quadratic_loss(matrix), params)
+    magnitude = top_eigenvalue_lanczos(quadratic_loss(matrix), params, which="LM")
+    assert largest == EigenResult(float(expected[-1]), 3, True)
+    assert magnitude.value == pytest.approx(float(expected[0]))
+
+
+def test_lanczos_differentiates_only_the_given_params() -> None:
+    problem = Problem("mlp")
+    head = {name: value for name, value in problem.params.items() if name.startswith("2.")}
+
+    def loss_of_head(params: Params) -> Tensor:
+        return problem.loss_of_params({**problem.params, **params})
+
+    dense = dense_hessian_eigenvalues(loss_of_head, head)
+    assert dense.shape == (18,)
+    result = top_eigenvalue_lanczos(loss_of_head, head)
+    assert relative_error(result.value, float(dense[-1])) < 1e-4
+
+
+def test_lanczos_accepts_params_that_are_part_of_a_graph() -> None:
+    problem = Problem("mlp")
+    base = {name: value.detach().requires_grad_(True) for name, value in problem.params.items()}
+    gradients = torch.autograd.grad(
+        problem.loss_of_params(base), list(base.values()), create_graph=True
+    )
+    adapted = {
+        name: value - 0.1 * gradient
+        for (name, value), gradient in zip(base.items(), gradients, strict=True)
+    }
+    detached = {name: value.detach() for name, value in adapted.items()}
+    result = top_eigenvalue_lanczos(problem.loss_of_params, adapted)
+    reference = top_eigenvalue_lanczos(problem.loss_of_params, detached)
+    assert result == reference
+    assert all(value.grad is None for value in base.values())
+
+
+def test_lanczos_leaves_params_untouched(problem: Problem) -> None:
+    before = {name: value.detach().clone() for name, value in problem.params.items()}
+    top_eigenvalue_lanczos(problem.loss_of_params, problem.params)
+    for name, value in problem.params.items():
+        torch.testing.assert_close(value.detach(), before[name], rtol=0, atol=0)
+        assert value.grad is None
+
+
+# ------------------------------------------------------------------------------ pyhessian
+
+
+def test_pyhessian_matches_dense_largest_magnitude(problem: Problem) -> None:
+    result = problem.pyhessian()
+    assert result.hessian_vector_products > 0
+    assert relative_error(result.value, largest_magnitude(problem.dense)) < 2e-2
+
+
+def test_pyhessian_tight_tolerance_matches_dense_closely(problem: Problem) -> None:
+    result = problem.pyhessian(tol=1e-8, max_iterations=2000)
+    assert result.converged
+    assert relative_error(result.value, largest_magnitude(problem.dense)) < 1e-4
+
+
+def test_pyhessian_finds_the_largest_magnitude_eigenvalue() -> None:
+    matrix, _ = indefinite_matrix()
+    model = Quadratic(20)
+    result = top_eigenvalue_pyhessian(
+        model,
+        {"weight": torch.randn(20, dtype=DTYPE)},
+        matrix,
+        torch.zeros(1),
+        output_as_loss,
+        tol=1e-8,
+        max_iterations=1000,
+    )
+    assert result.value == pytest.approx(-10.0, rel=1e-4)
+
+
+def test_pyhessian_ignores_stale_gradients() -> None:
+    problem = Problem("conv")
+    model = problem.model
+    with torch.no_grad():
+        for name, value in model.named_parameters():
+            value.copy_(problem.params[name])
+    clean = problem.pyhessian()
+
+    def pyhessian_directly() -> float:
+        torch.manual_seed(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            computer = pyhessian.hessian(
+                model, F.cross_entropy, data=(problem.inputs, problem.labels), cuda=False
+            )
+            return computer.eigenvalues(tol=1e-3)[0][0]
+
+    try:
+        assert pyhessian_directly() == pytest.approx(clean.value)
+
+        # A stale gradient that carries a graph, as PyHessian itself leaves behind: used
+        # directly, PyHessian adds it to the new gradient and doubles the eigenvalue.
+        def leave_stale_gradients() -> dict[str, Tensor | None]:
+            model.zero_grad(set_to_none=True)
+            F.cross_entropy(model(problem.inputs), problem.labels).backward(create_graph=True)
+            return {name: value.grad for name, value in model.named_parameters()}
+
+        leave_stale_gradients()
+        assert pyhessian_directly() == pytest.approx(2 * clean.value)
+        stale = leave_stale_gradients()
+        assert problem.pyhessian() == clean
+        for name, value in model.named_parameters():
+            assert value.grad is stale[name]
+    finally:
+        model.zero_grad(set_to_none=True)
+
+
+def test_pyhessian_leaves_the_model_untouched(problem: Problem) -> None:
+    problem.model.train()
+    before = {name: value.detach().clone() for name, value in problem.model.state_dict().items()}
+    problem.pyhessian()
+    assert problem.model.training
+    for name, value in problem.model.state_dict().items():
+        torch.testing.assert_close(value, before[name], rtol=0, atol=0)
+    assert all(value.grad is None for value in problem.model.parameters())
+    assert all(value.grad is None for value in problem.params.values())
+
+
+def test_pyhessian_is_deterministic_by_seed_and_keeps_global_rng(problem: Problem) -> None:
+    rng_state = torch.get_rng_state()
+    first = problem.pyhessian(seed=3)
+    assert torch.equal(torch.get_rng_state(), rng_state)
+    second = problem.pyhessian(seed=3)
+    assert first == second
+
+
+def test_pyhessian_differentiates_only_the_given_params() -> None:
+    problem = Problem("mlp")
+    head = {name: value for name, value in problem.params.items() if name.startswith("2.")}
+    body = {name: value for name, value in problem.params.items() if not name.startswith("2.")}
+    problem.model.load_state_dict({name: value.detach() for name, value in body.items()}, False)
+
+    def loss_of_head(params: Params) -> Tensor:
+        return problem.loss_of_params({**problem.params, **params})
+
+    dense = dense_hessian_eigenvalues(loss_of_head, head)
+    result = top_eigenvalue_pyhessian(
+        problem.model,
+        head,
+        problem.inputs,
+        problem.labels,
+        F.cross_entropy,
+        tol=1e-8,
+        max_iterations=2000,
+    )
+    assert relative_error(result.value, largest_magnitude(dense)) < 1e-4
+
+
+def test_pyhessian_unconverged_is_reported() -> None:
+    problem = Problem("mlp")
+    result = problem.pyhessian(tol=1e-12, max_iterations=3)
+    assert result.hessian_vector_products == 3
+    assert not result.converged
+
+
+def test_pyhessian_rejects_running_statistics() -> None:
+    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3)).to(DTYPE)
+    params = dict(model.named_parameters())
+    with pytest.raises(ValueError, match="track_running_stats"):
+        top_eigenvalue_pyhessian(
+            model,
+            params,
+            torch.randn(4, 2, dtype=DTYPE),
+            torch.zeros(4, dtype=torch.long),
+            F.cross_entropy,
+        )
+
+
+def test_pyhessian_rejects_unknown_param_names() -> None:
+    problem = Problem("mlp")
+    with pytest.raises(KeyError, match="nope"):
+        top_eigenvalue_pyhessian(
+            problem.model, {"nope": torch.zeros(1)}, problem.inputs, problem.labels, F.cross_entropy
+        )
+
+
+# ------------------------------------------------------------------------------ dispatcher
+
+
+@pytest.mark.parametrize("backend", ["lanczos", "pyhessian"])
+def test_dispatcher_runs_each_backend(problem: Problem, backend: str) -> None:
+    result = top_eigenvalue(
+        backend, problem.model, problem.params, problem.inputs, problem.labels, F.cross_entropy
+    )
+    reference = (
+        float(problem.dense[-1]) if backend == "lanczos" else largest_magnitude(problem.dense)
+    )
+    tolerance = 1e-4 if backend == "lanczos" else 2e-2
+    assert relative_error(result.value, reference) < tolerance
+    assert result.hessian_vector_products > 0
+
+
+def test_dispatcher_lanczos_largest_magnitude_on_a_quadratic() -> None:
+    matrix, _ = indefinite_matrix()
+    model = Quadratic(20)
+    params = {"weight": torch.randn(20, dtype=DTYPE)}
+    labels = torch.zeros(1)
+    largest = top_eigenvalue("lanczos", model, params, matrix, labels, output_as_loss)
+    magnitude = top_eigenvalue("lanczos", model, params, matrix, labels, output_as_loss, which="LM")
+    assert largest.value == pytest.approx(3.0, rel=1e-6)
+    assert magnitude.value == pytest.approx(-10.0, rel=1e-6)
+
+
+def test_dispatcher_refuses_largest_algebraic_from_pyhessian(problem: Problem) -> None:
+    with pytest.raises(ValueError, match="largest-magnitude"):
+        top_eigenvalue(
+            "pyhessian",
+            problem.model,
+            problem.params,
+            problem.inputs,
+            problem.labels,
+            F.cross_entropy,
+            which="LA",
+        )
+
+
+def test_dispatcher_rejects_unknown_backend(problem: Problem) -> None:
+    with pytest.raises(ValueError, match="unknown"):
+        top_eigenvalue(
+            "power", problem.model, problem.params, problem.inputs, problem.labels, F.cross_entropy
+        )
