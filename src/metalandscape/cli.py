@@ -101,6 +101,69 @@ def _command_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def metric_settings_from_arguments(
+    settings_json: str | None, settings: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """``{metric: {key: value}}`` from a JSON object and ``metric.key=value`` overrides."""
+    merged: dict[str, dict[str, Any]] = {}
+    if settings_json:
+        try:
+            loaded = json.loads(settings_json)
+        except json.JSONDecodeError as error:
+            raise UsageError(f"--settings-json is not valid JSON: {error}") from None
+        if not isinstance(loaded, dict) or not all(isinstance(v, dict) for v in loaded.values()):
+            raise UsageError("--settings-json must be an object of {metric: {key: value}}")
+        merged.update({name: dict(values) for name, values in loaded.items()})
+    for item in settings:
+        key, sep, value = item.partition("=")
+        metric, dot, setting = key.partition(".")
+        if not sep or not dot or not metric or not setting:
+            raise UsageError(f"--set expects metric.key=value, got {item!r}")
+        merged.setdefault(metric, {})[setting] = _parse_value(value)
+    return merged
+
+
+def _command_metrics(args: argparse.Namespace) -> int:
+    from metalandscape.devices import resolve_device, set_threads
+    from metalandscape.metrics.base import available_metrics, make_metric
+    from metalandscape.metrics.evaluate import evaluate, write_netcdf
+
+    if args.list:
+        for name, cls in sorted(available_metrics().items()):
+            print(f"{name}: {cls.description}")
+        return 0
+    if not args.checkpoint or not args.epoch or not args.metric:
+        raise UsageError("metrics needs --checkpoint, --epoch and --metric (or --list)")
+    if args.out and (len(args.epoch) > 1 or len(args.metric) > 1):
+        raise UsageError("--out takes one epoch and one metric; use --out-dir for several")
+    if not args.out and not args.out_dir:
+        raise UsageError("metrics needs --out FILE.nc or --out-dir DIR")
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    settings = metric_settings_from_arguments(args.settings_json, args.set)
+    unknown = sorted(set(settings) - set(args.metric))
+    if unknown:
+        raise UsageError(f"settings given for metrics not asked for: {unknown}")
+    metrics = [make_metric(name, settings.get(name)) for name in args.metric]
+    for epoch in args.epoch:
+        results = evaluate(
+            args.checkpoint,
+            epoch,
+            metrics,
+            device=device,
+            evaluation_seed=args.evaluation_seed,
+            progress=not args.quiet,
+        )
+        for name, dataset in results.items():
+            if args.out:
+                path = Path(args.out)
+            else:
+                path = Path(args.out_dir) / name / f"epoch_{epoch:04d}.nc"
+            write_netcdf(dataset, path)
+            log.info("wrote %s", path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -148,6 +211,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--stop-after-epoch", type=int, default=None, help="stop (resumable) after this epoch"
     )
     train.set_defaults(handler=_command_train)
+
+    metrics = commands.add_parser(
+        "metrics", help="measure a checkpoint epoch with metric plugins", parents=[common]
+    )
+    metrics.add_argument("--list", action="store_true", help="list the available metrics")
+    metrics.add_argument("--checkpoint", help="run file (.h5) written by train")
+    metrics.add_argument("--epoch", type=int, action="append", help="epoch (repeatable)")
+    metrics.add_argument("--metric", action="append", help="metric name (repeatable)")
+    metrics.add_argument("--out", help="output .nc (one epoch, one metric)")
+    metrics.add_argument("--out-dir", help="writes DIR/<metric>/epoch_NNNN.nc")
+    metrics.add_argument("--settings-json", help='{"hessian": {"tasks": 60}, ...}')
+    metrics.add_argument(
+        "--set", action="append", default=[], metavar="METRIC.KEY=VALUE", help="a metric setting"
+    )
+    metrics.add_argument("--evaluation-seed", type=int, default=0, help="seed of the task set")
+    metrics.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    metrics.add_argument("--threads", type=int, default=1, help="PyTorch threads (default 1)")
+    metrics.set_defaults(handler=_command_metrics)
     return parser
 
 
@@ -156,9 +237,18 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from metalandscape.config import ConfigError
     from metalandscape.data.tasks import DataError
     from metalandscape.devices import DeviceError
+    from metalandscape.metrics.base import MetricError
     from metalandscape.training import TrainingDiverged
 
-    return (UsageError, ConfigError, DataError, CheckpointError, DeviceError, TrainingDiverged)
+    return (
+        UsageError,
+        ConfigError,
+        DataError,
+        CheckpointError,
+        DeviceError,
+        TrainingDiverged,
+        MetricError,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -32,6 +32,7 @@ class RunConfig:
     dataset: str
     algorithm: str
     seed: int = 0
+    variant: str = "default"
     n_way: int = 5
     k_shot: int | None = None
     query: int | None = None

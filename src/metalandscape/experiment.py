@@ -53,13 +53,14 @@ def make_task_source(config: RunConfig) -> TaskSource:
     )
 
 
-def make_model(config: RunConfig, source: TaskSource) -> nn.Module:
+def make_model(config: RunConfig, source: TaskSource, *, for_training: bool = True) -> nn.Module:
     """The run's network; its initial weights are drawn from ``torch.manual_seed(config.seed)``.
 
-    The finetune baseline's head has one output per meta-train class.
+    For training, the finetune baseline's head has one output per meta-train class; for
+    evaluation (``for_training=False``) every network has the task's outputs.
     """
     outputs = source.output_size
-    if config.algorithm == "finetune" and config.kind == "classification":
+    if for_training and config.algorithm == "finetune" and config.kind == "classification":
         outputs = source.supervised_classes  # type: ignore[attr-defined]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)

@@ -1,0 +1,292 @@
+"""The metric plugin interface and the evaluation context metrics share.
+
+A metric is one small class: a ``name``, a ``Settings`` dataclass, and ``compute(context)``
+returning named :class:`Quantity` values (scalars or per-task arrays). Metrics are discovered
+through the entry-point group ``metalandscape.metrics``; the built-ins register the same way
+(see ``pyproject.toml``), so a third-party package adds a measure without touching the workflow::
+
+    [project.entry-points."metalandscape.metrics"]
+    my_measure = "my_package.metrics:MyMeasure"
+
+The :class:`EvaluationContext` adapts each task once per (checkpoint, epoch) and caches what
+metrics need — adapted parameters θ̃ᵢ, displacements θ̃ᵢ − θs, support gradients at θs, target
+outputs — so no metric redoes another's adaptation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from metalandscape.data.tasks import Split, TaskBatch, TaskKind, TaskSampler
+from metalandscape.functional import (
+    Params,
+    adapt,
+    flatten,
+    forward,
+    gradient,
+    loss_from_outputs,
+    score_from_outputs,
+)
+
+ENTRY_POINT_GROUP = "metalandscape.metrics"
+
+
+class MetricError(ValueError):
+    """Unknown metric, bad metric setting, or a plugin that broke its contract."""
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """One named result: a scalar, or one value per task (``per_task``)."""
+
+    values: float | np.ndarray
+    long_name: str
+    units: str = "1"
+    per_task: bool = False
+
+
+class Metric(ABC):
+    """Base class of every metric plugin."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    @dataclass(frozen=True)
+    class Settings:
+        """No settings."""
+
+    def __init__(self, settings: Any = None) -> None:
+        self.settings = settings if settings is not None else self.Settings()
+
+    @abstractmethod
+    def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
+        """The metric's quantities at the context's checkpoint epoch."""
+
+
+def available_metrics() -> dict[str, type[Metric]]:
+    """Every metric registered under the ``metalandscape.metrics`` entry-point group."""
+    found: dict[str, type[Metric]] = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            cls = entry.load()
+        except Exception as error:  # any import error of a third-party plugin, named clearly
+            raise MetricError(
+                f"metric plugin {entry.name!r} ({entry.value}) failed to load: {error}"
+            ) from None
+        if not (isinstance(cls, type) and issubclass(cls, Metric)):
+            raise MetricError(f"metric plugin {entry.name!r} ({entry.value}) is not a Metric class")
+        found[entry.name] = cls
+    return found
+
+
+def make_metric(name: str, settings: Mapping[str, Any] | None = None) -> Metric:
+    """Instantiate metric ``name`` with ``settings`` checked against its Settings dataclass."""
+    metrics = available_metrics()
+    if name not in metrics:
+        raise MetricError(
+            f"unknown metric {name!r}; available metrics: {', '.join(sorted(metrics)) or 'none'}"
+        )
+    cls = metrics[name]
+    return cls(parse_settings(cls, dict(settings or {})))
+
+
+def parse_settings(cls: type[Metric], raw: dict[str, Any]) -> Any:
+    """Build ``cls.Settings`` from a dict, naming any unknown or mistyped key."""
+    fields = {f.name: f for f in dataclasses.fields(cls.Settings)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise MetricError(
+            f"metric {cls.name!r} has no setting(s) {unknown}; "
+            f"its settings: {', '.join(sorted(fields)) or 'none'}"
+        )
+    defaults = cls.Settings()
+    for key, value in raw.items():
+        default = getattr(defaults, key)
+        if default is not None and not _same_kind(default, value):
+            raise MetricError(
+                f"metric {cls.name!r} setting {key!r} must be like {default!r}, got {value!r}"
+            )
+    try:
+        return cls.Settings(**raw)
+    except (TypeError, ValueError) as error:
+        raise MetricError(f"metric {cls.name!r}: bad settings {raw}: {error}") from None
+
+
+def _same_kind(default: Any, value: Any) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(default, tuple | list):
+        return isinstance(value, tuple | list)
+    return isinstance(value, type(default))
+
+
+class EvaluationContext:
+    """What metrics share at one θs: tasks, their adaptations and gradients, each computed once.
+
+    ``start_params`` is θs (for the finetune baseline: body plus a fresh seeded n-way head). Task
+    ``i`` of ``split`` is task ``i`` of ``TaskSampler(source, evaluation_seed)``, the same at every
+    epoch. Every cache grows on demand: asking for 60 tasks after 600 reuses the first 60.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        start_params: Params,
+        sampler: TaskSampler,
+        kind: TaskKind,
+        *,
+        inner_steps: int,
+        inner_step_size: float,
+        device: torch.device | str = "cpu",
+        task_chunk_size: int | None = 1,
+        progress: bool = False,
+    ) -> None:
+        self.model = model.to(device)
+        self.device = torch.device(device)
+        self.start_params = {name: p.detach().to(self.device) for name, p in start_params.items()}
+        self.sampler = sampler
+        self.kind = kind
+        self.inner_steps = inner_steps
+        self.inner_step_size = inner_step_size
+        self.task_chunk_size = task_chunk_size
+        self.progress = progress
+        self.adaptations = 0
+        self._tasks: dict[str, list] = {}
+        self._adapted: dict[str, list[Params]] = {}
+        self._start_gradients: dict[str, list[Tensor]] = {}
+        self._target: dict[str, list[tuple[float, float]]] = {}
+
+    def tasks(self, split: Split, count: int) -> TaskBatch:
+        """The first ``count`` evaluation tasks of ``split``, on the context's device."""
+        cache = self._tasks.setdefault(split, [])
+        for index in range(len(cache), count):
+            cache.append(self.sampler.task(split, index).to(self.device))
+        return TaskBatch.stack(cache[:count])
+
+    def adapted(self, split: Split, count: int) -> list[Params]:
+        """θ̃ᵢ for the first ``count`` tasks (T steps of α from θs on each support set)."""
+        cache = self._adapted.setdefault(split, [])
+        if len(cache) < count:
+            batch = self.tasks(split, count)
+            indices = range(len(cache), count)
+            bar = tqdm(
+                total=len(indices),
+                desc=f"adapting {split} tasks",
+                disable=not self.progress,
+                mininterval=1.0,
+                leave=False,
+            )
+            for start in range(indices.start, count, self._chunk(count)):
+                stop = min(start + self._chunk(count), count)
+                cache.extend(self._adapt_chunk(batch, start, stop))
+                bar.update(stop - start)
+            bar.close()
+        return cache[:count]
+
+    def _chunk(self, count: int) -> int:
+        return count if self.task_chunk_size is None else self.task_chunk_size
+
+    def _adapt_chunk(self, batch: TaskBatch, start: int, stop: int) -> list[Params]:
+        def adapt_one(support_inputs: Tensor, support_labels: Tensor) -> Params:
+            return adapt(
+                self.model,
+                self.start_params,
+                support_inputs,
+                support_labels,
+                kind=self.kind,
+                steps=self.inner_steps,
+                step_size=self.inner_step_size,
+                create_graph=False,
+            )
+
+        self.adaptations += stop - start
+        with torch.no_grad():
+            if stop - start == 1:
+                return [adapt_one(batch.support_inputs[start], batch.support_labels[start])]
+            stacked = torch.func.vmap(adapt_one)(
+                batch.support_inputs[start:stop], batch.support_labels[start:stop]
+            )
+        return [{name: value[i] for name, value in stacked.items()} for i in range(stop - start)]
+
+    def displacements(self, split: Split, count: int) -> Tensor:
+        """``[count, P]``: θ̃ᵢ − θs of each task, flattened."""
+        start = flatten(self.start_params)
+        return torch.stack([flatten(p) - start for p in self.adapted(split, count)])
+
+    def start_gradients(self, split: Split, count: int) -> Tensor:
+        """``[count, P]``: ∇L(Dᵢ; θs), the support-loss gradient at θs, flattened."""
+        cache = self._start_gradients.setdefault(split, [])
+        if len(cache) < count:
+            batch = self.tasks(split, count)
+            for index in range(len(cache), count):
+                grads = gradient(
+                    self.model,
+                    self.start_params,
+                    batch.support_inputs[index],
+                    batch.support_labels[index],
+                    self.kind,
+                )
+                cache.append(flatten(grads).detach())
+        return torch.stack(cache[:count])
+
+    def target_results(self, split: Split, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-task target loss and score (accuracy or MSE) at θ̃ᵢ."""
+        cache = self._target.setdefault(split, [])
+        if len(cache) < count:
+            batch = self.tasks(split, count)
+            adapted = self.adapted(split, count)
+            with torch.no_grad():
+                for index in range(len(cache), count):
+                    outputs = forward(self.model, adapted[index], batch.target_inputs[index])
+                    labels = batch.target_labels[index]
+                    cache.append(
+                        (
+                            float(loss_from_outputs(outputs, labels, self.kind)),
+                            float(score_from_outputs(outputs, labels, self.kind)),
+                        )
+                    )
+        values = np.asarray(cache[:count], dtype=np.float64)
+        return values[:, 0], values[:, 1]
+
+    def support_losses(self, split: Split, count: int) -> np.ndarray:
+        """Per-task support loss L(Dᵢ; θ̃ᵢ) at the adapted parameters."""
+        batch = self.tasks(split, count)
+        adapted = self.adapted(split, count)
+        with torch.no_grad():
+            return np.asarray(
+                [
+                    float(
+                        loss_from_outputs(
+                            forward(self.model, adapted[i], batch.support_inputs[i]),
+                            batch.support_labels[i],
+                            self.kind,
+                        )
+                    )
+                    for i in range(count)
+                ]
+            )
+
+
+def mean_and_ci95(values: np.ndarray) -> tuple[float, float]:
+    """Mean and half-width of the normal 95% confidence interval of the mean."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return math.nan, math.nan
+    if values.size == 1:
+        return float(values[0]), math.nan
+    return float(values.mean()), float(1.96 * values.std(ddof=1) / math.sqrt(values.size))

@@ -1,0 +1,204 @@
+"""The paper's measures (§4–5) as metric plugins: accuracy, support loss, flatness, coherence."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import torch
+
+from metalandscape.functional import loss_from_outputs
+from metalandscape.metrics.base import (
+    EvaluationContext,
+    Metric,
+    MetricError,
+    Quantity,
+    mean_and_ci95,
+)
+from metalandscape.metrics.eigen import top_eigenvalue
+
+
+def _with_summary(name: str, values: np.ndarray, long_name: str, units: str) -> dict[str, Quantity]:
+    mean, ci95 = mean_and_ci95(values)
+    return {
+        name: Quantity(values, long_name, units, per_task=True),
+        f"{name}_mean": Quantity(mean, f"mean {long_name}", units),
+        f"{name}_ci95": Quantity(ci95, f"95% confidence half-width of mean {long_name}", units),
+    }
+
+
+def off_diagonal_mean(gram: torch.Tensor) -> float:
+    """Mean of the entries i ≠ j of a square matrix."""
+    count = gram.shape[0]
+    if count < 2:
+        raise MetricError("coherence needs at least 2 tasks")
+    total = gram.sum() - gram.diagonal().sum()
+    return float(total / (count * (count - 1)))
+
+
+class Accuracy(Metric):
+    """Target accuracy (classification) or target MSE (regression) after adaptation."""
+
+    name = "accuracy"
+    description = "target accuracy / MSE at the adapted parameters, meta-test and meta-train tasks"
+
+    @dataclass(frozen=True)
+    class Settings:
+        """``tasks`` evaluation tasks of each split in ``splits``."""
+
+        tasks: int = 600
+        splits: tuple[str, ...] = ("test", "train")
+
+    def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
+        out: dict[str, Quantity] = {}
+        score = "accuracy" if context.kind == "classification" else "mse"
+        units = "1" if score == "accuracy" else "squared output units"
+        for split in self.settings.splits:
+            loss, values = context.target_results(split, self.settings.tasks)
+            label = "meta-test" if split == "test" else f"meta-{split}"
+            out.update(
+                _with_summary(f"{split}_target_{score}", values, f"{label} target {score}", units)
+            )
+            out.update(_with_summary(f"{split}_target_loss", loss, f"{label} target loss", "1"))
+        return out
+
+
+class SupportLoss(Metric):
+    """E[L(Dᵢ; θ̃ᵢ)]: the support loss at the adapted parameters."""
+
+    name = "support_loss"
+    description = "support loss at the adapted parameters (meta-test tasks)"
+
+    @dataclass(frozen=True)
+    class Settings:
+        """``tasks`` meta-test tasks."""
+
+        tasks: int = 600
+        split: str = "test"
+
+    def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
+        values = context.support_losses(self.settings.split, self.settings.tasks)
+        return _with_summary("support_loss", values, "support loss at adapted parameters", "1")
+
+
+class Hessian(Metric):
+    """E[λmax(∇²L(Dᵢ; θ̃ᵢ))]: top eigenvalue of the support-loss Hessian at each θ̃ᵢ."""
+
+    name = "hessian"
+    description = "top Hessian eigenvalue of the support loss at the adapted parameters (flatness)"
+
+    @dataclass(frozen=True)
+    class Settings:
+        """``backend``: ``lanczos`` (scipy eigsh on Hessian-vector products) or ``pyhessian``."""
+
+        tasks: int = 60
+        split: str = "test"
+        backend: str = "lanczos"
+        tol: float | None = None
+        max_hessian_vector_products: int | None = None
+        seed: int = 0
+
+        def __post_init__(self) -> None:
+            if self.backend not in ("lanczos", "pyhessian"):
+                raise ValueError(f"backend must be lanczos or pyhessian, got {self.backend!r}")
+
+    def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
+        settings = self.settings
+        batch = context.tasks(settings.split, settings.tasks)
+        adapted = context.adapted(settings.split, settings.tasks)
+        criterion = partial(loss_from_outputs, kind=context.kind)
+        values, products, converged = [], [], []
+        for index in range(settings.tasks):
+            result = top_eigenvalue(
+                settings.backend,
+                context.model,
+                adapted[index],
+                batch.support_inputs[index],
+                batch.support_labels[index],
+                criterion,
+                tol=settings.tol,
+                max_hvps=settings.max_hessian_vector_products,
+                seed=settings.seed + index,
+            )
+            values.append(result.value)
+            products.append(result.hessian_vector_products)
+            converged.append(result.converged)
+        out = _with_summary(
+            "hessian_top_eigenvalue",
+            np.asarray(values),
+            "top eigenvalue of the support-loss Hessian at adapted parameters",
+            "1",
+        )
+        out["hessian_vector_products"] = Quantity(
+            np.asarray(products, dtype=np.float64), "Hessian-vector products spent", "1", True
+        )
+        out["hessian_converged"] = Quantity(
+            np.asarray(converged, dtype=np.float64),
+            "eigensolver converged (1) or not (0)",
+            "1",
+            True,
+        )
+        return out
+
+
+class TrajectoryCoherence(Metric):
+    """E[θ̂ᵢᵀθ̂ⱼ] over task pairs i ≠ j, θ̂ᵢ = (θ̃ᵢ − θs)/‖θ̃ᵢ − θs‖; and E‖θ̃ᵢ − θs‖."""
+
+    name = "trajectory_coherence"
+    description = "mean cosine between adaptation directions of task pairs, and trajectory norm"
+
+    @dataclass(frozen=True)
+    class Settings:
+        """``tasks`` meta-test tasks (the paper: 500)."""
+
+        tasks: int = 500
+        split: str = "test"
+
+    def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
+        steps = context.displacements(self.settings.split, self.settings.tasks).double()
+        norms = steps.norm(dim=1)
+        directions = steps / norms.clamp_min(torch.finfo(steps.dtype).tiny)[:, None]
+        out = {
+            "trajectory_coherence": Quantity(
+                off_diagonal_mean(directions @ directions.T),
+                "mean cosine similarity of adaptation directions, task pairs i != j",
+                "1",
+            )
+        }
+        out.update(
+            _with_summary(
+                "trajectory_norm", norms.cpu().numpy(), "L2 norm of adaptation displacement", "1"
+            )
+        )
+        return out
+
+
+class GradientCoherence(Metric):
+    """E[gᵢᵀgⱼ] over task pairs i ≠ j with gᵢ = −∇L(Dᵢ; θs): raw inner products, not cosines."""
+
+    name = "gradient_coherence"
+    description = "mean inner product of support-loss gradients at θs, task pairs i != j"
+
+    @dataclass(frozen=True)
+    class Settings:
+        """``tasks`` meta-test tasks (the paper: 500)."""
+
+        tasks: int = 500
+        split: str = "test"
+
+    def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
+        gradients = -context.start_gradients(self.settings.split, self.settings.tasks).double()
+        norms = gradients.norm(dim=1)
+        out = {
+            "gradient_coherence": Quantity(
+                off_diagonal_mean(gradients @ gradients.T),
+                "mean inner product of support gradients at the meta-train solution, i != j",
+                "1",
+            )
+        }
+        out.update(
+            _with_summary("gradient_norm", norms.cpu().numpy(), "L2 norm of support gradient", "1")
+        )
+        return out
