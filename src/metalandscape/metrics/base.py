@@ -159,6 +159,7 @@ class EvaluationContext:
         self.model = model.to(device)
         self.device = torch.device(device)
         self.start_params = {name: p.detach().to(self.device) for name, p in start_params.items()}
+        self.dtype = next(iter(self.start_params.values())).dtype
         self.sampler = sampler
         self.kind = kind
         self.inner_steps = inner_steps
@@ -175,7 +176,7 @@ class EvaluationContext:
         """The first ``count`` evaluation tasks of ``split``, on the context's device."""
         cache = self._tasks.setdefault(split, [])
         for index in range(len(cache), count):
-            cache.append(self.sampler.task(split, index).to(self.device))
+            cache.append(self.sampler.task(split, index).to(self.device, self.dtype))
         return TaskBatch.stack(cache[:count])
 
     def adapted(self, split: Split, count: int) -> list[Params]:

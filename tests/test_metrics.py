@@ -1,0 +1,298 @@
+"""Metric formulas, the shared evaluation context, output files and third-party plugins."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from metalandscape.config import resolve_run_config
+from metalandscape.data.sinusoid import SinusoidSource
+from metalandscape.data.tasks import TaskSampler
+from metalandscape.functional import adapt, flatten, gradient, parameters_of
+from metalandscape.metrics.base import (
+    EvaluationContext,
+    MetricError,
+    available_metrics,
+    make_metric,
+)
+from metalandscape.metrics.builtin import off_diagonal_mean
+from metalandscape.metrics.evaluate import RUN_DIMS, evaluate, write_netcdf
+from metalandscape.models import SinusoidMLP
+from metalandscape.training import train_run
+
+BUILTINS = {"accuracy", "support_loss", "hessian", "trajectory_coherence", "gradient_coherence"}
+
+
+def test_off_diagonal_mean_uses_pairs_i_neq_j_only():
+    vectors = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0]], dtype=torch.float64)
+    gram = vectors @ vectors.T
+    # Pairs (0,1)=0, (0,2)=3, (1,2)=0, each counted twice, over 3*2 ordered pairs.
+    assert off_diagonal_mean(gram) == pytest.approx(6 / 6)
+    with pytest.raises(MetricError):
+        off_diagonal_mean(gram[:1, :1])
+
+
+@pytest.fixture(scope="module")
+def sinusoid_context():
+    torch.manual_seed(0)
+    model = SinusoidMLP().double()
+    params = parameters_of(model)
+    sampler = TaskSampler(SinusoidSource(k_shot=5, target_points=5), seed=0)
+    return EvaluationContext(
+        model, params, sampler, "regression", inner_steps=2, inner_step_size=0.05
+    )
+
+
+def by_hand(context, count):
+    tasks = context.tasks("test", count)
+    adapted = [
+        adapt(
+            context.model,
+            context.start_params,
+            task.support_inputs.double(),
+            task.support_labels.double(),
+            kind="regression",
+            steps=2,
+            step_size=0.05,
+            create_graph=False,
+        )
+        for task in tasks
+    ]
+    steps = torch.stack([flatten(a) - flatten(context.start_params) for a in adapted]).double()
+    gradients = torch.stack(
+        [
+            -flatten(
+                gradient(
+                    context.model,
+                    context.start_params,
+                    task.support_inputs.double(),
+                    task.support_labels.double(),
+                    "regression",
+                )
+            )
+            for task in tasks
+        ]
+    ).double()
+    return steps, gradients
+
+
+def test_coherence_metrics_match_a_hand_computation(sinusoid_context):
+    count = 6
+    steps, gradients = by_hand(sinusoid_context, count)
+    units = steps / steps.norm(dim=1, keepdim=True)
+    expected_trajectory = np.mean(
+        [float(units[i] @ units[j]) for i in range(count) for j in range(count) if i != j]
+    )
+    expected_gradient = np.mean(
+        [float(gradients[i] @ gradients[j]) for i in range(count) for j in range(count) if i != j]
+    )
+    trajectory = make_metric("trajectory_coherence", {"tasks": count}).compute(sinusoid_context)
+    coherence = make_metric("gradient_coherence", {"tasks": count}).compute(sinusoid_context)
+    assert trajectory["trajectory_coherence"].values == pytest.approx(expected_trajectory, rel=1e-9)
+    assert np.allclose(trajectory["trajectory_norm"].values, steps.norm(dim=1).numpy())
+    assert coherence["gradient_coherence"].values == pytest.approx(expected_gradient, rel=1e-9)
+
+
+def test_context_adapts_each_task_once(sinusoid_context):
+    context = EvaluationContext(
+        sinusoid_context.model,
+        sinusoid_context.start_params,
+        sinusoid_context.sampler,
+        "regression",
+        inner_steps=2,
+        inner_step_size=0.05,
+        task_chunk_size=4,
+    )
+    for name, settings in [
+        ("accuracy", {"tasks": 10, "splits": ["test"]}),
+        ("support_loss", {"tasks": 10}),
+        ("trajectory_coherence", {"tasks": 8}),
+        ("hessian", {"tasks": 3}),
+    ]:
+        make_metric(name, settings).compute(context)
+    assert context.adaptations == 10
+    make_metric("accuracy", {"tasks": 12, "splits": ["test", "train"]}).compute(context)
+    assert context.adaptations == 12 + 12
+
+
+def test_batched_and_looped_adaptation_agree(sinusoid_context):
+    looped = EvaluationContext(
+        sinusoid_context.model,
+        sinusoid_context.start_params,
+        sinusoid_context.sampler,
+        "regression",
+        inner_steps=2,
+        inner_step_size=0.05,
+        task_chunk_size=1,
+    )
+    a = looped.displacements("test", 7)
+    b = sinusoid_context.displacements("test", 7)
+    assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_unknown_metric_and_bad_settings_are_named():
+    with pytest.raises(MetricError, match=r"available metrics: .*accuracy"):
+        make_metric("nope")
+    with pytest.raises(MetricError, match="no setting"):
+        make_metric("hessian", {"taks": 3})
+    with pytest.raises(MetricError, match="'tasks'"):
+        make_metric("hessian", {"tasks": "many"})
+    with pytest.raises(MetricError, match="backend"):
+        make_metric("hessian", {"backend": "magic"})
+
+
+def test_builtins_are_registered_as_entry_points():
+    assert set(available_metrics()) >= BUILTINS
+
+
+@pytest.fixture(scope="module")
+def sinusoid_run(tmp_path_factory):
+    config = resolve_run_config(
+        {"dataset": "sinusoid", "algorithm": "maml", "epochs": 2, "iterations_per_epoch": 5}
+    )
+    return train_run(config, tmp_path_factory.mktemp("run") / "run.h5", progress=False)
+
+
+def test_every_builtin_metric_writes_a_netcdf_file(tmp_path, sinusoid_run):
+    metrics = [make_metric(name, {"tasks": 4}) for name in sorted(BUILTINS)]
+    results = evaluate(sinusoid_run, 2, metrics)
+    for name, dataset in results.items():
+        path = write_netcdf(dataset, tmp_path / f"{name}.nc")
+        loaded = xr.open_dataset(path, engine="h5netcdf").load()
+        for dim in RUN_DIMS:
+            assert loaded.sizes[dim] == 1
+        assert loaded["epoch"].item() == 2 and loaded["algorithm"].item() == "maml"
+        assert loaded.attrs["metric"] == name
+        for variable in loaded.data_vars.values():
+            assert variable.attrs["long_name"] and "units" in variable.attrs
+            if "task" in variable.dims:
+                assert variable.attrs["tasks"] == 4
+        assert json.loads(loaded.attrs["run_config"])["dataset"] == "sinusoid"
+        xr.testing.assert_identical(loaded, dataset)
+
+
+def test_finetune_runs_are_measured_with_a_fresh_head(tmp_path):
+    from metalandscape.data.fontglot import build_fontglot
+
+    data = build_fontglot(tmp_path / "glyphs.npz", classes=80, workers=1, progress=False)
+    config = resolve_run_config(
+        {
+            "dataset": "fontglot",
+            "data_path": str(data),
+            "algorithm": "finetune",
+            "n_way": 3,
+            "epochs": 1,
+            "iterations_per_epoch": 2,
+            "filters": 8,
+            "inner_steps": 1,
+        }
+    )
+    run = train_run(config, tmp_path / "finetune.h5", progress=False)
+    result = evaluate(run, 1, [make_metric("accuracy", {"tasks": 3, "splits": ["test"]})])
+    accuracy = result["accuracy"]["test_target_accuracy"].values
+    assert accuracy.shape[-1] == 3 and np.all((accuracy >= 0) & (accuracy <= 1))
+
+
+PLUGIN = textwrap.dedent(
+    '''
+    from dataclasses import dataclass
+    from metalandscape.metrics.base import Metric, Quantity
+
+
+    class ParameterNorm(Metric):
+        """‖θs‖: a toy third-party measure."""
+
+        name = "parameter_norm"
+        description = "norm of the meta-train solution"
+
+        @dataclass(frozen=True)
+        class Settings:
+            scale: float = 1.0
+
+        def compute(self, context):
+            norm = sum(float((p.double() ** 2).sum()) for p in context.start_params.values())
+            return {"parameter_norm": Quantity(self.settings.scale * norm ** 0.5, "norm", "1")}
+    '''
+)
+
+
+def install_toy_plugin(root: Path) -> Path:
+    """A package and its dist-info on ``root``, found by importlib.metadata entry points."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "toy_metric_plugin.py").write_text(PLUGIN)
+    info = root / "toy_metric_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-metric-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[metalandscape.metrics]\nparameter_norm = toy_metric_plugin:ParameterNorm\n"
+    )
+    return root
+
+
+def test_a_third_party_metric_runs_through_the_cli(tmp_path, sinusoid_run):
+    plugin_root = install_toy_plugin(tmp_path / "site")
+    env = {**os.environ, "PYTHONPATH": str(plugin_root)}
+    command = [sys.executable, "-m", "metalandscape.cli", "metrics"]
+    listing = subprocess.run([*command, "--list"], env=env, capture_output=True, text=True)
+    assert "parameter_norm" in listing.stdout
+    out = tmp_path / "norm.nc"
+    subprocess.run(
+        [
+            *command,
+            "--checkpoint",
+            str(sinusoid_run),
+            "--epoch",
+            "1",
+            "--metric",
+            "parameter_norm",
+            "--set",
+            "parameter_norm.scale=2.0",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    loaded = xr.open_dataset(out, engine="h5netcdf").load()
+    from metalandscape.checkpoints import load_epoch_params
+
+    params = load_epoch_params(sinusoid_run, 1)
+    expected = 2.0 * float(sum((p.double() ** 2).sum() for p in params.values())) ** 0.5
+    assert float(loaded["parameter_norm"].squeeze()) == pytest.approx(expected, rel=1e-6)
+
+
+def test_metrics_cli_errors_are_one_line(tmp_path, sinusoid_run):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "metalandscape.cli",
+            "metrics",
+            "--checkpoint",
+            str(sinusoid_run),
+            "--epoch",
+            "1",
+            "--metric",
+            "nope",
+            "--out",
+            str(tmp_path / "x.nc"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "available metrics" in result.stderr
+    assert not (tmp_path / "x.nc").exists()
