@@ -152,8 +152,8 @@ def test_lanczos_distinguishes_largest_algebraic_from_largest_magnitude() -> Non
     params = {"weight": torch.randn(20, dtype=DTYPE)}
     largest = top_eigenvalue_lanczos(quadratic_loss(matrix), params, which="LA")
     magnitude = top_eigenvalue_lanczos(quadratic_loss(matrix), params, which="LM")
-    assert largest.value == pytest.approx(3.0, rel=1e-6)
-    assert magnitude.value == pytest.approx(-10.0, rel=1e-6)
+    assert largest.value == pytest.approx(3.0, rel=1e-4)
+    assert magnitude.value == pytest.approx(-10.0, rel=1e-4)
 
 
 def test_lanczos_rejects_unknown_which(problem: Problem) -> None:
@@ -167,12 +167,21 @@ def test_lanczos_is_deterministic_by_seed(problem: Problem) -> None:
     assert first == second
 
 
-def test_lanczos_out_of_budget_returns_a_lower_bound_unconverged(problem: Problem) -> None:
-    result = top_eigenvalue_lanczos(problem.loss_of_params, problem.params, max_hvps=4)
-    assert not result.converged
-    assert result.hessian_vector_products == 4
+def test_lanczos_out_of_budget_returns_improving_lower_bounds_unconverged(
+    problem: Problem,
+) -> None:
     top = float(problem.dense[-1])
-    assert problem.dense[0] - 1e-9 <= result.value <= top + 1e-9 * abs(top)
+    estimates = []
+    for budget in (4, 8, 12):
+        result = top_eigenvalue_lanczos(
+            problem.loss_of_params, problem.params, tol=1e-14, max_hvps=budget
+        )
+        assert not result.converged
+        assert result.hessian_vector_products == budget
+        assert problem.dense[0] - 1e-9 <= result.value <= top + 1e-9 * abs(top)
+        estimates.append(result.value)
+    assert estimates == sorted(estimates)
+    assert relative_error(estimates[-1], top) < 1e-2
 
 
 def test_lanczos_handles_a_hessian_smaller_than_the_krylov_basis() -> None:
@@ -382,8 +391,8 @@ def test_dispatcher_lanczos_largest_magnitude_on_a_quadratic() -> None:
     labels = torch.zeros(1)
     largest = top_eigenvalue("lanczos", model, params, matrix, labels, output_as_loss)
     magnitude = top_eigenvalue("lanczos", model, params, matrix, labels, output_as_loss, which="LM")
-    assert largest.value == pytest.approx(3.0, rel=1e-6)
-    assert magnitude.value == pytest.approx(-10.0, rel=1e-6)
+    assert largest.value == pytest.approx(3.0, rel=1e-4)
+    assert magnitude.value == pytest.approx(-10.0, rel=1e-4)
 
 
 def test_dispatcher_refuses_largest_algebraic_from_pyhessian(problem: Problem) -> None:

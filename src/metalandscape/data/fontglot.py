@@ -33,7 +33,6 @@ import json
 import multiprocessing
 import os
 import sys
-import tempfile
 import unicodedata
 import zipfile
 import zlib
@@ -45,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from metalandscape.atomic import atomic_output
 from metalandscape.data.splits import OMNIGLOT_CLASSES, finn_split
 from metalandscape.data.tasks import ClassImages, DataError
 
@@ -569,17 +569,10 @@ def _images_sha256(images: np.ndarray) -> str:
 
 
 def _save_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez_compressed(file, **arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as temporary, open(temporary, "wb") as file:
+        np.savez_compressed(file, **arrays)
+        file.flush()
+        os.fsync(file.fileno())
 
 
 def _rebuild_hint(path: Path) -> str:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -15,6 +13,7 @@ import torch
 import xarray as xr
 
 from metalandscape.algorithms.finetune import replace_head
+from metalandscape.atomic import atomic_output
 from metalandscape.checkpoints import load_epoch_params, read_run_info
 from metalandscape.config import RunConfig, resolve_run_config
 from metalandscape.data.tasks import TaskSampler
@@ -122,17 +121,9 @@ def _settings_dict(metric: Metric) -> dict[str, Any]:
 
 def write_netcdf(dataset: xr.Dataset, path: str | Path) -> Path:
     """Write ``dataset`` to ``path`` (h5netcdf) whole or not at all."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
+    with atomic_output(path) as temporary:
         dataset.to_netcdf(temporary, engine="h5netcdf")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def evaluate(

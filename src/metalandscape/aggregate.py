@@ -1,0 +1,483 @@
+"""Combine per-(run, epoch, metric) netCDF files into one Dataset and a tidy CSV table.
+
+Every metric file holds length-1 coordinates :data:`RUN_DIMS` and per-task variables on a
+``task`` dimension. The aggregate places each value at its run coordinates on the union grid
+(NaN where a combination was not measured) and renames each metric's ``task`` dimension to
+``task_<metric>``, since metrics evaluate different numbers of tasks.
+
+Files are read with h5py when they follow the netCDF-4 layout that h5netcdf writes (about 30
+times faster than xarray for many small files) and with ``xarray`` (engine ``h5netcdf``)
+otherwise; both leave no file open.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from metalandscape.metrics.evaluate import RUN_DIMS
+
+log = logging.getLogger(__name__)
+
+TABLE_COLUMNS = (*RUN_DIMS, "variable", "value")
+_NETCDF_BOOKKEEPING = frozenset(
+    {
+        "CLASS",
+        "DIMENSION_LIST",
+        "NAME",
+        "REFERENCE_LIST",
+        "_FillValue",
+        "_NCProperties",
+        "_Netcdf4Coordinates",
+        "_Netcdf4Dimid",
+    }
+)
+# Attributes that make xarray change values on reading: such files take the xarray path.
+_DECODING_ATTRIBUTES = frozenset(
+    {"scale_factor", "add_offset", "_Unsigned", "missing_value", "calendar", "_Encoding", "dtype"}
+)
+_PHONY_DIMENSION = "This is a netCDF dimension but not a netCDF variable"
+
+
+class AggregateError(ValueError):
+    """A metric file or aggregate the user gave cannot be read or combined."""
+
+
+@dataclass(frozen=True)
+class _RawFile:
+    """What one netCDF file holds, reader-independent."""
+
+    attrs: dict[str, Any]
+    coords: dict[str, np.ndarray]
+    variables: dict[str, tuple[tuple[str, ...], np.ndarray, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class MetricFile:
+    """One checked metric file: its run coordinates and its variables' values."""
+
+    path: Path
+    metric: str
+    settings: str
+    run: tuple[Any, ...]
+    scalars: dict[str, float]
+    per_task: dict[str, np.ndarray]
+    variable_attrs: dict[str, dict[str, Any]]
+
+
+class _NotPlainLayout(Exception):
+    """The file needs xarray's general reader."""
+
+
+def _python_value(value: Any) -> Any:
+    if isinstance(value, bytes | np.bytes_):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray):
+        if value.size == 1:
+            return _python_value(value.reshape(()).item())
+        return [_python_value(item) for item in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _read_plain(path: Path) -> _RawFile:
+    """Read a flat netCDF-4 file written by h5netcdf straight through h5py."""
+    with h5py.File(path, "r") as handle:
+        attrs = {
+            key: _python_value(handle.attrs[key])
+            for key in handle.attrs
+            if key not in _NETCDF_BOOKKEEPING
+        }
+        dimension_names: dict[int, str] = {}
+        coords: dict[str, np.ndarray] = {}
+        datasets: dict[str, h5py.Dataset] = {}
+        for name, item in handle.items():
+            if not isinstance(item, h5py.Dataset):
+                raise _NotPlainLayout
+            keys = set(item.attrs)
+            if keys & _DECODING_ATTRIBUTES:
+                raise _NotPlainLayout
+            if "CLASS" in keys and _python_value(item.attrs["CLASS"]) == "DIMENSION_SCALE":
+                if "_Netcdf4Dimid" not in keys:
+                    raise _NotPlainLayout
+                dimension_names[int(item.attrs["_Netcdf4Dimid"])] = name
+                if not str(_python_value(item.attrs.get("NAME", ""))).startswith(_PHONY_DIMENSION):
+                    coords[name] = _read_values(item)
+            else:
+                datasets[name] = item
+        variables = {}
+        for name, item in datasets.items():
+            keys = set(item.attrs)
+            if "_Netcdf4Coordinates" not in keys:
+                raise _NotPlainLayout
+            if "_FillValue" in keys and not _is_nan_fill(item.attrs["_FillValue"]):
+                raise _NotPlainLayout
+            try:
+                dims = tuple(
+                    dimension_names[int(i)]
+                    for i in np.atleast_1d(item.attrs["_Netcdf4Coordinates"])
+                )
+            except KeyError:
+                raise _NotPlainLayout from None
+            if len(dims) != item.ndim:
+                raise _NotPlainLayout
+            variable_attrs = {
+                key: _python_value(item.attrs[key]) for key in keys - _NETCDF_BOOKKEEPING
+            }
+            variables[name] = (dims, _read_values(item), variable_attrs)
+    return _RawFile(attrs, coords, variables)
+
+
+def _is_nan_fill(fill: Any) -> bool:
+    values = np.asarray(fill)
+    return values.dtype.kind == "f" and bool(np.isnan(values).all())
+
+
+def _read_values(item: h5py.Dataset) -> np.ndarray:
+    if h5py.check_string_dtype(item.dtype) is not None:
+        return np.asarray(item.asstr()[...], dtype=object)
+    if item.dtype.kind not in "biuf":
+        raise _NotPlainLayout
+    return np.asarray(item[...])
+
+
+def _read_general(path: Path) -> _RawFile:
+    """Read any netCDF file xarray's h5netcdf engine understands."""
+    with xr.open_dataset(path, engine="h5netcdf") as opened:
+        dataset = opened.load()
+    coords = {name: coord.values for name, coord in dataset.coords.items() if coord.ndim == 1}
+    variables = {
+        str(name): (tuple(map(str, data.dims)), data.values, dict(data.attrs))
+        for name, data in dataset.data_vars.items()
+    }
+    return _RawFile(dict(dataset.attrs), coords, variables)
+
+
+def _read_file(path: Path) -> _RawFile:
+    if not path.is_file():
+        raise AggregateError(f"metric file {path} not found")
+    try:
+        return _read_plain(path)
+    except (_NotPlainLayout, OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        return _read_general(path)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
+        raise AggregateError(f"{path} is not a readable netCDF file: {error}") from None
+
+
+def _check_metric_file(path: Path, raw: _RawFile) -> MetricFile:
+    """The metric file's contents, or AggregateError if it is not what to_dataset writes."""
+    metric = raw.attrs.get("metric")
+    if not isinstance(metric, str) or not metric:
+        raise AggregateError(f"{path} is not a metric file: it has no 'metric' attribute")
+    run = []
+    for dim in RUN_DIMS:
+        values = raw.coords.get(dim)
+        if values is None or values.shape != (1,):
+            found = "missing" if values is None else f"of length {values.size}"
+            raise AggregateError(
+                f"{path} is not a metric file: coordinate {dim!r} is {found}, expected length 1"
+            )
+        run.append(_python_value(values[0]))
+    scalars: dict[str, float] = {}
+    per_task: dict[str, np.ndarray] = {}
+    variable_attrs = {}
+    for name, (dims, values, attrs) in raw.variables.items():
+        if np.asarray(values).dtype.kind not in "biuf":
+            raise AggregateError(f"{path}: variable {name!r} is not numeric")
+        values = np.asarray(values, dtype=np.float64)
+        if dims == RUN_DIMS:
+            scalars[name] = float(values.reshape(-1)[0])
+        elif dims == (*RUN_DIMS, "task"):
+            per_task[name] = values.reshape(-1)
+        else:
+            raise AggregateError(
+                f"{path}: variable {name!r} has dimensions {dims}, expected {RUN_DIMS} "
+                "optionally followed by 'task'"
+            )
+        variable_attrs[name] = {k: v for k, v in attrs.items() if k != "tasks"}
+    if not scalars and not per_task:
+        raise AggregateError(f"{path} is not a metric file: it has no variables")
+    settings = raw.attrs.get("metric_settings", "{}")
+    return MetricFile(path, metric, str(settings), tuple(run), scalars, per_task, variable_attrs)
+
+
+def read_metric_file(path: str | Path) -> MetricFile:
+    """One metric file, checked, with its data in memory and the file closed."""
+    path = Path(path)
+    return _check_metric_file(path, _read_file(path))
+
+
+def _sorted_levels(dim: str, values: set[Any]) -> list[Any]:
+    try:
+        return sorted(values)
+    except TypeError:
+        raise AggregateError(
+            f"coordinate {dim!r} mixes value types: {sorted(map(repr, values))}"
+        ) from None
+
+
+def _coordinate_array(levels: list[Any]) -> np.ndarray:
+    if all(isinstance(level, str) for level in levels):
+        return np.array(levels, dtype=str)
+    return np.array(levels)
+
+
+def _settings_by_metric(files: Sequence[MetricFile]) -> dict[str, list[Any]]:
+    settings: dict[str, set[str]] = {}
+    for file in files:
+        settings.setdefault(file.metric, set()).add(file.settings)
+    out: dict[str, list[Any]] = {}
+    for metric in sorted(settings):
+        out[metric] = []
+        for text in sorted(settings[metric]):
+            try:
+                out[metric].append(json.loads(text))
+            except json.JSONDecodeError:
+                out[metric].append(text)
+    return out
+
+
+def combine_metric_files(
+    files: Sequence[MetricFile], *, include_per_task: bool = True
+) -> xr.Dataset:
+    """Place checked metric files on the union grid of their run coordinates (NaN elsewhere)."""
+    if not files:
+        raise AggregateError("no metric files to aggregate")
+    seen: dict[tuple[str, tuple[Any, ...]], Path] = {}
+    owner: dict[str, str] = {}
+    owner_file: dict[str, Path] = {}
+    is_per_task: dict[str, bool] = {}
+    for file in files:
+        key = (file.metric, file.run)
+        if key in seen:
+            run = ", ".join(f"{d}={v}" for d, v in zip(RUN_DIMS, file.run))
+            raise AggregateError(
+                f"{seen[key]} and {file.path} both hold metric {file.metric!r} for {run}"
+            )
+        seen[key] = file.path
+        for name, per_task in [(n, False) for n in file.scalars] + [
+            (n, True) for n in file.per_task
+        ]:
+            if owner.setdefault(name, file.metric) != file.metric:
+                raise AggregateError(
+                    f"variable {name!r} comes from metric {owner[name]!r} ({owner_file[name]}) "
+                    f"and metric {file.metric!r} ({file.path})"
+                )
+            owner_file.setdefault(name, file.path)
+            if is_per_task.setdefault(name, per_task) != per_task:
+                raise AggregateError(
+                    f"variable {name!r} is per-task in some files and scalar in others "
+                    f"(e.g. {owner_file[name]} and {file.path})"
+                )
+    levels = {
+        dim: _sorted_levels(dim, {file.run[i] for file in files}) for i, dim in enumerate(RUN_DIMS)
+    }
+    positions = {dim: {level: i for i, level in enumerate(levels[dim])} for dim in RUN_DIMS}
+    index = {
+        id(file): tuple(positions[dim][value] for dim, value in zip(RUN_DIMS, file.run))
+        for file in files
+    }
+    grid_shape = tuple(len(levels[dim]) for dim in RUN_DIMS)
+    coords: dict[str, Any] = {dim: _coordinate_array(levels[dim]) for dim in RUN_DIMS}
+    data_vars: dict[str, Any] = {}
+    attrs_of: dict[str, dict[str, Any]] = {}
+    for file in files:
+        for name, attrs in file.variable_attrs.items():
+            attrs_of.setdefault(name, {**attrs, "metric": file.metric})
+    task_counts: dict[str, int] = {}
+    for file in files:
+        for vector in file.per_task.values():
+            task_counts[file.metric] = max(task_counts.get(file.metric, 0), vector.size)
+    for name in sorted(owner, key=lambda n: (owner[n], n)):
+        if is_per_task[name]:
+            if not include_per_task:
+                continue
+            task_dim = f"task_{owner[name]}"
+            tasks = task_counts[owner[name]]
+            coords[task_dim] = np.arange(tasks)
+            values = np.full((*grid_shape, tasks), np.nan)
+            for file in files:
+                vector = file.per_task.get(name)
+                if vector is not None:
+                    values[(*index[id(file)], slice(0, vector.size))] = vector
+            data_vars[name] = ((*RUN_DIMS, task_dim), values, attrs_of[name])
+        else:
+            holders = [file for file in files if name in file.scalars]
+            values = np.full(grid_shape, np.nan)
+            values[tuple(np.array([index[id(file)] for file in holders]).T)] = [
+                file.scalars[name] for file in holders
+            ]
+            data_vars[name] = (RUN_DIMS, values, attrs_of[name])
+    dataset = xr.Dataset(data_vars, coords=coords)
+    dataset.attrs.update(
+        {
+            "title": "metalandscape metric aggregate",
+            "metrics": json.dumps(sorted({file.metric for file in files})),
+            "metric_settings": json.dumps(_settings_by_metric(files), sort_keys=True),
+            "source_files": len(files),
+        }
+    )
+    return dataset
+
+
+def aggregate(paths: Sequence[str | Path], *, include_per_task: bool = True) -> xr.Dataset:
+    """One Dataset over RUN_DIMS (+ ``task_<metric>``) from many metric netCDF files."""
+    if not paths:
+        raise AggregateError("no metric files to aggregate")
+    files = [read_metric_file(path) for path in paths]
+    return combine_metric_files(files, include_per_task=include_per_task)
+
+
+def tidy_table(dataset: xr.Dataset) -> pd.DataFrame:
+    """Long table of the scalar variables: RUN_DIMS, ``variable``, ``value``; no NaN rows."""
+    frames = []
+    for name, data in dataset.data_vars.items():
+        if set(data.dims) != set(RUN_DIMS):
+            continue
+        series = data.transpose(*RUN_DIMS).to_series().dropna()
+        if series.empty:
+            continue
+        frame = series.rename("value").reset_index()
+        frame.insert(len(RUN_DIMS), "variable", str(name))
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame({column: [] for column in TABLE_COLUMNS})
+    return pd.concat(frames, ignore_index=True)[list(TABLE_COLUMNS)]
+
+
+@contextlib.contextmanager
+def _atomic_outputs(*paths: Path) -> Iterator[list[Path]]:
+    """Temporary siblings of ``paths``, moved onto them only if the block succeeds."""
+    temporaries: list[Path] = []
+    try:
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.close(handle)
+            temporaries.append(Path(name))
+        yield temporaries
+        for temporary, path in zip(temporaries, paths):
+            os.replace(temporary, path)
+    finally:
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)
+
+
+def write_aggregate(
+    dataset: xr.Dataset, nc_path: str | Path, csv_path: str | Path
+) -> tuple[Path, Path]:
+    """Write the aggregate (h5netcdf, gzip) and its tidy table (CSV), each whole or not at all."""
+    nc_path, csv_path = Path(nc_path), Path(csv_path)
+    table = tidy_table(dataset)
+    encoding = {name: {"zlib": True, "complevel": 4} for name in dataset.data_vars}
+    with _atomic_outputs(nc_path, csv_path) as (nc_temporary, csv_temporary):
+        dataset.to_netcdf(nc_temporary, engine="h5netcdf", encoding=encoding)
+        table.to_csv(csv_temporary, index=False)
+    return nc_path, csv_path
+
+
+def load_aggregate(path: str | Path) -> xr.Dataset:
+    """An aggregate written by :func:`write_aggregate`, in memory, its file closed."""
+    path = Path(path)
+    if not path.is_file():
+        raise AggregateError(f"aggregate file {path} not found")
+    try:
+        with xr.open_dataset(path, engine="h5netcdf") as opened:
+            dataset = opened.load()
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
+        raise AggregateError(f"{path} is not a readable netCDF file: {error}") from None
+    missing = [dim for dim in RUN_DIMS if dim not in dataset.dims]
+    if missing:
+        raise AggregateError(f"{path} is not a metric aggregate: it lacks dimensions {missing}")
+    return dataset
+
+
+def read_input_list(path: str | Path) -> list[Path]:
+    """Paths listed one per line in ``path`` (blank lines and ``#`` comments skipped)."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as error:
+        raise AggregateError(f"cannot read input list {path}: {error.strerror}") from None
+    return [Path(line.strip()) for line in lines if line.strip() and not line.startswith("#")]
+
+
+def _command_aggregate(args: argparse.Namespace) -> int:
+    paths = [Path(p) for p in args.inputs or []]
+    for listing in args.inputs_from or []:
+        paths.extend(read_input_list(listing))
+    if not paths:
+        raise AggregateError("aggregate needs --inputs FILE... or --inputs-from LIST.txt")
+    started = time.perf_counter()
+    dataset = aggregate(paths, include_per_task=not args.scalars_only)
+    nc_path = Path(args.out)
+    csv_path = Path(args.csv) if args.csv else nc_path.with_suffix(".csv")
+    write_aggregate(dataset, nc_path, csv_path)
+    sizes = ", ".join(f"{dim}={size}" for dim, size in dataset.sizes.items())
+    log.info(
+        "aggregated %d files in %.1f s into %s and %s (%s)",
+        len(paths),
+        time.perf_counter() - started,
+        nc_path,
+        csv_path,
+        sizes,
+    )
+    return 0
+
+
+def add_aggregate_parser(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    """Register ``metalandscape aggregate`` on the CLI's subparsers."""
+    parser = subparsers.add_parser(
+        "aggregate",
+        help="combine metric .nc files into one aggregate .nc and a tidy .csv",
+        parents=[common],
+    )
+    parser.add_argument(
+        "--inputs", nargs="+", action="extend", metavar="FILE", help="metric .nc files"
+    )
+    parser.add_argument(
+        "--inputs-from",
+        action="append",
+        metavar="LIST.txt",
+        help="a text file naming metric .nc files, one per line (repeatable)",
+    )
+    parser.add_argument("--out", required=True, help="aggregate .nc to write")
+    parser.add_argument("--csv", help="tidy table .csv to write (default: --out with .csv)")
+    parser.add_argument(
+        "--scalars-only",
+        action="store_true",
+        help="leave out per-task variables (much smaller for large grids)",
+    )
+    parser.set_defaults(handler=_command_aggregate)
+
+
+__all__ = [
+    "TABLE_COLUMNS",
+    "AggregateError",
+    "MetricFile",
+    "add_aggregate_parser",
+    "aggregate",
+    "combine_metric_files",
+    "load_aggregate",
+    "read_input_list",
+    "read_metric_file",
+    "tidy_table",
+    "write_aggregate",
+]
