@@ -164,6 +164,28 @@ def _command_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_claims(args: argparse.Namespace) -> int:
+    import xarray as xr
+
+    from metalandscape.atomic import atomic_output
+    from metalandscape.claims import Thresholds, check_claims, claims_markdown
+
+    thresholds = Thresholds.from_mapping(json.loads(args.thresholds_json or "{}"))
+    datasets = []
+    for path in args.input:
+        if not Path(path).is_file():
+            raise UsageError(f"aggregated Dataset {path} not found; run the aggregate rule first")
+        with xr.open_dataset(path, engine="h5netcdf") as handle:
+            datasets.append(handle.load())
+    table = check_claims(datasets, thresholds)
+    with atomic_output(args.out_csv) as temporary:
+        table.to_csv(temporary, index=False)
+    with atomic_output(args.out_md) as temporary:
+        temporary.write_text(claims_markdown(table, args.config_name))
+    log.info("%d claim rows: %s", len(table), table["verdict"].value_counts().to_dict())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -229,11 +251,22 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     metrics.add_argument("--threads", type=int, default=1, help="PyTorch threads (default 1)")
     metrics.set_defaults(handler=_command_metrics)
+
+    claims = commands.add_parser(
+        "claims", help="check the paper's claims on aggregated Datasets", parents=[common]
+    )
+    claims.add_argument("--input", action="append", required=True, help="aggregated .nc")
+    claims.add_argument("--thresholds-json", help="thresholds, e.g. from the config's claims:")
+    claims.add_argument("--out-csv", required=True)
+    claims.add_argument("--out-md", required=True)
+    claims.add_argument("--config-name", default="", help="named in the Markdown header")
+    claims.set_defaults(handler=_command_claims)
     return parser
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from metalandscape.checkpoints import CheckpointError
+    from metalandscape.claims import ClaimsError
     from metalandscape.config import ConfigError
     from metalandscape.data.tasks import DataError
     from metalandscape.devices import DeviceError
@@ -248,6 +281,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         DeviceError,
         TrainingDiverged,
         MetricError,
+        ClaimsError,
     )
 
 

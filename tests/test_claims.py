@@ -1,0 +1,159 @@
+"""Claims verdicts follow synthetic data built to satisfy or violate each claim."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from metalandscape.claims import (
+    ClaimsError,
+    Thresholds,
+    bootstrap_mean_ci,
+    check_claims,
+    claims_markdown,
+)
+
+EPOCHS = np.arange(8)
+SEEDS = [0, 1, 2]
+
+
+def grid(
+    dataset="fontglot", variant="default", algorithms=("maml", "fomaml", "finetune"), shots=(1,)
+):
+    coords = {
+        "dataset": [dataset],
+        "variant": [variant],
+        "way": [5 if dataset != "sinusoid" else 1],
+        "shot": list(shots),
+        "algorithm": list(algorithms),
+        "seed": SEEDS,
+        "epoch": EPOCHS,
+    }
+    shape = tuple(len(v) for v in coords.values())
+    return coords, shape
+
+
+def make_dataset(series: dict[str, np.ndarray], **grid_options) -> xr.Dataset:
+    """Every setting and seed gets ``series[name]`` over epochs, plus small seed noise."""
+    coords, shape = grid(**grid_options)
+    rng = np.random.default_rng(0)
+    data = {}
+    for name, values in series.items():
+        array = np.broadcast_to(values, shape).copy()
+        array += rng.normal(0, 1e-3, size=shape) * np.abs(array).mean()
+        data[name] = (tuple(coords), array)
+    return xr.Dataset(data, coords=coords)
+
+
+def verdicts(table, claim, statistic_part=""):
+    rows = table[(table.claim == claim) & table.statistic.str.contains(statistic_part, regex=False)]
+    assert not rows.empty, (claim, statistic_part)
+    return set(rows.verdict)
+
+
+RISING = np.linspace(0.2, 0.9, len(EPOCHS))
+PEAKED = np.array([1.0, 3.0, 6.0, 8.0, 7.0, 5.0, 4.0, 3.5])
+MONOTONE_UP = np.linspace(1.0, 8.0, len(EPOCHS))
+
+
+def test_claims_hold_on_data_built_to_satisfy_them():
+    dataset = make_dataset(
+        {
+            "hessian_top_eigenvalue_mean": PEAKED,
+            "support_loss_mean": np.linspace(2.0, 0.1, len(EPOCHS)),
+            "test_target_accuracy_mean": RISING,
+            "trajectory_coherence": 0.1 + 0.3 * RISING,
+            "gradient_coherence": 2.0 * RISING,
+        }
+    )
+    # The finetune baseline's coherence is tiny compared with MAML's.
+    for name in ("trajectory_coherence", "gradient_coherence"):
+        dataset[name].loc[{"algorithm": "finetune"}] = 0.001
+    table = check_claims([dataset], Thresholds())
+    for claim in (1, 2, 4, 5, 6):
+        assert verdicts(table, claim) == {"holds"}, table[table.claim == claim]
+    assert set(table[table.claim == 1].algorithm) == {"maml", "fomaml"}
+    assert table.data.str.contains("not the paper's data").all()
+
+
+def test_claims_fail_on_data_built_to_violate_them():
+    dataset = make_dataset(
+        {
+            "hessian_top_eigenvalue_mean": MONOTONE_UP,  # sharper all along, no peak
+            "support_loss_mean": np.linspace(0.1, 2.0, len(EPOCHS)),  # rising
+            "test_target_accuracy_mean": RISING,
+            "trajectory_coherence": 0.4 - 0.3 * RISING,  # anti-correlated
+            "gradient_coherence": 2.0 - RISING,
+        }
+    )
+    table = check_claims([dataset], Thresholds())
+    assert verdicts(table, 1, "drop") == {"does not hold"}
+    assert verdicts(table, 2) == {"does not hold"}
+    assert verdicts(table, 4) == {"does not hold"}
+    assert verdicts(table, 5) == {"does not hold"}
+    assert verdicts(table, 6) == {"does not hold"}  # finetune as coherent as MAML here
+
+
+def test_overtraining_claim_uses_epochs_after_the_accuracy_peak():
+    accuracy = np.array([0.3, 0.5, 0.7, 0.65, 0.6, 0.55, 0.5, 0.45])
+    flatter = np.array([5.0, 6.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0])  # falls with accuracy
+    sharper = flatter[::-1].copy()
+    holds = make_dataset(
+        {"hessian_top_eigenvalue_mean": flatter, "test_target_accuracy_mean": accuracy},
+        variant="long",
+    )
+    fails = make_dataset(
+        {"hessian_top_eigenvalue_mean": sharper, "test_target_accuracy_mean": accuracy},
+        variant="long",
+    )
+    assert verdicts(check_claims([holds], Thresholds()), 3) == {"holds"}
+    assert verdicts(check_claims([fails], Thresholds()), 3) == {"does not hold"}
+    other_variant = make_dataset(
+        {"hessian_top_eigenvalue_mean": flatter, "test_target_accuracy_mean": accuracy}
+    )
+    assert 3 not in set(check_claims([other_variant], Thresholds()).claim)
+
+
+def test_sinusoid_gradient_coherence_across_k():
+    shots = (2, 5, 10)
+    coords, shape = grid(dataset="sinusoid", algorithms=("maml",), shots=shots)
+    coherence = np.zeros(shape)
+    mse = np.zeros(shape)
+    for i, k in enumerate(shots):
+        coherence[:, :, :, i] = k * RISING
+        mse[:, :, :, i] = 3.0 / k * (1.1 - RISING)
+    dataset = xr.Dataset(
+        {
+            "gradient_coherence": (tuple(coords), coherence),
+            "test_target_mse_mean": (tuple(coords), mse),
+        },
+        coords=coords,
+    )
+    table = check_claims([dataset], Thresholds())
+    across = table[table.statistic.str.contains("across k")]
+    assert len(across) == 1 and across.verdict.iloc[0] == "holds"
+    assert verdicts(table, 5, "over epochs") == {"holds"}
+
+
+def test_thresholds_come_from_config_and_unknown_keys_are_named():
+    strict = Thresholds.from_mapping({"trajectory_coherence_correlation": 1.5})
+    dataset = make_dataset({"trajectory_coherence": RISING, "test_target_accuracy_mean": RISING})
+    assert verdicts(check_claims([dataset], strict), 4) == {"does not hold"}
+    with pytest.raises(ClaimsError, match="bogus"):
+        Thresholds.from_mapping({"bogus": 1})
+
+
+def test_bootstrap_interval_brackets_the_mean():
+    mean, low, high = bootstrap_mean_ci([1.0, 2.0, 3.0, 4.0], resamples=500, seed=0)
+    assert low <= mean <= high and mean == pytest.approx(2.5)
+    assert bootstrap_mean_ci([], 10, 0)[0] != bootstrap_mean_ci([], 10, 0)[0]  # NaN
+
+
+def test_markdown_names_the_data_and_every_claim():
+    dataset = make_dataset(
+        {"hessian_top_eigenvalue_mean": PEAKED, "support_loss_mean": PEAKED[::-1].copy()}
+    )
+    text = claims_markdown(check_claims([dataset], Thresholds()), "config.yaml")
+    assert "## Claim 1" in text and "## Claim 2" in text
+    assert "fontglot (embedded Omniglot stand-in" in text
