@@ -9,10 +9,12 @@ Backends:
 - ``"lanczos"`` (:func:`top_eigenvalue_lanczos`): implicitly restarted Lanczos (ARPACK, via
   ``scipy.sparse.linalg.eigsh``) on Hessian-vector products. Returns the largest *algebraic*
   eigenvalue by default (``which="LA"``), which is the paper's λmax; ``which="LM"`` gives the
-  largest-magnitude one. Converges to ~1e-8 relative error in a few dozen HVPs.
+  largest-magnitude one. About 20–30 HVPs for ≤ 1e-4 relative error (~1e-8 in practice).
 - ``"pyhessian"`` (:func:`top_eigenvalue_pyhessian`): the PyHessian package's power iteration. It
   returns the largest-*magnitude* eigenvalue (with its sign), and with its default tolerance 1e-3 it
-  can stop up to ~2% short of it. Kept for comparison with the literature that used it.
+  can stop up to ~2% short of it; when λmax ≈ −λmin it oscillates and does not converge. At a
+  random Conv-4 init, λmin was the larger in magnitude on 3 of 5 tasks, so this is not λmax
+  there. Kept for comparison with the literature that used it.
 
 :func:`dense_hessian_eigenvalues` builds the full Hessian for tiny models (tests and references);
 :func:`top_eigenvalue` dispatches by backend name from a model, parameters, data and criterion.
@@ -40,14 +42,19 @@ LossOfParams = Callable[[Params], Tensor]
 BACKENDS: tuple[str, ...] = ("lanczos", "pyhessian")
 LANCZOS_WHICH: tuple[str, ...] = ("LA", "LM")
 
-# Lanczos defaults, chosen on a 5-way 1-shot Conv-4 (112k parameters) and a small MLP, float32 and
-# float64, against tol=1e-10 references (see the module's tests and the eigen backend report).
-# ARPACK's ``tol`` bounds the Ritz residual relative to the eigenvalue; the eigenvalue error is
-# about residual²/gap, so tol=1e-4 already gives ~1e-8 relative error. But the saving of 1e-4 over
-# 1e-6 is only a few HVPs, and 1e-6 still converges in float32 (HVP round-off is ~1e-7
-# relative), so 1e-6 is the default. ncv=8 Lanczos vectors per restart needed the fewest HVPs
-# (larger bases spend HVPs on a full first cycle; ncv < 6 restarts too often).
-DEFAULT_LANCZOS_TOL = 1e-6
+# Lanczos defaults, chosen by sweeping ncv ∈ {4..20} × tol ∈ {1e-3..1e-8} on a 5-way 1-shot
+# Conv-4 (112k parameters; two random inits and one adapted point) and the 1-40-40-1 sinusoid MLP,
+# against tol=1e-10 references. ARPACK stops when the Ritz residual ‖Hx − θx‖ ≤ tol·|θ|, which
+# bounds the relative eigenvalue error by tol; in practice the error is ~residual²/gap, so
+# tol=1e-4 gave ≤ 2e-8 (float64) and sat on the float32 round-off floor (≤ 7e-7). tol=1e-4 is the
+# loosest tolerance whose *guaranteed* bound meets the 1e-4 target; 1e-3 would save ~4 HVPs per
+# task (still ~1e-6 in practice, but only a 1e-3 guarantee) and 1e-6 costs 4–8 more HVPs for
+# nothing measurable in float32. With k=1, ncv between 6 and 12 needed the fewest HVPs (±2 of
+# each other; ncv ≤ 4 restarts too often, ncv ≥ 16 spends HVPs on a long first cycle); 8 keeps
+# the tracked Krylov vectors few. Result: ~21–41 HVPs per Conv-4 task, ~9–13 for the MLP.
+# ARPACK's own work per step is BLAS-1/2 on n-vectors (~2 ms at n=112k); a multi-threaded
+# OpenBLAS on a busy machine spun that up to ~15 ms, so workers should set OPENBLAS_NUM_THREADS=1.
+DEFAULT_LANCZOS_TOL = 1e-4
 DEFAULT_LANCZOS_NCV = 8
 DEFAULT_LANCZOS_MAX_HVPS = 200
 DEFAULT_PYHESSIAN_TOL = 1e-3
@@ -140,35 +147,48 @@ class _HvpBudgetExhausted(Exception):
     """Raised from inside ARPACK's loop when the HVP budget is spent."""
 
 
-class _RecordedKrylovPairs:
-    """The last ``capacity`` (v, Hv) pairs, for a Rayleigh–Ritz estimate when ARPACK gives up."""
+class _RitzTracker:
+    """Best eigenpair estimate in the span of every vector ARPACK multiplied, for when it gives up.
 
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
+    ARPACK exposes no estimate before it converges, so the (v, Hv) pairs are collected and, every
+    ``window`` pairs, compressed by Rayleigh–Ritz over {best vector so far} ∪ {new vectors} into
+    one new best vector. The estimate never gets worse, and for ``"LA"`` it is a lower bound.
+    """
+
+    def __init__(self, window: int, which: str) -> None:
+        self.window = window
+        self.which = which
         self.vectors: list[np.ndarray] = []
         self.products: list[np.ndarray] = []
+        self.best_value = float("nan")
 
     def add(self, vector: np.ndarray, product: np.ndarray) -> None:
         self.vectors.append(np.array(vector, dtype=np.float64).reshape(-1))
         self.products.append(np.array(product, dtype=np.float64).reshape(-1))
-        if len(self.vectors) > self.capacity:
-            del self.vectors[0], self.products[0]
+        if len(self.vectors) > self.window:
+            self._compress()
 
-    def ritz_value(self, which: str) -> float:
-        """Best eigenvalue estimate in the span of the recorded vectors (nan if none)."""
-        if not self.vectors:
-            return float("nan")
-        basis = np.stack(self.vectors)  # [m, n]
+    def value(self) -> float:
+        """The best Ritz value found (nan before the first product)."""
+        self._compress()
+        return self.best_value
+
+    def _compress(self) -> None:
+        if len(self.vectors) <= 1:
+            return
+        basis, products = np.stack(self.vectors), np.stack(self.products)  # [m, n]
         gram = basis @ basis.T
-        projected = basis @ np.stack(self.products).T
-        projected = (projected + projected.T) / 2
+        projected = basis @ products.T
         gram_values, gram_vectors = np.linalg.eigh(gram)
         keep = gram_values > gram_values.max() * 1e-12
         whitening = gram_vectors[:, keep] / np.sqrt(gram_values[keep])
-        ritz_values = np.linalg.eigvalsh(whitening.T @ projected @ whitening)
-        if which == "LM":
-            return float(ritz_values[np.argmax(np.abs(ritz_values))])
-        return float(ritz_values[-1])
+        reduced = whitening.T @ projected @ whitening
+        ritz_values, ritz_vectors = np.linalg.eigh((reduced + reduced.T) / 2)
+        chosen = int(np.argmax(np.abs(ritz_values))) if self.which == "LM" else -1
+        coefficients = whitening @ ritz_vectors[:, chosen]
+        self.best_value = float(ritz_values[chosen])
+        self.vectors = [coefficients @ basis]
+        self.products = [coefficients @ products]
 
 
 def top_eigenvalue_lanczos(
@@ -183,11 +203,12 @@ def top_eigenvalue_lanczos(
 ) -> EigenResult:
     """Top Hessian eigenvalue of ``loss_of_params`` at ``params`` by Lanczos (ARPACK ``eigsh``).
 
-    ``which="LA"`` gives the largest algebraic eigenvalue (the paper's λmax); ``"LM"`` the
-    largest-magnitude one, with its sign. ``tol`` is ARPACK's relative tolerance; in float32 keep
-    it ≥ ~1e-6. At most ``max_hvps`` Hessian-vector products are spent; if ARPACK has not
-    converged by then, the Rayleigh–Ritz value of the last Lanczos vectors is returned with
-    ``converged=False``. The start vector comes from ``numpy.random.default_rng(seed)``.
+    ``which="LA"``: largest algebraic eigenvalue (the paper's λmax); ``"LM"``: largest magnitude,
+    with its sign. ``tol`` is ARPACK's relative residual tolerance and bounds the relative
+    eigenvalue error (float32 HVPs round off at ~1e-7: stay ≥ ~1e-6 there). ``ncv`` Lanczos
+    vectors per restart. After ``max_hvps`` Hessian-vector products without convergence, the
+    Rayleigh–Ritz value of the last Lanczos vectors is returned with ``converged=False`` (for
+    ``"LA"`` a lower bound). The start vector comes from ``numpy.random.default_rng(seed)``.
     """
     if which not in LANCZOS_WHICH:
         raise ValueError(f"which must be one of {LANCZOS_WHICH}, got {which!r}")
@@ -201,15 +222,13 @@ def top_eigenvalue_lanczos(
     if size <= max(ncv, 2):  # ARPACK needs k < ncv <= n; a tiny Hessian is cheaper to build whole
         return _top_eigenvalue_by_columns(hvp, which, max_hvps)
 
-    # Two restart cycles of vectors span ARPACK's current basis, so the fallback estimate is at
-    # least as good as its current Ritz value.
-    recorded = _RecordedKrylovPairs(capacity=2 * ncv)
+    tracker = _RitzTracker(window=ncv, which=which)
 
     def matvec(vector: np.ndarray) -> np.ndarray:
         if hvp.count >= max_hvps:
             raise _HvpBudgetExhausted
         product = hvp(vector)
-        recorded.add(vector, product)
+        tracker.add(vector, product)
         return product
 
     operator = scipy.sparse.linalg.LinearOperator((size, size), matvec=matvec, dtype=np.float64)
@@ -229,7 +248,7 @@ def top_eigenvalue_lanczos(
         partial = getattr(error, "eigenvalues", None)
         value = float(partial[0]) if partial is not None and len(partial) else None
         if value is None:
-            value = recorded.ritz_value(which)
+            value = tracker.value()
         return EigenResult(value=value, hessian_vector_products=hvp.count, converged=False)
     return EigenResult(value=float(values[0]), hessian_vector_products=hvp.count, converged=True)
 
@@ -344,6 +363,8 @@ def top_eigenvalue_pyhessian(
     """
     from pyhessian import hessian as PyHessian  # the package names its class lowercase
 
+    if max_iterations < 1:
+        raise ValueError(f"max_iterations must be positive, got {max_iterations}")
     _check_batch_statistics(model)
     copied = _module_with_params(model, params)
     use_cuda = inputs.is_cuda
