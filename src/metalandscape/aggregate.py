@@ -50,6 +50,8 @@ _NETCDF_BOOKKEEPING = frozenset(
 _DECODING_ATTRIBUTES = frozenset(
     {"scale_factor", "add_offset", "_Unsigned", "missing_value", "calendar", "_Encoding", "dtype"}
 )
+# Per-file bookkeeping that means nothing once files are combined.
+_DROPPED_VARIABLE_ATTRIBUTES = frozenset({"tasks"})
 _PHONY_DIMENSION = "This is a netCDF dimension but not a netCDF variable"
 
 
@@ -98,46 +100,48 @@ def _python_value(value: Any) -> Any:
 def _read_plain(path: Path) -> _RawFile:
     """Read a flat netCDF-4 file written by h5netcdf straight through h5py."""
     with h5py.File(path, "r") as handle:
+        file_attrs = handle.attrs
         attrs = {
-            key: _python_value(handle.attrs[key])
-            for key in handle.attrs
+            key: _python_value(file_attrs[key])
+            for key in file_attrs
             if key not in _NETCDF_BOOKKEEPING
         }
         dimension_names: dict[int, str] = {}
         coords: dict[str, np.ndarray] = {}
-        datasets: dict[str, h5py.Dataset] = {}
+        datasets: list[tuple[str, h5py.Dataset, Any, set[str]]] = []
         for name, item in handle.items():
             if not isinstance(item, h5py.Dataset):
                 raise _NotPlainLayout
-            keys = set(item.attrs)
+            item_attrs = item.attrs
+            keys = set(item_attrs)
             if keys & _DECODING_ATTRIBUTES:
                 raise _NotPlainLayout
-            if "CLASS" in keys and _python_value(item.attrs["CLASS"]) == "DIMENSION_SCALE":
+            if "CLASS" in keys and _python_value(item_attrs["CLASS"]) == "DIMENSION_SCALE":
                 if "_Netcdf4Dimid" not in keys:
                     raise _NotPlainLayout
-                dimension_names[int(item.attrs["_Netcdf4Dimid"])] = name
-                if not str(_python_value(item.attrs.get("NAME", ""))).startswith(_PHONY_DIMENSION):
+                dimension_names[int(item_attrs["_Netcdf4Dimid"])] = name
+                if not str(_python_value(item_attrs.get("NAME", ""))).startswith(_PHONY_DIMENSION):
                     coords[name] = _read_values(item)
             else:
-                datasets[name] = item
+                datasets.append((name, item, item_attrs, keys))
         variables = {}
-        for name, item in datasets.items():
-            keys = set(item.attrs)
+        for name, item, item_attrs, keys in datasets:
             if "_Netcdf4Coordinates" not in keys:
                 raise _NotPlainLayout
-            if "_FillValue" in keys and not _is_nan_fill(item.attrs["_FillValue"]):
+            if "_FillValue" in keys and not _is_nan_fill(item_attrs["_FillValue"]):
                 raise _NotPlainLayout
             try:
                 dims = tuple(
                     dimension_names[int(i)]
-                    for i in np.atleast_1d(item.attrs["_Netcdf4Coordinates"])
+                    for i in np.atleast_1d(item_attrs["_Netcdf4Coordinates"])
                 )
             except KeyError:
                 raise _NotPlainLayout from None
             if len(dims) != item.ndim:
                 raise _NotPlainLayout
             variable_attrs = {
-                key: _python_value(item.attrs[key]) for key in keys - _NETCDF_BOOKKEEPING
+                key: _python_value(item_attrs[key])
+                for key in keys - _NETCDF_BOOKKEEPING - _DROPPED_VARIABLE_ATTRIBUTES
             }
             variables[name] = (dims, _read_values(item), variable_attrs)
     return _RawFile(attrs, coords, variables)
@@ -211,7 +215,9 @@ def _check_metric_file(path: Path, raw: _RawFile) -> MetricFile:
                 f"{path}: variable {name!r} has dimensions {dims}, expected {RUN_DIMS} "
                 "optionally followed by 'task'"
             )
-        variable_attrs[name] = {k: v for k, v in attrs.items() if k != "tasks"}
+        variable_attrs[name] = {
+            k: v for k, v in attrs.items() if k not in _DROPPED_VARIABLE_ATTRIBUTES
+        }
     if not scalars and not per_task:
         raise AggregateError(f"{path} is not a metric file: it has no variables")
     settings = raw.attrs.get("metric_settings", "{}")
@@ -290,10 +296,9 @@ def combine_metric_files(
         dim: _sorted_levels(dim, {file.run[i] for file in files}) for i, dim in enumerate(RUN_DIMS)
     }
     positions = {dim: {level: i for i, level in enumerate(levels[dim])} for dim in RUN_DIMS}
-    index = {
-        id(file): tuple(positions[dim][value] for dim, value in zip(RUN_DIMS, file.run))
-        for file in files
-    }
+    cells = [
+        tuple(positions[dim][value] for dim, value in zip(RUN_DIMS, file.run)) for file in files
+    ]
     grid_shape = tuple(len(levels[dim]) for dim in RUN_DIMS)
     coords: dict[str, Any] = {dim: _coordinate_array(levels[dim]) for dim in RUN_DIMS}
     data_vars: dict[str, Any] = {}
@@ -313,17 +318,19 @@ def combine_metric_files(
             tasks = task_counts[owner[name]]
             coords[task_dim] = np.arange(tasks)
             values = np.full((*grid_shape, tasks), np.nan)
-            for file in files:
+            for file, cell in zip(files, cells):
                 vector = file.per_task.get(name)
                 if vector is not None:
-                    values[(*index[id(file)], slice(0, vector.size))] = vector
+                    values[(*cell, slice(0, vector.size))] = vector
             data_vars[name] = ((*RUN_DIMS, task_dim), values, attrs_of[name])
         else:
-            holders = [file for file in files if name in file.scalars]
-            values = np.full(grid_shape, np.nan)
-            values[tuple(np.array([index[id(file)] for file in holders]).T)] = [
-                file.scalars[name] for file in holders
+            holders = [
+                (cell, file.scalars[name])
+                for file, cell in zip(files, cells)
+                if name in file.scalars
             ]
+            values = np.full(grid_shape, np.nan)
+            values[tuple(np.array([cell for cell, _ in holders]).T)] = [v for _, v in holders]
             data_vars[name] = (RUN_DIMS, values, attrs_of[name])
     dataset = xr.Dataset(data_vars, coords=coords)
     dataset.attrs.update(
@@ -363,7 +370,7 @@ def tidy_table(dataset: xr.Dataset) -> pd.DataFrame:
 
 
 @contextlib.contextmanager
-def _atomic_outputs(*paths: Path) -> Iterator[list[Path]]:
+def atomic_outputs(*paths: Path) -> Iterator[list[Path]]:
     """Temporary siblings of ``paths``, moved onto them only if the block succeeds."""
     temporaries: list[Path] = []
     try:
@@ -387,7 +394,7 @@ def write_aggregate(
     nc_path, csv_path = Path(nc_path), Path(csv_path)
     table = tidy_table(dataset)
     encoding = {name: {"zlib": True, "complevel": 4} for name in dataset.data_vars}
-    with _atomic_outputs(nc_path, csv_path) as (nc_temporary, csv_temporary):
+    with atomic_outputs(nc_path, csv_path) as (nc_temporary, csv_temporary):
         dataset.to_netcdf(nc_temporary, engine="h5netcdf", encoding=encoding)
         table.to_csv(csv_temporary, index=False)
     return nc_path, csv_path
@@ -474,6 +481,7 @@ __all__ = [
     "MetricFile",
     "add_aggregate_parser",
     "aggregate",
+    "atomic_outputs",
     "combine_metric_files",
     "load_aggregate",
     "read_input_list",

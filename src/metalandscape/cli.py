@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -285,10 +286,18 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+def _limit_library_threads(threads: int | None) -> None:
+    """Cap BLAS/OpenMP threads before numpy or torch load them (one job per core)."""
+    if threads and threads > 0:
+        for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(variable, str(threads))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``metalandscape`` console script."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
+    _limit_library_threads(getattr(args, "threads", None))
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
