@@ -13,13 +13,10 @@ otherwise; both leave no file open.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
-import os
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +26,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from metalandscape.metrics.evaluate import RUN_DIMS
+from metalandscape.atomic import atomic_output
 
 log = logging.getLogger(__name__)
+
+# The length-1 coordinates of every metric file: metalandscape.metrics.evaluate.RUN_DIMS (a test
+# checks they agree), restated so that aggregating and drawing never import torch.
+RUN_DIMS = ("dataset", "variant", "way", "shot", "algorithm", "seed", "epoch")
 
 TABLE_COLUMNS = (*RUN_DIMS, "variable", "value")
 _NETCDF_BOOKKEEPING = frozenset(
@@ -369,24 +370,6 @@ def tidy_table(dataset: xr.Dataset) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[list(TABLE_COLUMNS)]
 
 
-@contextlib.contextmanager
-def atomic_outputs(*paths: Path) -> Iterator[list[Path]]:
-    """Temporary siblings of ``paths``, moved onto them only if the block succeeds."""
-    temporaries: list[Path] = []
-    try:
-        for path in paths:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            os.close(handle)
-            temporaries.append(Path(name))
-        yield temporaries
-        for temporary, path in zip(temporaries, paths):
-            os.replace(temporary, path)
-    finally:
-        for temporary in temporaries:
-            temporary.unlink(missing_ok=True)
-
-
 def write_aggregate(
     dataset: xr.Dataset, nc_path: str | Path, csv_path: str | Path
 ) -> tuple[Path, Path]:
@@ -394,7 +377,7 @@ def write_aggregate(
     nc_path, csv_path = Path(nc_path), Path(csv_path)
     table = tidy_table(dataset)
     encoding = {name: {"zlib": True, "complevel": 4} for name in dataset.data_vars}
-    with atomic_outputs(nc_path, csv_path) as (nc_temporary, csv_temporary):
+    with atomic_output(nc_path) as nc_temporary, atomic_output(csv_path) as csv_temporary:
         dataset.to_netcdf(nc_temporary, engine="h5netcdf", encoding=encoding)
         table.to_csv(csv_temporary, index=False)
     return nc_path, csv_path
@@ -426,7 +409,8 @@ def read_input_list(path: str | Path) -> list[Path]:
     return [Path(line.strip()) for line in lines if line.strip() and not line.startswith("#")]
 
 
-def _command_aggregate(args: argparse.Namespace) -> int:
+def command_aggregate(args: argparse.Namespace) -> int:
+    """``metalandscape aggregate``: combine metric files into one .nc and a tidy .csv."""
     paths = [Path(p) for p in args.inputs or []]
     for listing in args.inputs_from or []:
         paths.extend(read_input_list(listing))
@@ -449,40 +433,14 @@ def _command_aggregate(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_aggregate_parser(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    """Register ``metalandscape aggregate`` on the CLI's subparsers."""
-    parser = subparsers.add_parser(
-        "aggregate",
-        help="combine metric .nc files into one aggregate .nc and a tidy .csv",
-        parents=[common],
-    )
-    parser.add_argument(
-        "--inputs", nargs="+", action="extend", metavar="FILE", help="metric .nc files"
-    )
-    parser.add_argument(
-        "--inputs-from",
-        action="append",
-        metavar="LIST.txt",
-        help="a text file naming metric .nc files, one per line (repeatable)",
-    )
-    parser.add_argument("--out", required=True, help="aggregate .nc to write")
-    parser.add_argument("--csv", help="tidy table .csv to write (default: --out with .csv)")
-    parser.add_argument(
-        "--scalars-only",
-        action="store_true",
-        help="leave out per-task variables (much smaller for large grids)",
-    )
-    parser.set_defaults(handler=_command_aggregate)
-
-
 __all__ = [
+    "RUN_DIMS",
     "TABLE_COLUMNS",
     "AggregateError",
     "MetricFile",
-    "add_aggregate_parser",
     "aggregate",
-    "atomic_outputs",
     "combine_metric_files",
+    "command_aggregate",
     "load_aggregate",
     "read_input_list",
     "read_metric_file",

@@ -165,6 +165,12 @@ def _command_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_aggregate(args: argparse.Namespace) -> int:
+    from metalandscape.aggregate import command_aggregate
+
+    return command_aggregate(args)
+
+
 def _command_claims(args: argparse.Namespace) -> int:
     import xarray as xr
 
@@ -262,15 +268,44 @@ def build_parser() -> argparse.ArgumentParser:
     claims.add_argument("--out-md", required=True)
     claims.add_argument("--config-name", default="", help="named in the Markdown header")
     claims.set_defaults(handler=_command_claims)
+
+    aggregate = commands.add_parser(
+        "aggregate",
+        help="combine metric .nc files into one aggregate .nc and a tidy .csv",
+        parents=[common],
+    )
+    aggregate.add_argument(
+        "--inputs", nargs="+", action="extend", metavar="FILE", help="metric .nc files"
+    )
+    aggregate.add_argument(
+        "--inputs-from",
+        action="append",
+        metavar="LIST.txt",
+        help="a text file naming metric .nc files, one per line (repeatable)",
+    )
+    aggregate.add_argument("--out", required=True, help="aggregate .nc to write")
+    aggregate.add_argument("--csv", help="tidy table .csv to write (default: --out with .csv)")
+    aggregate.add_argument(
+        "--scalars-only",
+        action="store_true",
+        help="leave out per-task variables (much smaller for large grids)",
+    )
+    aggregate.set_defaults(handler=_command_aggregate)
+
+    from metalandscape.figures import add_figure_parser
+
+    add_figure_parser(commands, common)
     return parser
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from metalandscape.aggregate import AggregateError
     from metalandscape.checkpoints import CheckpointError
     from metalandscape.claims import ClaimsError
     from metalandscape.config import ConfigError
     from metalandscape.data.tasks import DataError
     from metalandscape.devices import DeviceError
+    from metalandscape.figures import FigureError
     from metalandscape.metrics.base import MetricError
     from metalandscape.training import TrainingDiverged
 
@@ -283,6 +318,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         TrainingDiverged,
         MetricError,
         ClaimsError,
+        AggregateError,
+        FigureError,
     )
 
 

@@ -1,35 +1,68 @@
-"""The paper's figures, drawn only from an aggregated Dataset; a registry and the figure CLI."""
+"""The paper's figures, drawn only from an aggregated Dataset; a registry and the figure CLI.
+
+Importing this package is cheap (the CLI registers its subcommand on every call): the registry
+``FIGURES`` and the drawing modules, which need matplotlib and seaborn, load on first use.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import xarray as xr
+if TYPE_CHECKING:
+    import xarray as xr
 
-from metalandscape.aggregate import load_aggregate
-from metalandscape.figures.coherence import FIG5, FIG8
-from metalandscape.figures.common import FigureError, FigureSpec, save_figure
-from metalandscape.figures.flatness import FIG2
+    from metalandscape.figures.common import FigureSpec
+
+    FIGURES: dict[str, FigureSpec]
 
 log = logging.getLogger(__name__)
 
-FIGURES: dict[str, FigureSpec] = {spec.name: spec for spec in (FIG2, FIG5, FIG8)}
+FIGURE_NAMES = ("fig2", "fig5", "fig8")
+
+
+class FigureError(ValueError):
+    """The aggregate lacks what a figure needs, or the figure name or output is wrong."""
+
+
+def _registry() -> dict[str, FigureSpec]:
+    from metalandscape.figures.coherence import FIG5, FIG8
+    from metalandscape.figures.flatness import FIG2
+
+    return {spec.name: spec for spec in (FIG2, FIG5, FIG8)}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FIGURES":
+        registry = _registry()
+        globals()["FIGURES"] = registry
+        return registry
+    if name == "FigureSpec":
+        from metalandscape.figures.common import FigureSpec
+
+        return FigureSpec
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def figure_spec(name: str) -> FigureSpec:
     """The registered figure ``name``."""
+    registry: dict[str, FigureSpec] = __getattr__("FIGURES")
     try:
-        return FIGURES[name]
+        return registry[name]
     except KeyError:
-        raise FigureError(f"unknown figure {name!r}; known figures: {', '.join(FIGURES)}") from None
+        raise FigureError(
+            f"unknown figure {name!r}; known figures: {', '.join(FIGURE_NAMES)}"
+        ) from None
 
 
 def render_figure(name: str, dataset: xr.Dataset, out: str | Path) -> tuple[Path, Path]:
     """Draw figure ``name`` from ``dataset`` and write ``out`` (.pdf) and its .png twin."""
+    from metalandscape.figures.common import output_paths, save_figure
+
     spec = figure_spec(name)
+    output_paths(out)
     reason = spec.missing(dataset)
     if reason:
         raise FigureError(reason)
@@ -37,8 +70,10 @@ def render_figure(name: str, dataset: xr.Dataset, out: str | Path) -> tuple[Path
 
 
 def _command_figure(args: argparse.Namespace) -> int:
+    from metalandscape.aggregate import load_aggregate
+
     if args.list:
-        for spec in FIGURES.values():
+        for spec in figure_spec_list():
             print(f"{spec.name}: {spec.description} (needs {', '.join(spec.variables)})")
         return 0
     if not args.name or not args.input or not args.out:
@@ -49,6 +84,11 @@ def _command_figure(args: argparse.Namespace) -> int:
     return 0
 
 
+def figure_spec_list() -> list[FigureSpec]:
+    """Every registered figure, in order."""
+    return [figure_spec(name) for name in FIGURE_NAMES]
+
+
 def add_figure_parser(subparsers: Any, common: argparse.ArgumentParser) -> None:
     """Register ``metalandscape figure`` on the CLI's subparsers."""
     parser = subparsers.add_parser(
@@ -56,7 +96,7 @@ def add_figure_parser(subparsers: Any, common: argparse.ArgumentParser) -> None:
         help="draw one of the paper's figures from an aggregate .nc (PDF and PNG)",
         parents=[common],
     )
-    parser.add_argument("name", nargs="?", metavar="NAME", help=f"one of {', '.join(FIGURES)}")
+    parser.add_argument("name", nargs="?", metavar="NAME", help=f"one of {', '.join(FIGURE_NAMES)}")
     parser.add_argument("--list", action="store_true", help="list the figures and their needs")
     parser.add_argument("--input", help="aggregate .nc written by 'metalandscape aggregate'")
     parser.add_argument("--out", help="figure .pdf to write (the .png goes next to it)")
@@ -65,9 +105,11 @@ def add_figure_parser(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 __all__ = [
     "FIGURES",
+    "FIGURE_NAMES",
     "FigureError",
     "FigureSpec",
     "add_figure_parser",
     "figure_spec",
+    "figure_spec_list",
     "render_figure",
 ]

@@ -1,0 +1,335 @@
+"""Figures 5 and 8: trajectory coherence vs accuracy, and gradient coherence vs −MSE (sinusoid)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import seaborn as sns
+import xarray as xr
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from scipy import stats
+
+from metalandscape.figures import FigureError
+from metalandscape.figures.common import (
+    FigureSpec,
+    Setting,
+    algorithm_label,
+    algorithms_with_data,
+    figure_style,
+    integer_ticks,
+    mean_and_ci95,
+    missing_variables,
+    new_figure,
+    ordered_algorithms,
+    plot_mean_band,
+    seed_by_epoch,
+    settings_with_data,
+)
+
+TRAJECTORY_COHERENCE = "trajectory_coherence"
+TEST_ACCURACY = "test_target_accuracy_mean"
+GRADIENT_COHERENCE = "gradient_coherence"
+TEST_MSE = "test_target_mse_mean"
+FIG5_VARIABLES = (TRAJECTORY_COHERENCE, TEST_ACCURACY)
+FIG8_VARIABLES = (GRADIENT_COHERENCE, TEST_MSE)
+MIN_EPOCHS_FOR_CORRELATION = 3
+_PALETTE = sns.color_palette("colorblind", 10)
+LEFT_COLOR = _PALETTE[0]
+RIGHT_COLOR = _PALETTE[3]
+
+
+def _missing(name: str, dataset: xr.Dataset, variables: tuple[str, ...], what: str) -> str | None:
+    lacking = missing_variables(dataset, variables)
+    if lacking:
+        return f"{name} needs variables {list(variables)}; the aggregate lacks {lacking}"
+    datasets = ["sinusoid"] if name == "fig8" else None
+    if not settings_with_data(dataset, variables, datasets=datasets):
+        present = sorted(dataset["dataset"].values.tolist())
+        return (
+            f"{name} needs {what} with finite {' and '.join(variables)}; "
+            f"the aggregate has datasets {present} but no such values"
+        )
+    return None
+
+
+def missing_for_fig5(dataset: xr.Dataset) -> str | None:
+    """Why Figure 5 cannot be drawn from ``dataset``, or None."""
+    return _missing("fig5", dataset, FIG5_VARIABLES, "classification runs of a MAML-family method")
+
+
+def missing_for_fig8(dataset: xr.Dataset) -> str | None:
+    """Why Figure 8 cannot be drawn from ``dataset``, or None."""
+    return _missing("fig8", dataset, FIG8_VARIABLES, "sinusoid runs of a MAML-family method")
+
+
+def _twin_panel(
+    axes: Axes,
+    left: xr.DataArray,
+    right: xr.DataArray,
+    *,
+    left_label: str,
+    right_label: str,
+    right_sign: float = 1.0,
+) -> Axes:
+    """Left series on ``axes`` and right series on a twin axis, each coloured like its ticks."""
+    plot_mean_band(axes, left["epoch"].values, left.values, color=LEFT_COLOR)
+    twin = axes.twinx()
+    plot_mean_band(
+        twin,
+        right["epoch"].values,
+        right_sign * right.values,
+        color=RIGHT_COLOR,
+        marker="s",
+        linestyle="--",
+    )
+    for side, label, color in ((axes, left_label, LEFT_COLOR), (twin, right_label, RIGHT_COLOR)):
+        side.set_ylabel(label, color=color)
+        side.tick_params(axis="y", colors=color)
+    twin.grid(False)
+    integer_ticks(axes)
+    return twin
+
+
+def _series_legend(figure: Figure, left_label: str, right_label: str) -> None:
+    handles = [
+        Line2D([], [], color=LEFT_COLOR, marker="o", markersize=3.5, label=left_label),
+        Line2D([], [], color=RIGHT_COLOR, marker="s", markersize=3.5, ls="--", label=right_label),
+    ]
+    figure.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
+
+
+def draw_fig5(dataset: xr.Dataset) -> Figure:
+    """Trajectory coherence (left) and meta-test target accuracy (right) vs epoch per run kind."""
+    reason = missing_for_fig5(dataset)
+    if reason:
+        raise FigureError(reason)
+    settings = settings_with_data(dataset, FIG5_VARIABLES)
+    per_setting = {s: algorithms_with_data(dataset, s, FIG5_VARIABLES) for s in settings}
+    algorithms = ordered_algorithms(sorted({a for found in per_setting.values() for a in found}))
+    with figure_style():
+        figure = new_figure(max(4.2 * len(algorithms), 7.0), 0.7 + 2.8 * len(settings))
+        grid = figure.subplots(len(settings), len(algorithms), squeeze=False)
+        for row, setting in enumerate(settings):
+            for column, algorithm in enumerate(algorithms):
+                axes = grid[row, column]
+                if algorithm not in per_setting[setting]:
+                    axes.set_axis_off()
+                    continue
+                _twin_panel(
+                    axes,
+                    seed_by_epoch(dataset, TRAJECTORY_COHERENCE, setting, algorithm),
+                    seed_by_epoch(dataset, TEST_ACCURACY, setting, algorithm),
+                    left_label="trajectory coherence",
+                    right_label="test target accuracy",
+                )
+                axes.set_title(f"{setting.title}\n{algorithm_label(algorithm)}")
+                axes.set_xlabel("meta-training epoch")
+        figure.suptitle("Trajectory coherence and meta-test accuracy during meta-training")
+        _series_legend(
+            figure,
+            r"trajectory coherence E[$\hat\theta_i^\top\hat\theta_j$]",
+            "meta-test target accuracy",
+        )
+    return figure
+
+
+def _fig8_run(dataset: xr.Dataset) -> tuple[str, str, list[Setting]]:
+    """The variant and algorithm Figure 8 shows (default and MAML when present), and its K."""
+    settings = settings_with_data(dataset, FIG8_VARIABLES, datasets=["sinusoid"])
+    variants = sorted({s.variant for s in settings}, key=lambda v: (v != "default", v))
+    variant = variants[0]
+    settings = [s for s in settings if s.variant == variant]
+    algorithms = ordered_algorithms(
+        sorted({a for s in settings for a in algorithms_with_data(dataset, s, FIG8_VARIABLES)})
+    )
+    algorithm = algorithms[0]
+    settings = [
+        s for s in settings if algorithm in algorithms_with_data(dataset, s, FIG8_VARIABLES)
+    ]
+    return variant, algorithm, sorted(settings, key=lambda s: s.shot)
+
+
+def _final_values(coherence: xr.DataArray, mse: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
+    """Per seed: gradient coherence and −MSE at that seed's last epoch with both measured."""
+    both = np.isfinite(coherence.values) & np.isfinite(mse.values)
+    final_coherence, final_negative_mse = [], []
+    for seed in range(both.shape[0]):
+        epochs = np.flatnonzero(both[seed])
+        if epochs.size:
+            final_coherence.append(coherence.values[seed, epochs[-1]])
+            final_negative_mse.append(-mse.values[seed, epochs[-1]])
+    return np.asarray(final_coherence), np.asarray(final_negative_mse)
+
+
+def _correlations(coherence: xr.DataArray, mse: xr.DataArray) -> np.ndarray:
+    """Per seed: Pearson R over epochs of gradient coherence and −MSE (≥ 3 epochs, else none)."""
+    values = []
+    for seed in range(coherence.shape[0]):
+        x, y = coherence.values[seed], -mse.values[seed]
+        both = np.isfinite(x) & np.isfinite(y)
+        if both.sum() < MIN_EPOCHS_FOR_CORRELATION:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", stats.ConstantInputWarning)
+            r = stats.pearsonr(x[both], y[both]).statistic
+        if np.isfinite(r):
+            values.append(float(r))
+    return np.asarray(values)
+
+
+def _k_axis(axes: Axes, shots: list[int]) -> None:
+    if len(shots) > 1 and min(shots) > 0:
+        axes.set_xscale("log", base=2)
+    axes.set_xlim(min(shots) / 1.4, max(shots) * 1.4)
+    axes.set_xticks(shots, [str(k) for k in shots])
+    axes.minorticks_off()
+    axes.set_xlabel("K (support examples per task)")
+
+
+def _plot_points(
+    axes: Axes,
+    shots: list[int],
+    samples: list[np.ndarray],
+    *,
+    color: tuple[float, float, float],
+    marker: str,
+    linestyle: str,
+    dodge: float = 1.0,
+) -> None:
+    """Mean ± 95% CI over seeds at each K (x scaled by ``dodge``), error bars, joining line."""
+    means, half_widths = [], []
+    for values in samples:
+        if values.size:
+            mean, half_width = mean_and_ci95(values[:, None])
+            means.append(mean[0])
+            half_widths.append(half_width[0])
+        else:
+            means.append(np.nan)
+            half_widths.append(np.nan)
+    axes.errorbar(
+        np.asarray(shots, dtype=np.float64) * dodge,
+        means,
+        yerr=np.nan_to_num(half_widths),
+        color=color,
+        marker=marker,
+        linestyle=linestyle,
+        capsize=3,
+        markersize=4,
+    )
+
+
+def draw_fig8(dataset: xr.Dataset) -> Figure:
+    """Sinusoid: (a) coherence and −MSE over epochs per K; (b) final values vs K; (c) R vs K."""
+    reason = missing_for_fig8(dataset)
+    if reason:
+        raise FigureError(reason)
+    variant, algorithm, settings = _fig8_run(dataset)
+    shots = [s.shot for s in settings]
+    series = {
+        s.shot: (
+            seed_by_epoch(dataset, GRADIENT_COHERENCE, s, algorithm),
+            seed_by_epoch(dataset, TEST_MSE, s, algorithm),
+        )
+        for s in settings
+    }
+    aligned = {k: xr.align(c, m, join="outer") for k, (c, m) in series.items()}
+    with figure_style():
+        columns = max(len(shots), 2)
+        figure = new_figure(max(3.9 * columns, 8.5), 6.6)
+        top, bottom = figure.subfigures(2, 1, height_ratios=[1, 1])
+        over_epochs = top.subplots(1, len(shots), squeeze=False)[0]
+        for axes, k in zip(over_epochs, shots):
+            coherence, mse = series[k]
+            _twin_panel(
+                axes,
+                coherence,
+                mse,
+                left_label="gradient coherence",
+                right_label="−MSE",
+                right_sign=-1.0,
+            )
+            axes.set_title(f"K={k}")
+            axes.set_xlabel("meta-training epoch")
+        top.suptitle("(a) gradient coherence and −MSE during meta-training", fontsize="medium")
+
+        final_axes, correlation_axes = bottom.subplots(1, 2)
+        finals = [_final_values(*aligned[k]) for k in shots]
+        _plot_points(
+            final_axes,
+            shots,
+            [coherence for coherence, _ in finals],
+            color=LEFT_COLOR,
+            marker="o",
+            linestyle="-",
+            dodge=0.97,
+        )
+        final_axes.set_ylabel("gradient coherence", color=LEFT_COLOR)
+        final_axes.tick_params(axis="y", colors=LEFT_COLOR)
+        final_twin = final_axes.twinx()
+        _plot_points(
+            final_twin,
+            shots,
+            [negative_mse for _, negative_mse in finals],
+            color=RIGHT_COLOR,
+            marker="s",
+            linestyle="--",
+            dodge=1.03,
+        )
+        final_twin.set_ylabel("−MSE", color=RIGHT_COLOR)
+        final_twin.tick_params(axis="y", colors=RIGHT_COLOR)
+        final_twin.grid(False)
+        _k_axis(final_axes, shots)
+        final_axes.set_title("(b) at the final epoch, across K")
+
+        correlations = [_correlations(*aligned[k]) for k in shots]
+        usable = [(k, r) for k, r in zip(shots, correlations) if r.size]
+        if usable:
+            _plot_points(
+                correlation_axes,
+                [k for k, _ in usable],
+                [r for _, r in usable],
+                color=sns.color_palette("colorblind")[2],
+                marker="D",
+                linestyle="-",
+            )
+            correlation_axes.axhline(0.0, color="0.5", linewidth=0.8)
+            _k_axis(correlation_axes, [k for k, _ in usable])
+        else:
+            correlation_axes.text(
+                0.5,
+                0.5,
+                f"needs ≥ {MIN_EPOCHS_FOR_CORRELATION} epochs per K",
+                ha="center",
+                va="center",
+                transform=correlation_axes.transAxes,
+            )
+            correlation_axes.set_xticks([])
+        correlation_axes.set_ylim(-1.05, 1.05)
+        correlation_axes.set_ylabel("Pearson R(coherence, −MSE)")
+        correlation_axes.set_title("(c) correlation over epochs, across K")
+
+        run = algorithm_label(algorithm) + ("" if variant == "default" else f" [{variant}]")
+        figure.suptitle(f"Gradient coherence and generalization, sinusoid regression, {run}")
+        _series_legend(figure, "gradient coherence E[$g_i^\\top g_j$]", "−MSE (meta-test target)")
+    return figure
+
+
+FIG5 = FigureSpec(
+    name="fig5",
+    description="trajectory coherence and meta-test target accuracy vs epoch (twin axes)",
+    draw=draw_fig5,
+    variables=FIG5_VARIABLES,
+    missing=missing_for_fig5,
+)
+FIG8 = FigureSpec(
+    name="fig8",
+    description="sinusoid: gradient coherence vs −MSE over epochs and across K, Pearson R",
+    draw=draw_fig8,
+    variables=FIG8_VARIABLES,
+    missing=missing_for_fig8,
+)
+
+__all__ = ["FIG5", "FIG8", "draw_fig5", "draw_fig8", "missing_for_fig5", "missing_for_fig8"]

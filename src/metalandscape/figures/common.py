@@ -1,0 +1,278 @@
+"""Shared figure plumbing: settings, seed statistics, styling, atomic PDF + PNG output.
+
+Figures are drawn only from an aggregated Dataset (see :mod:`metalandscape.aggregate`). Lines
+are means over seeds with a Student-t 95% confidence band (no band with one seed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib as mpl
+import numpy as np
+import seaborn as sns
+import xarray as xr
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from scipy import stats
+
+from metalandscape.atomic import atomic_output
+from metalandscape.figures import FigureError
+
+MAML_FAMILY = ("maml", "fomaml", "regmaml")
+ALGORITHM_ORDER = ("maml", "fomaml", "regmaml", "finetune")
+ALGORITHM_LABELS = {
+    "maml": "MAML",
+    "fomaml": "First-Order MAML",
+    "regmaml": "Regularized MAML",
+    "finetune": "Finetune baseline",
+}
+DATASET_LABELS = {
+    "fontglot": "fontglot (Omniglot stand-in)",
+    "omniglot": "Omniglot",
+    "miniimagenet": "MiniImagenet",
+    "sinusoid": "sinusoid",
+}
+PNG_DPI = 150
+
+
+@dataclass(frozen=True, order=True)
+class Setting:
+    """One experimental setting: a panel of a figure."""
+
+    dataset: str
+    variant: str
+    way: int
+    shot: int
+
+    @property
+    def title(self) -> str:
+        """Panel title, e.g. ``Omniglot, 5-way 1-shot`` or ``sinusoid, K=10``."""
+        name = DATASET_LABELS.get(self.dataset, self.dataset)
+        if self.dataset == "sinusoid":
+            text = f"{name}, K={self.shot}"
+        else:
+            text = f"{name}, {self.way}-way {self.shot}-shot"
+        return text if self.variant == "default" else f"{text} [{self.variant}]"
+
+    def select(self) -> dict[str, object]:
+        """``Dataset.sel`` keys of this setting."""
+        return {
+            "dataset": self.dataset,
+            "variant": self.variant,
+            "way": self.way,
+            "shot": self.shot,
+        }
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """A registered figure: how to draw it and what it needs from the aggregate."""
+
+    name: str
+    description: str
+    draw: Callable[[xr.Dataset], Figure]
+    variables: tuple[str, ...]
+    missing: Callable[[xr.Dataset], str | None]
+    optional_variables: tuple[str, ...] = ()
+
+    def is_drawable(self, dataset: xr.Dataset) -> bool:
+        """Whether ``dataset`` holds everything this figure needs."""
+        return self.missing(dataset) is None
+
+
+def algorithm_label(algorithm: str) -> str:
+    """Legend name of an algorithm."""
+    return ALGORITHM_LABELS.get(algorithm, algorithm)
+
+
+def algorithm_color(algorithm: str) -> tuple[float, float, float]:
+    """One colour per algorithm, the same in every figure."""
+    palette = sns.color_palette("colorblind", 10)
+    if algorithm in ALGORITHM_ORDER:
+        return palette[ALGORITHM_ORDER.index(algorithm)]
+    return palette[4 + sum(map(ord, algorithm)) % 6]
+
+
+def ordered_algorithms(algorithms: Sequence[str]) -> list[str]:
+    """``algorithms`` in the figures' fixed order (MAML first)."""
+    known = [a for a in ALGORITHM_ORDER if a in algorithms]
+    return known + sorted(set(algorithms) - set(known))
+
+
+def has_values(data: xr.DataArray) -> bool:
+    """Whether ``data`` holds at least one finite value."""
+    return bool(np.isfinite(data.values).any())
+
+
+def missing_variables(dataset: xr.Dataset, variables: Sequence[str]) -> list[str]:
+    """Those of ``variables`` that ``dataset`` lacks."""
+    return [name for name in variables if name not in dataset.data_vars]
+
+
+def settings_with_data(
+    dataset: xr.Dataset,
+    variables: Sequence[str],
+    *,
+    algorithms: Sequence[str] = MAML_FAMILY,
+    datasets: Sequence[str] | None = None,
+) -> list[Setting]:
+    """Settings where some algorithm of ``algorithms`` has finite values of every variable."""
+    if missing_variables(dataset, variables):
+        return []
+    present = [a for a in dataset["algorithm"].values.tolist() if a in algorithms]
+    if not present:
+        return []
+    found = []
+    for name in dataset["dataset"].values.tolist():
+        if datasets is not None and name not in datasets:
+            continue
+        for variant in dataset["variant"].values.tolist():
+            for way in dataset["way"].values.tolist():
+                for shot in dataset["shot"].values.tolist():
+                    setting = Setting(name, variant, int(way), int(shot))
+                    if algorithms_with_data(dataset, setting, variables, algorithms):
+                        found.append(setting)
+    return sorted(found)
+
+
+def algorithms_with_data(
+    dataset: xr.Dataset,
+    setting: Setting,
+    variables: Sequence[str],
+    algorithms: Sequence[str] = MAML_FAMILY,
+) -> list[str]:
+    """Algorithms of ``algorithms`` with finite values of every variable in ``setting``."""
+    present = [a for a in dataset["algorithm"].values.tolist() if a in algorithms]
+    chosen = dataset[list(variables)].sel(setting.select())
+    return ordered_algorithms(
+        [
+            algorithm
+            for algorithm in present
+            if all(has_values(chosen[name].sel(algorithm=algorithm)) for name in variables)
+        ]
+    )
+
+
+def seed_by_epoch(
+    dataset: xr.Dataset, variable: str, setting: Setting, algorithm: str
+) -> xr.DataArray:
+    """``variable`` of one setting and algorithm as (seed, epoch), unmeasured epochs dropped."""
+    data = dataset[variable].sel(setting.select()).sel(algorithm=algorithm)
+    data = data.transpose("seed", "epoch")
+    return data.dropna("epoch", how="all").dropna("seed", how="all")
+
+
+def mean_and_ci95(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over axis 0 ignoring NaN and the Student-t 95% half-width (NaN below 2 samples)."""
+    samples = np.asarray(samples, dtype=np.float64)
+    count = np.isfinite(samples).sum(axis=0)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(samples, axis=0)
+        spread = np.nanstd(samples, axis=0, ddof=1)
+    half_width = np.full(mean.shape, np.nan)
+    enough = count >= 2
+    half_width[enough] = (
+        stats.t.ppf(0.975, count[enough] - 1) * spread[enough] / np.sqrt(count[enough])
+    )
+    return mean, half_width
+
+
+def plot_mean_band(
+    axes: Axes,
+    x: np.ndarray,
+    samples: np.ndarray,
+    *,
+    color: tuple[float, float, float] | str,
+    label: str | None = None,
+    marker: str = "o",
+    linestyle: str = "-",
+) -> None:
+    """Mean over seeds (axis 0 of ``samples``) with its 95% band where there are ≥ 2 seeds."""
+    mean, half_width = mean_and_ci95(samples)
+    shown = np.isfinite(mean)
+    x = np.asarray(x, dtype=np.float64)
+    axes.plot(
+        x[shown],
+        mean[shown],
+        color=color,
+        label=label,
+        marker=marker,
+        markersize=3.5,
+        linestyle=linestyle,
+        linewidth=1.6,
+    )
+    banded = shown & np.isfinite(half_width)
+    if banded.any():
+        axes.fill_between(
+            x[banded],
+            (mean - half_width)[banded],
+            (mean + half_width)[banded],
+            color=color,
+            alpha=0.2,
+            linewidth=0,
+        )
+
+
+@contextlib.contextmanager
+def figure_style() -> Iterator[None]:
+    """Seaborn's paper style, applied only inside the block."""
+    with (
+        mpl.rc_context({"pdf.fonttype": 42, "ps.fonttype": 42, "axes.titlesize": "medium"}),
+        sns.axes_style("whitegrid"),
+        sns.plotting_context("paper", font_scale=1.15),
+    ):
+        yield
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A constrained-layout figure on the Agg canvas (no pyplot state)."""
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def integer_ticks(axes: Axes) -> None:
+    """Integer-only ticks on the x axis (epochs)."""
+    axes.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True, nbins=6))
+
+
+def output_paths(out: str | Path) -> tuple[Path, Path]:
+    """The PDF and PNG paths of ``out`` (same stem, ``.pdf`` and ``.png``)."""
+    out = Path(out)
+    if out.suffix.lower() not in (".pdf", ".png"):
+        raise FigureError(f"figure output {out} must end in .pdf (a .png is written next to it)")
+    return out.with_suffix(".pdf"), out.with_suffix(".png")
+
+
+def save_figure(figure: Figure, out: str | Path) -> tuple[Path, Path]:
+    """Write ``figure`` as PDF and PNG next to each other, both whole or neither."""
+    pdf_path, png_path = output_paths(out)
+    with (
+        figure_style(),
+        _quiet_font_subsetting(),
+        atomic_output(pdf_path) as pdf_temporary,
+        atomic_output(png_path) as png_temporary,
+    ):
+        figure.savefig(pdf_temporary, format="pdf")
+        figure.savefig(png_temporary, format="png", dpi=PNG_DPI)
+    return pdf_path, png_path
+
+
+@contextlib.contextmanager
+def _quiet_font_subsetting() -> Iterator[None]:
+    """Mute fontTools' per-glyph INFO log that PDF font subsetting emits."""
+    logger = logging.getLogger("fontTools")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -1,0 +1,129 @@
+"""Figure 2: flatness E[λmax] of the meta-test solutions over meta-training epochs."""
+
+from __future__ import annotations
+
+import math
+
+import xarray as xr
+from matplotlib.figure import Figure
+
+from metalandscape.figures import FigureError
+from metalandscape.figures.common import (
+    FigureSpec,
+    Setting,
+    algorithm_color,
+    algorithm_label,
+    algorithms_with_data,
+    figure_style,
+    integer_ticks,
+    missing_variables,
+    new_figure,
+    plot_mean_band,
+    seed_by_epoch,
+    settings_with_data,
+)
+
+FLATNESS = "hessian_top_eigenvalue_mean"
+CONTEXT_VARIABLES = {
+    "classification": ("test_target_accuracy_mean", "meta-test target accuracy"),
+    "regression": ("test_target_mse_mean", "meta-test target MSE"),
+}
+MAX_COLUMNS = 3
+
+
+def missing_for_fig2(dataset: xr.Dataset) -> str | None:
+    """Why Figure 2 cannot be drawn from ``dataset``, or None."""
+    lacking = missing_variables(dataset, [FLATNESS])
+    if lacking:
+        return f"fig2 needs variable {FLATNESS!r} (metric 'hessian'); the aggregate lacks it"
+    if not settings_with_data(dataset, [FLATNESS]):
+        return f"fig2 needs {FLATNESS!r} of a MAML-family run; the aggregate has no such values"
+    return None
+
+
+def _context_variable(dataset: xr.Dataset, setting: Setting) -> tuple[str, str] | None:
+    kind = "regression" if setting.dataset == "sinusoid" else "classification"
+    variable, label = CONTEXT_VARIABLES[kind]
+    if variable in dataset.data_vars and algorithms_with_data(dataset, setting, [variable]):
+        return variable, label
+    return None
+
+
+def draw_fig2(dataset: xr.Dataset) -> Figure:
+    """E[λmax] vs epoch per setting and MAML-family algorithm; target accuracy below it."""
+    reason = missing_for_fig2(dataset)
+    if reason:
+        raise FigureError(reason)
+    settings = settings_with_data(dataset, [FLATNESS])
+    contexts = {setting: _context_variable(dataset, setting) for setting in settings}
+    rows_per_block = 2 if any(contexts.values()) else 1
+    columns = min(len(settings), MAX_COLUMNS)
+    blocks = math.ceil(len(settings) / columns)
+    with figure_style():
+        figure = new_figure(max(3.6 * columns, 6.5), 0.6 + 2.6 * rows_per_block * blocks)
+        grid = figure.subplots(rows_per_block * blocks, columns, squeeze=False)
+        shown: dict[str, object] = {}
+        for position, setting in enumerate(settings):
+            block, column = divmod(position, columns)
+            flatness_axes = grid[block * rows_per_block, column]
+            for algorithm in algorithms_with_data(dataset, setting, [FLATNESS]):
+                data = seed_by_epoch(dataset, FLATNESS, setting, algorithm)
+                plot_mean_band(
+                    flatness_axes,
+                    data["epoch"].values,
+                    data.values,
+                    color=algorithm_color(algorithm),
+                    label=algorithm_label(algorithm),
+                )
+            flatness_axes.set_title(setting.title)
+            flatness_axes.set_ylabel(r"E[$\lambda_{\max}$] (meta-test)")
+            integer_ticks(flatness_axes)
+            for handle, label in zip(*flatness_axes.get_legend_handles_labels()):
+                shown.setdefault(label, handle)
+            last_axes = flatness_axes
+            if rows_per_block == 2:
+                context_axes = grid[block * rows_per_block + 1, column]
+                context_axes.sharex(flatness_axes)
+                flatness_axes.tick_params(labelbottom=False)
+                context = contexts[setting]
+                if context is None:
+                    context_axes.set_axis_off()
+                else:
+                    variable, label = context
+                    for algorithm in algorithms_with_data(dataset, setting, [variable]):
+                        data = seed_by_epoch(dataset, variable, setting, algorithm)
+                        plot_mean_band(
+                            context_axes,
+                            data["epoch"].values,
+                            data.values,
+                            color=algorithm_color(algorithm),
+                            label=algorithm_label(algorithm),
+                            marker="s",
+                        )
+                    context_axes.set_ylabel(label)
+                    integer_ticks(context_axes)
+                    last_axes = context_axes
+            last_axes.set_xlabel("meta-training epoch")
+        for position in range(len(settings), blocks * columns):
+            block, column = divmod(position, columns)
+            for row in range(rows_per_block):
+                grid[block * rows_per_block + row, column].set_axis_off()
+        figure.suptitle("Flatness of meta-test solutions during meta-training")
+        figure.legend(
+            list(shown.values()),
+            list(shown.keys()),
+            loc="outside lower center",
+            ncols=len(shown),
+            frameon=False,
+        )
+    return figure
+
+
+FIG2 = FigureSpec(
+    name="fig2",
+    description="flatness E[λmax] (and meta-test target accuracy) vs epoch, MAML-family",
+    draw=draw_fig2,
+    variables=(FLATNESS,),
+    optional_variables=("test_target_accuracy_mean", "test_target_mse_mean"),
+    missing=missing_for_fig2,
+)
