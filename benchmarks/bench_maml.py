@@ -10,9 +10,10 @@ Compared on the same tasks and in the same run:
 
 Before timing, the three are checked to give the same meta-gradient (float64, small case). Every
 configuration then runs in a fresh process (forked from a server that has only imported the
-libraries), one thread, one warm-up iteration and a median over at least three timed ones; its
-peak memory is the high-water mark of the resident set (``VmHWM``, reset through
-``/proc/self/clear_refs``) minus the resident set after building the model and the tasks.
+libraries) on one thread: a two-task run pays lazy set-up, then one warm-up iteration and the
+median process CPU time of at least 5 timed ones (3 with ``--quick``). Its peak memory is the
+high-water mark of the resident set (``VmHWM``, reset through ``/proc/self/clear_refs`` after
+``malloc_trim``) minus the resident set once the model and the tasks exist. See README.md.
 
 Usage: ``python benchmarks/bench_maml.py [--quick]``.
 """
@@ -443,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(
         f"One thread, one warm-up, median of ≥{min_repetitions} iterations"
-        + (f" (and ≥{min_seconds:g} s)" if min_seconds else "")
+        + (f" (and ≥{min_seconds:g} CPU s)" if min_seconds else "")
         + f"; load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
     )
     print_tables(cases, implementations, results)

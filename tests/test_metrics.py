@@ -296,3 +296,35 @@ def test_metrics_cli_errors_are_one_line(tmp_path, sinusoid_run):
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "available metrics" in result.stderr
     assert not (tmp_path / "x.nc").exists()
+
+
+def test_batched_context_equals_looped_context_with_batchnorm():
+    from metalandscape.data.tasks import ClassImages, ImageClassificationSource
+    from metalandscape.models import Conv4
+
+    rng = np.random.default_rng(0)
+    splits = {
+        split: ClassImages(
+            rng.integers(0, 256, (10, 6, 8, 8), dtype=np.uint8),
+            tuple(f"{split}{i}" for i in range(10)),
+        )
+        for split in ("train", "val", "test")
+    }
+    sampler = TaskSampler(ImageClassificationSource(splits, 3, 2, 2), 0)
+    torch.manual_seed(0)
+    model = Conv4((1, 8, 8), 3, filters=4).double()
+    contexts = [
+        EvaluationContext(
+            model,
+            parameters_of(model),
+            sampler,
+            "classification",
+            inner_steps=2,
+            inner_step_size=0.3,
+            task_chunk_size=chunk,
+        )
+        for chunk in (1, 4)
+    ]
+    for method in ("start_gradients", "displacements"):
+        looped, batched = (getattr(c, method)("test", 7) for c in contexts)
+        assert torch.allclose(looped, batched, rtol=1e-12, atol=1e-15), method

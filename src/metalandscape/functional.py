@@ -67,11 +67,41 @@ def task_loss(
     return loss_from_outputs(forward(model, params, inputs), labels, kind)
 
 
+def task_losses(
+    model: nn.Module,
+    params: Params,
+    inputs: Tensor,
+    labels: Tensor,
+    kind: TaskKind,
+    *,
+    batched: bool = False,
+) -> Tensor:
+    """Per-task losses ``[tasks]`` (``batched``: params, inputs, labels carry a task axis).
+
+    Only the forward pass is mapped with ``torch.func.vmap``; gradients are taken outside with
+    plain autograd with respect to the per-task parameters, which is exact also with BatchNorm
+    (unlike ``torch.func.grad`` of a mean over a vmapped loss).
+    """
+    if not batched:
+        return task_loss(model, params, inputs, labels, kind)[None]
+    return torch.func.vmap(lambda p, x, y: task_loss(model, p, x, y, kind))(params, inputs, labels)
+
+
 def gradient(
-    model: nn.Module, params: Params, inputs: Tensor, labels: Tensor, kind: TaskKind
+    model: nn.Module,
+    params: Params,
+    inputs: Tensor,
+    labels: Tensor,
+    kind: TaskKind,
+    *,
+    batched: bool = False,
 ) -> Params:
-    """∇ of the loss at ``params`` on (inputs, labels), via ``torch.func.grad``."""
-    return torch.func.grad(lambda p: task_loss(model, p, inputs, labels, kind))(params)
+    """∇ of the loss at ``params`` on (inputs, labels), detached (per task when ``batched``)."""
+    leaves = {name: p.detach().requires_grad_(True) for name, p in params.items()}
+    with torch.enable_grad():
+        loss = task_losses(model, leaves, inputs, labels, kind, batched=batched).sum()
+        grads = torch.autograd.grad(loss, list(leaves.values()))
+    return dict(zip(leaves, grads, strict=True))
 
 
 @overload
@@ -85,6 +115,7 @@ def adapt(
     steps: int,
     step_size: float,
     create_graph: bool = ...,
+    batched: bool = ...,
     return_trajectory: Literal[False] = ...,
 ) -> Params: ...
 
@@ -100,6 +131,7 @@ def adapt(
     steps: int,
     step_size: float,
     create_graph: bool = ...,
+    batched: bool = ...,
     return_trajectory: Literal[True],
 ) -> tuple[Params, list[Params]]: ...
 
@@ -114,67 +146,93 @@ def adapt(
     steps: int,
     step_size: float,
     create_graph: bool = True,
+    batched: bool = False,
     return_trajectory: bool = False,
 ) -> Params | tuple[Params, list[Params]]:
     """T steps of full-batch gradient descent on the support loss from ``params``.
 
-    With ``create_graph`` the inner gradients stay differentiable (second-order MAML); without, they
-    are detached, so the adapted parameters depend on ``params`` only through the identity
-    (First-Order MAML). ``return_trajectory`` also returns ``[θ0, θ1, …, θT]``.
+    With ``create_graph`` the inner gradients stay differentiable (second-order MAML); without,
+    they are detached, so the adapted parameters depend on ``params`` only through the identity
+    (First-Order MAML). Parameters that do not require gradients (evaluation) are adapted without
+    any graph. ``batched``: every tensor carries a leading task axis and each task adapts on its
+    own support set (``params`` may be ``θ.expand(tasks, ...)`` views of shared parameters).
+    ``return_trajectory`` also returns ``[θ0, θ1, …, θT]``.
     """
+    tracked = any(p.requires_grad for p in params.values())
+    if not tracked:
+        params = {name: p.detach().requires_grad_(True) for name, p in params.items()}
+        create_graph = False
     trajectory = [params]
-    for _ in range(steps):
-        grads = gradient(model, params, inputs, labels, kind)
-        if not create_graph:
-            grads = {name: g.detach() for name, g in grads.items()}
-        params = {name: p - step_size * grads[name] for name, p in params.items()}
-        trajectory.append(params)
+    with torch.enable_grad():
+        for _ in range(steps):
+            loss = task_losses(model, params, inputs, labels, kind, batched=batched).sum()
+            grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)
+            params = {
+                name: p - step_size * g for (name, p), g in zip(params.items(), grads, strict=True)
+            }
+            if not tracked:  # evaluation: keep no graph between steps
+                params = {name: p.detach().requires_grad_(True) for name, p in params.items()}
+            trajectory.append(params)
+    if not tracked:
+        trajectory = [{name: p.detach() for name, p in point.items()} for point in trajectory]
+        params = trajectory[-1]
     if return_trajectory:
         return params, trajectory
     return params
 
 
-def flatten(params: Params | Iterable[Tensor]) -> Tensor:
-    """All tensors concatenated into one vector (dict order)."""
+def flatten(params: Params | Iterable[Tensor], *, batched: bool = False) -> Tensor:
+    """All tensors concatenated into one vector (``[tasks, P]`` when ``batched``)."""
     tensors = params.values() if isinstance(params, dict) else params
+    if batched:
+        return torch.cat([t.reshape(t.shape[0], -1) for t in tensors], dim=1)
     return torch.cat([t.reshape(-1) for t in tensors])
 
 
-def unflatten(vector: Tensor, like: Params) -> Params:
+def unflatten(vector: Tensor, like: Params, *, batched: bool = False) -> Params:
     """Split ``vector`` into tensors shaped as ``like``'s (inverse of :func:`flatten`)."""
     out: Params = {}
     offset = 0
+    lead = vector.shape[:1] if batched else ()
     for name, reference in like.items():
-        size = reference.numel()
-        out[name] = vector[offset : offset + size].view_as(reference)
+        shape = reference.shape[1:] if batched else reference.shape
+        size = shape.numel()
+        out[name] = vector[..., offset : offset + size].reshape(*lead, *shape)
         offset += size
-    if offset != vector.numel():
-        raise ValueError(f"vector has {vector.numel()} entries, parameters need {offset}")
+    if offset != vector.shape[-1]:
+        raise ValueError(f"vector has {vector.shape[-1]} entries, parameters need {offset}")
     return out
 
 
-def displacement(adapted: Params, start: Params) -> Tensor:
-    """θ̃ − θs as one flat vector."""
-    return flatten(adapted[name] - start[name] for name in start)
+def displacement(adapted: Params, start: Params, *, batched: bool = False) -> Tensor:
+    """θ̃ − θs as one flat vector (``[tasks, P]`` when ``batched``)."""
+    return flatten((adapted[name] - start[name] for name in start), batched=batched)
+
+
+def unit_direction(adapted: Params, start: Params, *, batched: bool = False) -> Tensor:
+    """θ̂ = (θ̃ − θs)/‖θ̃ − θs‖ flattened (the zero vector where θ̃ = θs)."""
+    step = displacement(adapted, start, batched=batched)
+    norm = step.norm(dim=-1, keepdim=True)
+    return step / norm.clamp_min(torch.finfo(step.dtype).tiny)
 
 
 def coherence_corrected(
-    adapted: Params, start: Params, mean_direction: Tensor, gamma: float
+    adapted: Params,
+    start: Params,
+    mean_direction: Tensor,
+    gamma: float,
+    *,
+    batched: bool = False,
 ) -> Params:
     """Regularized MAML's θ̄ = θ̃ − γ∇_θ̃ Ω with Ω = −θ̂ᵀθ̂μ and θ̂ = (θ̃ − θs)/‖θ̃ − θs‖.
 
     ``mean_direction`` (θ̂μ) is held constant. In closed form ∇_θ̃ Ω = −(θ̂μ − θ̂ θ̂ᵀθ̂μ)/‖θ̃ − θs‖;
     the expression stays differentiable in ``adapted`` and ``start``.
     """
-    step = displacement(adapted, start)
-    norm = step.norm()
+    step = displacement(adapted, start, batched=batched)
+    norm = step.norm(dim=-1, keepdim=True)
     direction = step / norm
-    gradient_of_omega = -(mean_direction - direction * (direction @ mean_direction)) / norm
-    correction = unflatten(gradient_of_omega, adapted)
+    alignment = (direction * mean_direction).sum(dim=-1, keepdim=True)
+    gradient_of_omega = -(mean_direction - direction * alignment) / norm
+    correction = unflatten(gradient_of_omega, adapted, batched=batched)
     return {name: value - gamma * correction[name] for name, value in adapted.items()}
-
-
-def unit_direction(adapted: Params, start: Params) -> Tensor:
-    """θ̂ = (θ̃ − θs)/‖θ̃ − θs‖ as one flat vector (the zero vector where θ̃ = θs)."""
-    step = displacement(adapted, start)
-    return step / step.norm().clamp_min(torch.finfo(step.dtype).tiny)

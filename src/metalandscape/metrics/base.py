@@ -203,26 +203,20 @@ class EvaluationContext:
         return count if self.task_chunk_size is None else self.task_chunk_size
 
     def _adapt_chunk(self, batch: TaskBatch, start: int, stop: int) -> list[Params]:
-        def adapt_one(support_inputs: Tensor, support_labels: Tensor) -> Params:
-            return adapt(
-                self.model,
-                self.start_params,
-                support_inputs,
-                support_labels,
-                kind=self.kind,
-                steps=self.inner_steps,
-                step_size=self.inner_step_size,
-                create_graph=False,
-            )
-
-        self.adaptations += stop - start
-        with torch.no_grad():
-            if stop - start == 1:
-                return [adapt_one(batch.support_inputs[start], batch.support_labels[start])]
-            stacked = torch.func.vmap(adapt_one)(
-                batch.support_inputs[start:stop], batch.support_labels[start:stop]
-            )
-        return [{name: value[i] for name, value in stacked.items()} for i in range(stop - start)]
+        tasks = stop - start
+        adapted = adapt(
+            self.model,
+            {name: p.expand(tasks, *p.shape) for name, p in self.start_params.items()},
+            batch.support_inputs[start:stop],
+            batch.support_labels[start:stop],
+            kind=self.kind,
+            steps=self.inner_steps,
+            step_size=self.inner_step_size,
+            create_graph=False,
+            batched=True,
+        )
+        self.adaptations += tasks
+        return [{name: value[i] for name, value in adapted.items()} for i in range(tasks)]
 
     def displacements(self, split: Split, count: int) -> Tensor:
         """``[count, P]``: θ̃ᵢ − θs of each task, flattened."""
@@ -234,15 +228,18 @@ class EvaluationContext:
         cache = self._start_gradients.setdefault(split, [])
         if len(cache) < count:
             batch = self.tasks(split, count)
-            for index in range(len(cache), count):
+            for start in range(len(cache), count, self._chunk(count)):
+                stop = min(start + self._chunk(count), count)
+                tasks = stop - start
                 grads = gradient(
                     self.model,
-                    self.start_params,
-                    batch.support_inputs[index],
-                    batch.support_labels[index],
+                    {name: p.expand(tasks, *p.shape) for name, p in self.start_params.items()},
+                    batch.support_inputs[start:stop],
+                    batch.support_labels[start:stop],
                     self.kind,
+                    batched=True,
                 )
-                cache.append(flatten(grads).detach())
+                cache.extend(flatten(grads, batched=True).unbind(0))
         return torch.stack(cache[:count])
 
     def target_results(self, split: Split, count: int) -> tuple[np.ndarray, np.ndarray]:
