@@ -137,7 +137,13 @@ def meta_gradient(
             support_inputs, support_labels, target_inputs, target_labels = _task_split(
                 batch, start, stop
             )
-            starts = _expand(leaves, stop - start)
+            batched = stop - start > 1
+            if batched:
+                starts = _expand(leaves, stop - start)
+            else:  # one task: no task axis, no vmap (the plain per-task loop)
+                starts = leaves
+                support_inputs, support_labels = support_inputs[0], support_labels[0]
+                target_inputs, target_labels = target_inputs[0], target_labels[0]
             adapted = adapt(
                 model,
                 starts,
@@ -147,25 +153,27 @@ def meta_gradient(
                 steps=settings.inner_steps,
                 step_size=settings.inner_step_size,
                 create_graph=settings.second_order,
-                batched=True,
+                batched=batched,
             )
             if mean_direction is not None:
                 adapted = coherence_corrected(
-                    adapted, starts, mean_direction, settings.regularizer_gamma, batched=True
+                    adapted, starts, mean_direction, settings.regularizer_gamma, batched=batched
                 )
-            outputs = torch.func.vmap(lambda p, x: forward(model, p, x))(adapted, target_inputs)
-            losses = torch.func.vmap(lambda o, y: loss_from_outputs(o, y, kind))(
-                outputs, target_labels
-            )
-            (losses.sum() / tasks).backward()
-            loss_sum += losses.detach().double().sum()
-            score_sum += (
-                torch.func.vmap(lambda o, y: score_from_outputs(o, y, kind))(
+            if batched:
+                outputs = torch.func.vmap(lambda p, x: forward(model, p, x))(adapted, target_inputs)
+                losses = torch.func.vmap(lambda o, y: loss_from_outputs(o, y, kind))(
+                    outputs, target_labels
+                )
+                scores = torch.func.vmap(lambda o, y: score_from_outputs(o, y, kind))(
                     outputs.detach(), target_labels
                 )
-                .double()
-                .sum()
-            )
+            else:
+                outputs = forward(model, adapted, target_inputs)
+                losses = loss_from_outputs(outputs, target_labels, kind)[None]
+                scores = score_from_outputs(outputs, target_labels, kind)[None]
+            (losses.sum() / tasks).backward()
+            loss_sum += losses.detach().double().sum()
+            score_sum += scores.double().sum()
     return MetaGradient(
         gradients={name: leaf.grad for name, leaf in leaves.items()},  # type: ignore[misc]
         target_loss=float(loss_sum) / tasks,

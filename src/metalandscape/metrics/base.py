@@ -204,6 +204,20 @@ class EvaluationContext:
 
     def _adapt_chunk(self, batch: TaskBatch, start: int, stop: int) -> list[Params]:
         tasks = stop - start
+        if tasks == 1:
+            self.adaptations += 1
+            return [
+                adapt(
+                    self.model,
+                    self.start_params,
+                    batch.support_inputs[start],
+                    batch.support_labels[start],
+                    kind=self.kind,
+                    steps=self.inner_steps,
+                    step_size=self.inner_step_size,
+                    create_graph=False,
+                )
+            ]
         adapted = adapt(
             self.model,
             {name: p.expand(tasks, *p.shape) for name, p in self.start_params.items()},
