@@ -17,7 +17,7 @@ from metalandscape.metrics.base import (
     Quantity,
     mean_and_ci95,
 )
-from metalandscape.metrics.eigen import top_eigenvalue
+from metalandscape.metrics.eigen import BACKENDS, top_eigenvalues
 
 
 def _with_summary(name: str, values: np.ndarray, long_name: str, units: str) -> dict[str, Quantity]:
@@ -91,40 +91,38 @@ class Hessian(Metric):
 
     @dataclass(frozen=True)
     class Settings:
-        """``backend``: ``lanczos`` (scipy eigsh on Hessian-vector products) or ``pyhessian``."""
+        """``backend``: ``lanczos_batched`` (tasks in lockstep), ``lanczos`` or ``pyhessian``."""
 
         tasks: int = 60
         split: str = "test"
-        backend: str = "lanczos"
+        backend: str = "lanczos_batched"
         tol: float | None = None
         max_hessian_vector_products: int | None = None
         seed: int = 0
 
         def __post_init__(self) -> None:
-            if self.backend not in ("lanczos", "pyhessian"):
-                raise ValueError(f"backend must be lanczos or pyhessian, got {self.backend!r}")
+            if self.backend not in BACKENDS:
+                raise ValueError(
+                    f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}"
+                )
 
     def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
         settings = self.settings
         batch = context.tasks(settings.split, settings.tasks)
-        adapted = context.adapted(settings.split, settings.tasks)
-        criterion = partial(loss_from_outputs, kind=context.kind)
-        values, products, converged = [], [], []
-        for index in range(settings.tasks):
-            result = top_eigenvalue(
-                settings.backend,
-                context.model,
-                adapted[index],
-                batch.support_inputs[index],
-                batch.support_labels[index],
-                criterion,
-                tol=settings.tol,
-                max_hvps=settings.max_hessian_vector_products,
-                seed=settings.seed + index,
-            )
-            values.append(result.value)
-            products.append(result.hessian_vector_products)
-            converged.append(result.converged)
+        results = top_eigenvalues(
+            settings.backend,
+            context.model,
+            context.adapted(settings.split, settings.tasks),
+            batch.support_inputs,
+            batch.support_labels,
+            partial(loss_from_outputs, kind=context.kind),
+            tol=settings.tol,
+            max_hvps=settings.max_hessian_vector_products,
+            seed=settings.seed,
+        )
+        values = [result.value for result in results]
+        products = [result.hessian_vector_products for result in results]
+        converged = [result.converged for result in results]
         out = _with_summary(
             "hessian_top_eigenvalue",
             np.asarray(values),
