@@ -85,8 +85,10 @@ def _command_data_inspect(args: argparse.Namespace) -> int:
 def _command_train(args: argparse.Namespace) -> int:
     from metalandscape.config import resolve_run_config
     from metalandscape.devices import resolve_device, set_threads
+    from metalandscape.gpu_lease import lease_for_device
     from metalandscape.training import train_run
 
+    lease_for_device(args.device)  # before anything initialises CUDA; held until exit
     set_threads(args.threads)
     config = resolve_run_config(run_config_from_arguments(args.config, args.set))
     device = resolve_device(args.device)
@@ -139,6 +141,9 @@ def _command_metrics(args: argparse.Namespace) -> int:
         raise UsageError("--out takes one epoch and one metric; use --out-dir for several")
     if not args.out and not args.out_dir:
         raise UsageError("metrics needs --out FILE.nc or --out-dir DIR")
+    from metalandscape.gpu_lease import lease_for_device
+
+    lease_for_device(args.device)  # before anything initialises CUDA; held until exit
     set_threads(args.threads)
     device = resolve_device(args.device)
     settings = metric_settings_from_arguments(args.settings_json, args.set)
@@ -306,6 +311,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from metalandscape.data.tasks import DataError
     from metalandscape.devices import DeviceError
     from metalandscape.figures import FigureError
+    from metalandscape.gpu_lease import GpuLeaseError
     from metalandscape.metrics.base import MetricError
     from metalandscape.training import TrainingDiverged
 
@@ -320,6 +326,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ClaimsError,
         AggregateError,
         FigureError,
+        GpuLeaseError,
     )
 
 

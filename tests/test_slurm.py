@@ -1,0 +1,321 @@
+"""The SLURM profile (profiles/slurm): what it asks of SLURM for the paper grid (a dry run, no
+cluster needed), and the tiny preset run through a real single-node SLURM (tests/slurm/cluster.sh)
+with results equal to a local run's.
+
+The cluster test needs root and apt-get (or an installed Slurm). Where it cannot run it is
+skipped with the reason, unless METALANDSCAPE_REQUIRE_SLURM=1 (CI), which turns that into a
+failure. Cluster state: $METALANDSCAPE_SLURM_DIR (default /tmp/metalandscape-slurm); a cluster
+this test started is stopped at the end, one that was already running is left running.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILE = REPO / "profiles" / "slurm"
+CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "envs", "profiles")
+SNAKEMAKE = (sys.executable, "-m", "snakemake")
+TINY = "workflow/presets/tiny.yaml"
+PAPER = "workflow/presets/paper.yaml"
+PAPER_PLAN_SECONDS = 30  # ~5 s on two loaded cores
+REQUIRE = os.environ.get("METALANDSCAPE_REQUIRE_SLURM") == "1"
+START_TIMEOUT = 300  # the first start installs Slurm with apt-get (well under a minute)
+RUN_TIMEOUT = 600
+JOB_PREFIX = "mlstest"
+
+
+def copy_workflow(destination: Path) -> Path:
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name)
+        else:
+            shutil.copy2(source, destination / name)
+    return destination
+
+
+def profile() -> dict:
+    return yaml.safe_load((PROFILE / "profile.yaml").read_text())
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """The first ``Job stats`` table Snakemake prints, as ``{rule: count}``."""
+    match = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\ntotal\s+(\d+)", output, re.DOTALL)
+    assert match, f"no job stats table in:\n{output[-3000:]}"
+    counts = {}
+    for line in match.group(1).splitlines():
+        name, count = line.split()
+        counts[name] = int(count)
+    return counts
+
+
+def expected_submissions(stats: dict[str, int], groups: dict[str, str], sizes: dict[str, int]):
+    """SLURM jobs the profile's grouping makes of these Snakemake jobs (local rules excluded).
+
+    Ungrouped jobs are one SLURM job each; the metrics group packs ``sizes['metrics']`` jobs;
+    the summary group makes one SLURM job per family (an aggregate and its figures).
+    """
+    local = {"all", "aggregate_inputs"}
+    single = sum(n for rule, n in stats.items() if rule not in local and rule not in groups)
+    metrics = math.ceil(stats.get("metrics", 0) / sizes.get("metrics", 1))
+    return single + metrics + stats.get("aggregate", 0)
+
+
+def parse_groups(settings: dict) -> tuple[dict[str, str], dict[str, int]]:
+    groups = dict(item.split("=") for item in settings.get("groups", []))
+    sizes = {
+        name: int(size)
+        for name, size in (item.split("=") for item in settings.get("group-components", []))
+    }
+    return groups, sizes
+
+
+# ---- the profile, no cluster needed ------------------------------------------------------
+
+
+def test_profile_leaves_site_settings_and_gpu_caps_to_the_user() -> None:
+    settings = profile()
+    assert settings["executor"] == "slurm"
+    assert int(settings["jobs"]) > 0  # a remote executor needs it, even for a dry run
+    # --resources gpu=N would cap GPU jobs across the whole cluster
+    assert "resources" not in settings
+    # sacct is the right status command where slurmdbd runs; squeue only for sacct-less sites
+    assert "slurm-status-command" not in settings
+    text = (PROFILE / "profile.yaml").read_text()
+    for key in ("slurm_partition", "slurm_account"):
+        assert re.search(rf"^\s*#\s*{key}:", text, re.MULTILINE), f"{key} placeholder missing"
+        assert not re.search(rf"^\s*{key}:", text, re.MULTILINE), f"{key} must be left unset"
+    assert int(settings["retries"]) >= 1 and settings["slurm-requeue"] is True
+    assert not (REPO / "profiles" / "default").exists()  # an empty default profile is an error
+
+
+def test_paper_dry_run_with_the_profile(tmp_path: Path) -> None:
+    """The paper grid plans quickly; jobs ask for GPUs, runtimes and memory; few submissions."""
+    directory = copy_workflow(tmp_path / "paper")
+    started = time.monotonic()
+    result = subprocess.run(
+        [*SNAKEMAKE, "-n", "--workflow-profile", "profiles/slurm", "--configfile", PAPER],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    seconds = time.monotonic() - started
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    assert "Using workflow specific profile profiles/slurm" in output
+    assert seconds < PAPER_PLAN_SECONDS, f"planning took {seconds:.1f}s"
+
+    stats = job_stats(output)
+    assert stats["train"] > 100 and stats["metrics"] > stats["train"]
+
+    def resources(rule: str) -> str:
+        match = re.search(rf"^\s*rule {rule}:\n(?:.*\n)*?\s*resources: (.*)$", output, re.M)
+        assert match, f"no {rule} job in the dry run"
+        return match.group(1)
+
+    train = resources("train")
+    for expected in ("gpu=1", "device=cuda", "runtime=1440", "mem_mb=16000", "cpus_per_task=2"):
+        assert expected in train, train
+    metrics = resources("metrics")
+    for expected in ("gpu=1", "runtime=240", "cpus_per_task=2"):
+        assert expected in metrics, metrics
+    assert "gpu" not in resources("fig2") and "gpu" not in resources("aggregate")
+
+    groups, sizes = parse_groups(profile())
+    counted = {
+        name: len(re.findall(rf"Group job {name} ", output)) for name in set(groups.values())
+    }
+    assert counted["metrics"] == math.ceil(stats["metrics"] / sizes["metrics"])
+    assert counted["summary"] == stats["aggregate"]
+    submissions = expected_submissions(stats, groups, sizes)
+    snakemake_jobs = sum(stats.values()) - stats.get("all", 0) - stats.get("aggregate_inputs", 0)
+    assert submissions < snakemake_jobs / 2
+    print(
+        f"paper grid: {sum(stats.values())} Snakemake jobs, {snakemake_jobs} run on SLURM "
+        f"as {submissions} SLURM jobs; planned in {seconds:.1f}s"
+    )
+
+
+# ---- the tiny preset on a single-node SLURM ----------------------------------------------
+
+
+def unavailable(reason: str) -> None:
+    if REQUIRE:
+        pytest.fail(f"METALANDSCAPE_REQUIRE_SLURM=1 but {reason}")
+    pytest.skip(reason)
+
+
+def cluster_command(*arguments: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(CLUSTER), *arguments], capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def slurm_env() -> Iterator[dict[str, str]]:
+    """The environment of a Snakemake that submits to the local cluster (started if need be)."""
+    installed = all(shutil.which(name) for name in ("slurmctld", "slurmd", "munged", "sbatch"))
+    if not installed:
+        if os.geteuid() != 0:
+            unavailable("Slurm is not installed and installing it needs root")
+        if not shutil.which("apt-get"):
+            unavailable("Slurm is not installed and there is no apt-get")
+    running = cluster_command("status").returncode == 0
+    if not running:
+        try:
+            started = cluster_command("start", timeout=START_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            cluster_command("stop")
+            unavailable(f"the single-node SLURM did not start within {START_TIMEOUT}s")
+        if started.returncode != 0:
+            cluster_command("stop")
+            unavailable(f"the single-node SLURM did not start:\n{started.stderr[-3000:]}")
+    exports = cluster_command("env").stdout
+    env = dict(os.environ)
+    env.update(re.findall(r"^export (\w+)=(.*)$", exports, re.MULTILINE))
+    # Jobs run `metalandscape` and `snakemake` from this interpreter's environment (sbatch
+    # passes the submitting environment on); GPUs come from SLURM, not from this shell.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    try:
+        yield env
+    finally:
+        if not running:
+            cluster_command("stop")
+
+
+def cancel_test_jobs(env: dict[str, str]) -> None:
+    listing = subprocess.run(
+        ["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True, env=env, check=False
+    ).stdout
+    ids = [line.split()[0] for line in listing.splitlines() if JOB_PREFIX in line]
+    if ids:
+        subprocess.run(["scancel", *ids], env=env, check=False)
+
+
+def run_files(directory: Path, pattern: str) -> list[str]:
+    return sorted(str(path.relative_to(directory)) for path in directory.glob(pattern))
+
+
+def assert_same_parameters(local: Path, remote: Path) -> int:
+    """Every epoch's parameters of two run files are bit-identical; returns how many arrays."""
+    compared = 0
+    with h5py.File(local, "r") as a, h5py.File(remote, "r") as b:
+
+        def visit(name: str, item: object) -> None:
+            nonlocal compared
+            if isinstance(item, h5py.Dataset) and "/params/" in name:
+                assert name in b, f"{remote}: {name} missing"
+                other = b[name]
+                assert item.dtype == other.dtype and item.shape == other.shape, name
+                assert np.array_equal(item[()], other[()]), f"{remote}: {name} differs"
+                compared += 1
+
+        a.visititems(visit)
+    return compared
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_tiny_preset_on_slurm_matches_a_local_run(
+    slurm_env: dict[str, str], tmp_path: Path
+) -> None:
+    settings = profile()
+    # The profile's per-rule resources, plus one (fake) GPU for every train and metrics job:
+    # the tiny preset runs on the CPU, but this exercises what device: cuda asks of SLURM.
+    set_resources = [
+        f"{rule}:{name}={value}"
+        for rule, values in settings["set-resources"].items()
+        for name, value in values.items()
+    ] + ["train:gpu=1", "metrics:gpu=1"]
+
+    local = copy_workflow(tmp_path / "local")
+    result = subprocess.run(
+        [*SNAKEMAKE, "--cores", "2", "--configfile", TINY],
+        cwd=local,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+
+    remote = copy_workflow(tmp_path / "slurm")
+    started = time.monotonic()
+    try:
+        result = subprocess.run(
+            [
+                *SNAKEMAKE,
+                "--workflow-profile",
+                "profiles/slurm",
+                "--configfile",
+                TINY,
+                # no slurmdbd here: sacct fails, squeue sees jobs for MinJobAge (300 s)
+                "--slurm-status-command",
+                "squeue",
+                "--slurm-init-seconds-before-status-checks",
+                "5",
+                "--slurm-jobname-prefix",
+                JOB_PREFIX,
+                "--slurm-keep-successful-logs",
+                "--set-resources",
+                *set_resources,
+                "--verbose",
+            ],
+            cwd=remote,
+            env=slurm_env,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        cancel_test_jobs(slurm_env)
+        raise
+    seconds = time.monotonic() - started
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-8000:]
+    print(f"tiny preset through SLURM: {seconds:.0f}s")
+
+    # It went through SLURM, grouped as the profile says.
+    stats = job_stats(output)
+    submissions = output.count("sbatch call:")
+    groups, sizes = parse_groups(settings)
+    assert submissions == expected_submissions(stats, groups, sizes), submissions
+    logs = remote / "results" / "logs" / "slurm"
+    assert list(logs.glob("group_metrics_*/*.log")) and list(logs.glob("group_summary_*/*.log"))
+    # SLURM, not the shell, chose the GPUs: the jobstep logs its environment with --verbose.
+    train_logs = list(logs.glob("rule_train/*/*.log"))
+    assert train_logs
+    for log in train_logs:
+        assert re.search(r"'CUDA_VISIBLE_DEVICES': '0'", log.read_text()), log
+
+    # The same results as the local run: parameters bit for bit, the same aggregates, figures.
+    runs = run_files(local, "results/runs/*.h5")
+    assert runs and runs == run_files(remote, "results/runs/*.h5")
+    for name in runs:
+        assert assert_same_parameters(local / name, remote / name) > 0
+    aggregates = run_files(local, "results/aggregate/*.csv")
+    assert aggregates and aggregates == run_files(remote, "results/aggregate/*.csv")
+    for name in aggregates:
+        assert (local / name).read_bytes() == (remote / name).read_bytes(), name
+    figures = run_files(local, "results/figures/*")
+    assert figures and figures == run_files(remote, "results/figures/*")
+    for name in figures:
+        assert (remote / name).stat().st_size > 0
+    assert run_files(remote, "results/aggregate/*.nc") == run_files(local, "results/aggregate/*.nc")

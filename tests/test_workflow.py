@@ -1,0 +1,298 @@
+"""The Snakemake workflow: lint, planned jobs of the default and paper grids, config checks, and a
+tiny end-to-end run. Every Snakemake call runs in a copy of the workflow under a temporary
+folder, so nothing is written into the repository's results/."""
+
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "envs")
+SNAKEMAKE = (sys.executable, "-m", "snakemake")
+PAPER_DRY_RUN_SECONDS = 30  # the paper grid (~1,500 jobs) plans in ~4 s on two loaded cores
+
+
+def copy_workflow(destination: Path) -> Path:
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name)
+        else:
+            shutil.copy2(source, destination / name)
+    return destination
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the workflow for dry runs (they write nothing but .snakemake/)."""
+    return copy_workflow(tmp_path_factory.mktemp("workflow"))
+
+
+def snakemake(
+    directory: Path, *arguments: str, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SNAKEMAKE, *arguments],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """The first ``Job stats`` table Snakemake prints, as ``{rule: count}`` (without total)."""
+    match = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\ntotal\s+(\d+)", output, re.DOTALL)
+    assert match, f"no job stats table in:\n{output}"
+    counts = {}
+    for line in match.group(1).splitlines():
+        name, count = line.split()
+        counts[name] = int(count)
+    assert sum(counts.values()) == int(match.group(2))
+    return counts
+
+
+# ---- the expected grid, computed from the config independently of common.smk -------------
+
+
+def merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """How Snakemake merges --configfile into the configfile: mappings merged, lists replaced."""
+    result = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def load_config(preset: str | None = None) -> dict[str, Any]:
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    if preset is not None:
+        config = merged(config, yaml.safe_load((REPO / preset).read_text()))
+    return config
+
+
+FIGURES = {
+    "fig2": ("classification", {"maml", "fomaml"}, {"hessian", "accuracy"}),
+    "fig5": ("classification", None, {"trajectory_coherence", "accuracy"}),
+    "fig8": ("regression", None, {"gradient_coherence", "accuracy"}),
+}
+
+
+def expected_jobs(config: dict[str, Any]) -> dict[str, int]:
+    runs: dict[tuple, dict[str, Any]] = {}
+    for group in config["experiments"]:
+        dataset = group["dataset"]
+        for way in group.get("ways", [1]):
+            for shot in group["shots"]:
+                for algorithm in group["algorithms"]:
+                    for seed in group["seeds"]:
+                        key = (dataset, group.get("variant", "default"), way, shot, algorithm, seed)
+                        run = runs.setdefault(
+                            key, {"metrics": set(), "families": set(), "algorithm": algorithm}
+                        )
+                        run["metrics"].update(group["metrics"])
+                        run["families"].add(group.get("family", dataset))
+    families: dict[str, list[dict[str, Any]]] = {}
+    for (dataset, *_), run in runs.items():
+        run["kind"] = "regression" if dataset == "sinusoid" else "classification"
+        for family in run["families"]:
+            families.setdefault(family, []).append(run)
+    jobs = {
+        "train": len(runs),
+        "metrics": sum(len(run["metrics"]) for run in runs.values()),
+        "aggregate_inputs": len(families),
+        "aggregate": len(families),
+        "all": 1,
+    }
+    datasets = {key[0] for key in runs}
+    if "fontglot" in datasets:
+        jobs["fontglot"] = 1
+    if datasets & {"omniglot", "miniimagenet"}:
+        jobs["check_data"] = len(datasets & {"omniglot", "miniimagenet"})
+    for figure in config["figures"]:
+        kind, algorithms, metrics = FIGURES[figure]
+        count = sum(
+            any(
+                run["kind"] == kind
+                and (algorithms is None or run["algorithm"] in algorithms)
+                and metrics <= run["metrics"]
+                for run in members
+            )
+            for members in families.values()
+        )
+        if count:
+            jobs[figure] = count
+    return jobs
+
+
+# ---- lint and dry runs ----------------------------------------------------------------------
+
+
+def test_lint_is_clean(workdir: Path) -> None:
+    result = snakemake(workdir, "--lint")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Lints for" not in output, output
+
+
+def test_default_dry_run_plans_the_default_grid(workdir: Path) -> None:
+    result = snakemake(workdir, "-n", "--cores", "2")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert job_stats(output) == expected_jobs(load_config())
+    for path in (
+        "results/data/fontglot.npz",
+        "results/runs/fontglot-default-5way1shot-maml-seed0.h5",
+        "results/metrics/fontglot-default-5way1shot-maml-seed0/hessian",
+        "results/metrics/sinusoid-default-1way10shot-maml-seed1/gradient_coherence",
+        "results/aggregate/fontglot.nc",
+        "results/figures/fig2.pdf",
+        "results/figures/fig8.png",
+    ):
+        assert path in output
+    # the default runs on whatever device there is and asks for no GPU
+    assert "gpu=" not in output
+
+
+def test_paper_preset_dry_run(workdir: Path) -> None:
+    config = load_config("workflow/presets/paper.yaml")
+    start = time.perf_counter()
+    result = snakemake(
+        workdir, "-n", "--cores", "16", "--configfile", "workflow/presets/paper.yaml"
+    )
+    seconds = time.perf_counter() - start
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    stats = job_stats(output)
+    assert stats == expected_jobs(config)
+    # 120 Omniglot + 60 MiniImagenet + 5 long + 5 regularized + 70 sinusoid runs
+    assert stats["train"] == 260
+    assert stats["fig2"] == 4 and stats["fig8"] == 1
+    # the preset replaced config.yaml's experiments: no fontglot, and its own runs are planned
+    assert "fontglot" not in stats
+    assert "results/runs/miniimagenet-long-5way1shot-fomaml-seed4.h5" in output
+    assert "results/runs/omniglot-T5-20way1shot-regmaml-seed0.h5" in output
+    assert "results/figures/fig2_overtraining.pdf" in output
+    # device: cuda -> train and metrics jobs each ask for one GPU
+    assert re.search(r"rule train:.*?resources: [^\n]*gpu=1", output, re.DOTALL)
+    assert seconds < PAPER_DRY_RUN_SECONDS, f"paper dry run took {seconds:.1f} s"
+
+
+def write_config(directory: Path, name: str, config: dict[str, Any]) -> str:
+    path = directory / name
+    path.write_text(yaml.safe_dump(config))
+    return name
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda c: c.update(treads=2), "treads"),
+        (lambda c: c["experiments"][1]["overrides"].update(inner_stepz=3), "inner_stepz"),
+        (lambda c: c["metrics"]["hessian"].update(tasks_count=3), "tasks_count"),
+        (lambda c: c["experiments"][0].update(metrics=["accuracy", "hesian"]), "hesian"),
+        (lambda c: c["experiments"][1]["overrides"].update(rotation="sideways"), "sideways"),
+        # past the schema: metalandscape.config checks the run configs when the DAG is planned
+        (
+            lambda c: c["experiments"][0]["overrides"].update(train_amplitude=[5, 1]),
+            "train_amplitude",
+        ),
+    ],
+)
+def test_invalid_config_fails_before_any_job_naming_the_key(
+    tmp_path: Path, change: Any, named: str
+) -> None:
+    directory = copy_workflow(tmp_path / "wf")
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    change(config)
+    (directory / "config.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(directory, "-n", "--cores", "1")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert named in output
+    assert "Job stats" not in output
+    assert not (directory / "results").exists()
+
+
+def test_figure_without_its_data_is_not_scheduled(workdir: Path) -> None:
+    config = load_config()
+    config["experiments"] = [g for g in config["experiments"] if g["dataset"] != "sinusoid"]
+    name = write_config(workdir, "no_sinusoid.yaml", {"experiments": config["experiments"]})
+    result = snakemake(workdir, "-n", "--cores", "2", "--configfile", name)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    stats = job_stats(output)
+    assert "fig8" not in stats
+    assert stats["fig2"] == stats["fig5"] == 1
+
+
+# ---- the tiny grid end to end ---------------------------------------------------------------
+
+
+def figure_command_missing() -> str | None:
+    """Why the end-to-end run cannot work here, or None."""
+    for command in (["figure", "--list"], ["aggregate", "--help"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "metalandscape.cli", *command],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if result.returncode != 0:
+            return f"`metalandscape {' '.join(command)}` is not available yet"
+    return None
+
+
+@pytest.mark.slow
+def test_tiny_run_end_to_end(tmp_path: Path) -> None:
+    missing = figure_command_missing()
+    if missing:
+        pytest.skip(f"end-to-end run needs the aggregate and figure commands: {missing}")
+    directory = copy_workflow(tmp_path / "wf")
+    preset = ("--configfile", "workflow/presets/tiny.yaml")
+    config = load_config("workflow/presets/tiny.yaml")
+
+    result = snakemake(directory, "--cores", "2", *preset)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert job_stats(output) == expected_jobs(config)
+    results = directory / "results"
+    for name in ("fig2", "fig5", "fig8"):
+        assert (results / "figures" / f"{name}.pdf").stat().st_size > 0
+        assert (results / "figures" / f"{name}.png").stat().st_size > 0
+    for family in ("sinusoid", "fontglot"):
+        assert (results / "aggregate" / f"{family}.nc").is_file()
+        assert (results / "aggregate" / f"{family}.csv").is_file()
+    run = "fontglot-default-3way1shot-maml-seed0"
+    measured = sorted(p.name for p in (results / "metrics" / run / "hessian").glob("epoch_*"))
+    assert measured == ["epoch_0000.nc", "epoch_0001.nc", "epoch_0002.nc"]
+    assert (results / "benchmarks" / "train" / f"{run}.tsv").is_file()
+    assert (results / "logs" / "metrics" / run / "hessian.log").is_file()
+
+    again = snakemake(directory, "-n", "--cores", "2", *preset)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+    (results / "figures" / "fig5.pdf").unlink()
+    redraw = snakemake(directory, "--cores", "2", *preset)
+    output = redraw.stdout + redraw.stderr
+    assert redraw.returncode == 0, output
+    assert job_stats(output) == {"fig5": 1, "all": 1}
+    assert (results / "figures" / "fig5.pdf").is_file()
+
+    report = snakemake(directory, *preset, "--report", "report.html")
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert (directory / "report.html").stat().st_size > 0

@@ -1,0 +1,35 @@
+# Data: the embedded fontglot set is built here; real Omniglot / MiniImagenet folders (given in
+# config data.*_path) are only checked, once, before their first training job.
+
+
+rule fontglot:
+    output:
+        "results/data/fontglot.npz",
+    log:
+        "results/logs/data/fontglot.log",
+    params:
+        seed=config["data"]["fontglot"]["seed"],
+        classes=config["data"]["fontglot"]["classes"],
+    threads: config["data"]["fontglot"]["workers"]
+    priority: 2
+    conda:
+        ENV_FILE
+    shell:
+        "metalandscape data fontglot --out {output} --seed {params.seed}"
+        " --classes {params.classes} --workers {threads} --quiet > {log} 2>&1"
+
+
+rule check_data:
+    output:
+        "results/data/{dataset}.check.json",
+    log:
+        "results/logs/data/{dataset}.check.log",
+    params:
+        path=lambda wildcards: data_path(wildcards.dataset),
+    wildcard_constraints:
+        dataset="omniglot|miniimagenet",
+    conda:
+        ENV_FILE
+    shell:
+        "metalandscape data inspect --dataset {wildcards.dataset} --path {params.path:q}"
+        " > {output} 2> {log}"
