@@ -5,7 +5,7 @@
 #
 #   snakemake --cores all                                   # the default grid (config.yaml)
 #   snakemake --cores all --configfile workflow/presets/tiny.yaml
-#   snakemake --profile profiles/<name> --configfile workflow/presets/paper.yaml
+#   snakemake --workflow-profile profiles/slurm --configfile workflow/presets/paper.yaml
 #   snakemake --report report.html                          # figures with their captions
 #
 # --configfile merges into config.yaml: mappings are merged key by key, lists (experiments,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import subprocess
 import sys
 
@@ -28,13 +29,18 @@ ALGORITHMS = ("fomaml", "finetune", "maml")
 
 
 def synthetic_aggregate(
-    settings=CLASSIFICATION + SINUSOID, *, seeds=(0, 1, 2), epochs=6, algorithms=ALGORITHMS
+    settings=CLASSIFICATION + SINUSOID,
+    *,
+    seeds=(0, 1, 2),
+    epochs=6,
+    algorithms=ALGORITHMS,
+    variants=("default",),
 ) -> xr.Dataset:
     """An aggregate shaped like ``metalandscape aggregate`` output, with plausible curves."""
     rng = np.random.default_rng(0)
     coords = {
         "dataset": sorted({s[0] for s in settings}),
-        "variant": ["default"],
+        "variant": sorted(variants),
         "way": sorted({s[1] for s in settings}),
         "shot": sorted({s[2] for s in settings}),
         "algorithm": sorted(algorithms),
@@ -48,15 +54,18 @@ def synthetic_aggregate(
         "gradient_coherence",
         "test_target_accuracy_mean",
         "test_target_mse_mean",
+        "train_target_accuracy_mean",
+        "support_loss_mean",
+        "trajectory_norm_mean",
     ]
     values = {name: np.full(shape, np.nan) for name in names}
     progress = np.linspace(0.0, 1.0, epochs)
-    for dataset, way, shot in settings:
+    for (dataset, way, shot), variant in itertools.product(settings, variants):
         for algorithm in algorithms:
             for seed in seeds:
                 index = (
                     coords["dataset"].index(dataset),
-                    0,
+                    coords["variant"].index(variant),
                     coords["way"].index(way),
                     coords["shot"].index(shot),
                     coords["algorithm"].index(algorithm),
@@ -68,17 +77,24 @@ def synthetic_aggregate(
                     values["hessian_top_eigenvalue_mean"][index] = scale * (
                         5 - 3 * progress + 4 * progress**2 + noise[0] * 10
                     )
-                    values["trajectory_coherence"][index] = 0.1 + 0.3 * progress + noise[1]
-                    values["gradient_coherence"][index] = (0.5 + 2 * progress) * shot / 10 + noise[
-                        2
-                    ] * 5
+                values["trajectory_coherence"][index] = 0.1 + 0.3 * progress + noise[1]
+                values["gradient_coherence"][index] = (0.5 + 2 * progress) * shot / 10 + noise[
+                    2
+                ] * 5
+                values["support_loss_mean"][index] = 1.5 * np.exp(-3 * progress) + noise[5]
+                values["trajectory_norm_mean"][index] = (
+                    2.0 + progress * (1 + (algorithm == "finetune")) + noise[6]
+                )
                 if dataset == "sinusoid":
                     values["test_target_mse_mean"][index] = (
                         3.0 / (1 + 3 * progress) / shot**0.5 + (noise[4])
                     )
                 else:
                     values["test_target_accuracy_mean"][index] = (
-                        0.4 + 0.5 * progress / way**0.3 + noise[3]
+                        0.4 + (0.5 + 0.05 * (algorithm == "regmaml")) * progress / way**0.3
+                    ) + noise[3]
+                    values["train_target_accuracy_mean"][index] = (
+                        0.45 + 0.5 * progress / way**0.2 + noise[7]
                     )
     aggregate = xr.Dataset(
         {name: (RUN_DIMS, data) for name, data in values.items()},
@@ -91,15 +107,31 @@ def synthetic_aggregate(
     return aggregate
 
 
+FULL_SETTINGS = [("fontglot", 5, 1), ("fontglot", 5, 5), ("sinusoid", 1, 5), ("sinusoid", 1, 10)]
+FULL_VARIANTS = ("T1", "long")
+FULL_ALGORITHMS = ("finetune", "maml", "regmaml")
+
+
+def full_aggregate(**options) -> xr.Dataset:
+    """Every variable, the variants long and T1, and regularized MAML: what every figure needs."""
+    options = {"algorithms": FULL_ALGORITHMS, "variants": FULL_VARIANTS, **options}
+    return synthetic_aggregate(FULL_SETTINGS, **options)
+
+
 @pytest.fixture(scope="module")
 def aggregate_dataset() -> xr.Dataset:
     return synthetic_aggregate()
 
 
+@pytest.fixture(scope="module")
+def full_dataset() -> xr.Dataset:
+    return full_aggregate()
+
+
 @pytest.mark.parametrize("name", sorted(FIGURES))
-def test_each_figure_renders_pdf_and_png(tmp_path, aggregate_dataset, name):
-    assert FIGURES[name].is_drawable(aggregate_dataset)
-    pdf, png = render_figure(name, aggregate_dataset, tmp_path / "out" / f"{name}.pdf")
+def test_each_figure_renders_pdf_and_png(tmp_path, full_dataset, name):
+    assert FIGURES[name].is_drawable(full_dataset)
+    pdf, png = render_figure(name, full_dataset, tmp_path / "out" / f"{name}.pdf")
     assert pdf == tmp_path / "out" / f"{name}.pdf" and png == pdf.with_suffix(".png")
     assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 1000
     assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 1000
@@ -139,7 +171,7 @@ def test_fig2_and_fig5_show_maml_family_only(aggregate_dataset):
 
 def test_bands_need_two_seeds():
     assert bands(FIGURES["fig2"].draw(synthetic_aggregate())) > 0
-    one_seed = synthetic_aggregate(seeds=(4,))
+    one_seed = full_aggregate(seeds=(4,))
     for name in FIGURES:
         assert bands(FIGURES[name].draw(one_seed)) == 0
 
@@ -168,7 +200,24 @@ def test_fig8_with_too_few_epochs_for_a_correlation_still_renders(tmp_path):
             synthetic_aggregate().drop_vars("hessian_top_eigenvalue_mean"),
             "lacks it",
         ),
-        ("fig9", synthetic_aggregate(), "unknown figure 'fig9'"),
+        ("fig13", synthetic_aggregate(), "unknown figure 'fig13'"),
+        ("fig3", synthetic_aggregate(), "fig3 needs an overtraining run"),
+        ("fig4", full_aggregate(algorithms=("maml", "regmaml")), "fig4 needs a finetune"),
+        (
+            "fig6",
+            full_aggregate().drop_vars(
+                ["trajectory_coherence", "gradient_coherence", "trajectory_norm_mean"]
+            ),
+            "fig6 needs finetune",
+        ),
+        ("fig6", synthetic_aggregate(SINUSOID), "fig6 needs finetune"),
+        ("fig7", full_aggregate().drop_vars("gradient_coherence"), "fig7 needs variables"),
+        ("fig7", synthetic_aggregate(SINUSOID), "fig7 needs classification runs"),
+        ("fig9", synthetic_aggregate(), "fig9 needs maml and regmaml"),
+        ("fig10", synthetic_aggregate().drop_vars("train_target_accuracy_mean"), "fig10 needs"),
+        ("fig10", synthetic_aggregate(algorithms=("finetune",)), "fig10 needs MAML"),
+        ("fig11", synthetic_aggregate(SINUSOID), "fig11 needs classification runs"),
+        ("fig12", synthetic_aggregate(algorithms=("finetune",)), "fig12 needs classification"),
     ],
 )
 def test_missing_settings_raise_and_write_nothing(tmp_path, name, dataset, message):
@@ -220,3 +269,52 @@ def test_registering_the_subcommands_imports_neither_matplotlib_nor_torch():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
     assert tuple(FIGURES) == FIGURE_NAMES
+
+
+def test_fig3_shows_only_the_long_runs_in_three_panels(full_dataset):
+    figure = FIGURES["fig3"].draw(full_dataset)
+    titles = panel_titles(figure)
+    assert titles and all(title.endswith("[long]") for title in titles)
+    labels = {axes.get_ylabel() for axes in figure.get_axes() if axes.get_ylabel()}
+    assert len(labels) == 3 and "meta-test target accuracy" in labels
+    assert len(titles) == 3 * 2  # two long classification settings, three panels each
+
+
+def test_fig4_is_the_finetune_baseline_without_curvature_when_unmeasured(full_dataset):
+    figure = FIGURES["fig4"].draw(full_dataset)
+    legend = {t.get_text() for legend in figure.legends for t in legend.get_texts()}
+    assert legend == {"Finetune baseline"}
+    # finetune has no Hessian values: two panels per setting
+    assert len(figure.get_axes()) == 2 * 2 * len(FULL_VARIANTS)
+
+
+def test_fig6_draws_only_the_panels_with_data(full_dataset):
+    titles = panel_titles(FIGURES["fig6"].draw(full_dataset))
+    assert sum(t.startswith("(a)") for t in titles) == sum(t.startswith("(b)") for t in titles) == 1
+    assert any(t.startswith("(c) fontglot (Omniglot stand-in)\n5-way 1-shot") for t in titles)
+    assert any(t.startswith("(d) fontglot (Omniglot stand-in)\n5-way 5-shot") for t in titles)
+    only_norms = full_dataset.drop_vars(["trajectory_coherence", "gradient_coherence"])
+    titles = panel_titles(FIGURES["fig6"].draw(only_norms))
+    assert not any(t.startswith(("(a)", "(b)")) for t in titles)
+    assert any(t.startswith("(c)") for t in titles)
+
+
+def test_fig7_prefers_one_step_models_and_fig12_shows_every_setting(full_dataset):
+    fig7 = panel_titles(FIGURES["fig7"].draw(full_dataset))
+    assert fig7 and all("[T1]" in title and title.endswith("[T1], MAML") for title in fig7)
+    fig12 = panel_titles(FIGURES["fig12"].draw(full_dataset))
+    assert len(fig12) == 2 * len(FULL_VARIANTS) * 2  # settings x variants x (MAML, reg. MAML)
+    without_t1 = full_aggregate(variants=("default",))
+    assert len(panel_titles(FIGURES["fig7"].draw(without_t1))) == 2
+
+
+def test_fig9_prints_the_relative_error_reduction(full_dataset):
+    from metalandscape.figures.regularizer import error_reduction
+
+    plain = xr.DataArray([[0.5, 0.6], [0.5, 0.6]], dims=("seed", "epoch"))
+    regularized = xr.DataArray([[0.5, 0.7], [0.5, 0.7]], dims=("seed", "epoch"))
+    final, best = error_reduction(plain, regularized)
+    assert final == pytest.approx(0.25) and best == pytest.approx(0.25)
+    figure = FIGURES["fig9"].draw(full_dataset)
+    texts = [t.get_text() for axes in figure.get_axes() for t in axes.texts]
+    assert texts and all("relative error reduction" in text for text in texts)

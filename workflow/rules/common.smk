@@ -29,22 +29,63 @@ THREADS = config["threads"]
 GPU_RESOURCES = {"gpu": 1} if DEVICE == "cuda" else {}
 REAL_DATASETS = ("omniglot", "miniimagenet")
 
-# What each figure needs from one family: datasets of this kind, one of these algorithms, and
-# every one of these metrics measured on such a run.
+# What each figure needs from one family: a run of this kind, with one of these algorithms and
+# every one of these metrics; optionally of one of these variants, with these accuracy splits,
+# and (all_algorithms) such a run of each of these algorithms. A list means any one of them.
+MAML_ALGORITHMS = {"maml", "fomaml", "regmaml"}
+ALL_ALGORITHMS = MAML_ALGORITHMS | {"finetune"}
 FIGURE_NEEDS = {
     "fig2": {
         "kind": "classification",
         "algorithms": {"maml", "fomaml"},
         "metrics": {"hessian", "accuracy"},
     },
+    "fig3": {
+        "kind": "classification",
+        "algorithms": MAML_ALGORITHMS,
+        "metrics": {"accuracy"},
+        "variants": {"long"},
+    },
+    "fig4": {"kind": "classification", "algorithms": {"finetune"}, "metrics": {"accuracy"}},
     "fig5": {
         "kind": "classification",
-        "algorithms": {"maml", "fomaml", "regmaml", "finetune"},
+        "algorithms": ALL_ALGORITHMS,
         "metrics": {"trajectory_coherence", "accuracy"},
+    },
+    "fig6": [
+        {"kind": "classification", "algorithms": ALL_ALGORITHMS, "metrics": {"trajectory_coherence"}},
+        {"kind": "classification", "algorithms": {"finetune"}, "metrics": {"gradient_coherence"}},
+    ],
+    "fig7": {
+        "kind": "classification",
+        "algorithms": MAML_ALGORITHMS,
+        "metrics": {"gradient_coherence", "accuracy"},
     },
     "fig8": {
         "kind": "regression",
-        "algorithms": {"maml", "fomaml", "regmaml", "finetune"},
+        "algorithms": ALL_ALGORITHMS,
+        "metrics": {"gradient_coherence", "accuracy"},
+    },
+    "fig9": {
+        "kind": "classification",
+        "algorithms": {"maml", "regmaml"},
+        "all_algorithms": {"maml", "regmaml"},
+        "metrics": {"accuracy"},
+    },
+    "fig10": {
+        "kind": "classification",
+        "algorithms": {"maml", "fomaml"},
+        "metrics": {"accuracy"},
+        "accuracy_splits": {"train", "test"},
+    },
+    "fig11": {
+        "kind": "classification",
+        "algorithms": MAML_ALGORITHMS,
+        "metrics": {"trajectory_coherence", "accuracy"},
+    },
+    "fig12": {
+        "kind": "classification",
+        "algorithms": MAML_ALGORITHMS,
         "metrics": {"gradient_coherence", "accuracy"},
     },
 }
@@ -192,14 +233,49 @@ def build_families(runs):
     return families
 
 
-def family_has(family, figure):
+def figure_alternatives(figure):
+    """The needs of ``figure`` as a list: a family meeting any one of them qualifies."""
     needs = FIGURE_NEEDS[figure]
-    return any(
-        RUNS[run_id].kind == needs["kind"]
-        and RUNS[run_id].algorithm in needs["algorithms"]
-        and needs["metrics"] <= RUNS[run_id].metrics
-        for run_id in FAMILIES[family]
+    return needs if isinstance(needs, list) else [needs]
+
+
+def run_meets(run, needs, algorithms):
+    splits = (config["metrics"].get("accuracy") or {}).get("splits", ["test", "train"])
+    return (
+        run.kind == needs["kind"]
+        and run.algorithm in algorithms
+        and needs["metrics"] <= run.metrics
+        and run.settings["variant"] in needs.get("variants", {run.settings["variant"]})
+        and needs.get("accuracy_splits", set()) <= set(splits)
     )
+
+
+def family_meets(family, needs):
+    runs = [RUNS[run_id] for run_id in FAMILIES[family]]
+    required = [{name} for name in needs.get("all_algorithms", ())] or [needs["algorithms"]]
+    return all(any(run_meets(run, needs, algorithms) for run in runs) for algorithms in required)
+
+
+def family_has(family, figure):
+    return any(family_meets(family, needs) for needs in figure_alternatives(figure))
+
+
+def describe_needs(figure):
+    """What ``figure`` needs of a family, in words."""
+    texts = []
+    for needs in figure_alternatives(figure):
+        text = (
+            f"a {needs['kind']} run with metrics {sorted(needs['metrics'])} and one of "
+            f"{sorted(needs['algorithms'])}"
+        )
+        if "all_algorithms" in needs:
+            text += f" (each of {sorted(needs['all_algorithms'])})"
+        if "variants" in needs:
+            text += f" of variant {' or '.join(sorted(needs['variants']))}"
+        if "accuracy_splits" in needs:
+            text += f" with metrics.accuracy.splits {sorted(needs['accuracy_splits'])}"
+        texts.append(text)
+    return " or ".join(texts)
 
 
 def build_figures(config):
@@ -213,11 +289,7 @@ def build_figures(config):
         if family not in FAMILIES:
             raise GridError(f"figures: {figure} asks for family {family!r}, which no experiment has")
         if not family_has(family, figure):
-            needs = FIGURE_NEEDS[figure]
-            raise GridError(
-                f"figures: {figure} needs a {needs['kind']} run of family {family!r} with "
-                f"metrics {sorted(needs['metrics'])} and one of {sorted(needs['algorithms'])}"
-            )
+            raise GridError(f"figures: {figure} needs, in family {family!r}, {describe_needs(figure)}")
         instances.append((figure, family))
     instances = list(dict.fromkeys(instances))
     counts = {}
@@ -319,17 +391,31 @@ def write_listing(files, listing, log):
         handle.write(f"{len(files)} metric files listed in {listing}\n")
 
 
+CLAIMS_OUTPUTS = ["results/claims.md", "results/claims.csv", "results/claims.html"]
+
+
+def claims_inputs():
+    """Every family's aggregate: the claims table reads them all."""
+    return [f"results/aggregate/{family}.nc" for family in FAMILIES]
+
+
+def claims_thresholds_json():
+    """The config's ``claims:`` thresholds as the JSON ``metalandscape claims`` takes."""
+    return json.dumps(config.get("claims") or {}, sort_keys=True)
+
+
 def figure_input(wildcards):
     _, family = FIGURES[wildcards.name]
     return f"results/aggregate/{family}.nc"
 
 
 def all_targets():
-    """The targets of the all rule: every family's aggregate and every scheduled figure."""
+    """The targets of the all rule: every family's aggregate, every scheduled figure, claims."""
     targets = [
         f"results/aggregate/{family}.{extension}"
         for family in FAMILIES
         for extension in ("nc", "csv")
     ]
     targets += [f"results/figures/{name}.{ext}" for name in FIGURES for ext in ("pdf", "png")]
+    targets += CLAIMS_OUTPUTS
     return targets

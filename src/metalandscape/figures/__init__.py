@@ -20,7 +20,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FIGURE_NAMES = ("fig2", "fig5", "fig8")
+FIGURE_NAMES = (
+    "fig2",
+    "fig3",
+    "fig4",
+    "fig5",
+    "fig6",
+    "fig7",
+    "fig8",
+    "fig9",
+    "fig10",
+    "fig11",
+    "fig12",
+)
 
 
 class FigureError(ValueError):
@@ -29,9 +41,15 @@ class FigureError(ValueError):
 
 def _registry() -> dict[str, FigureSpec]:
     from metalandscape.figures.coherence import FIG5, FIG8
+    from metalandscape.figures.correlation import FIG7, FIG11, FIG12
+    from metalandscape.figures.curves import FIG10
+    from metalandscape.figures.finetune import FIG6
     from metalandscape.figures.flatness import FIG2
+    from metalandscape.figures.overtraining import FIG3, FIG4
+    from metalandscape.figures.regularizer import FIG9
 
-    return {spec.name: spec for spec in (FIG2, FIG5, FIG8)}
+    specs = (FIG2, FIG3, FIG4, FIG5, FIG6, FIG7, FIG8, FIG9, FIG10, FIG11, FIG12)
+    return {spec.name: spec for spec in specs}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,253 @@
+"""Figures 7, 11 and 12: coherence against meta-test target accuracy, one line per seed.
+
+Each panel is one run kind (setting and algorithm): a seed's checkpoints over epochs as a line
+from coherence (x) to accuracy (y), its last epoch starred, and the mean over seeds of the
+per-seed Pearson R over epochs printed in the corner.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import seaborn as sns
+import xarray as xr
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from scipy import stats
+
+from metalandscape.figures import FigureError
+from metalandscape.figures.common import (
+    MAML_FAMILY,
+    FigureSpec,
+    Setting,
+    algorithm_label,
+    algorithms_with_data,
+    figure_style,
+    missing_variables,
+    new_figure,
+    seed_by_epoch,
+)
+from metalandscape.figures.overtraining import (
+    classification_settings,
+    panel_title,
+    wrapped_axes,
+)
+
+ACCURACY = "test_target_accuracy_mean"
+GRADIENT_COHERENCE = "gradient_coherence"
+TRAJECTORY_COHERENCE = "trajectory_coherence"
+ONE_STEP_VARIANTS = ("T1",)
+MIN_EPOCHS_FOR_CORRELATION = 3
+MAX_COLUMNS = 4
+COHERENCE_LABELS = {
+    GRADIENT_COHERENCE: r"gradient coherence E[$g_i^\top g_j$] at $\theta_s$",
+    TRAJECTORY_COHERENCE: r"trajectory coherence E[$\hat\theta_i^\top\hat\theta_j$]",
+}
+
+Panel = tuple[Setting, str]
+
+
+def _panels(dataset: xr.Dataset, coherence: str) -> list[Panel]:
+    """Every (classification setting, MAML-family algorithm) with coherence and accuracy."""
+    variables = [coherence, ACCURACY]
+    if missing_variables(dataset, variables):
+        return []
+    return [
+        (setting, algorithm)
+        for setting in classification_settings(dataset, variables, MAML_FAMILY)
+        for algorithm in algorithms_with_data(dataset, setting, variables)
+    ]
+
+
+def _fig7_panels(dataset: xr.Dataset) -> list[Panel]:
+    """The T = 1 settings (all settings when no variant is T1), first algorithm of each."""
+    panels = _panels(dataset, GRADIENT_COHERENCE)
+    one_step = [p for p in panels if p[0].variant in ONE_STEP_VARIANTS]
+    chosen = one_step or panels
+    first: dict[Setting, str] = {}
+    for setting, algorithm in chosen:
+        first.setdefault(setting, algorithm)
+    return list(first.items())
+
+
+def _missing(name: str, dataset: xr.Dataset, coherence: str) -> str | None:
+    lacking = missing_variables(dataset, [coherence, ACCURACY])
+    if lacking:
+        return f"{name} needs variables {[coherence, ACCURACY]}; the aggregate lacks {lacking}"
+    if not _panels(dataset, coherence):
+        return (
+            f"{name} needs classification runs of a MAML-family method with finite "
+            f"{coherence} and {ACCURACY}; the aggregate has none"
+        )
+    return None
+
+
+def missing_for_fig7(dataset: xr.Dataset) -> str | None:
+    """Why Figure 7 cannot be drawn from ``dataset``, or None."""
+    return _missing("fig7", dataset, GRADIENT_COHERENCE)
+
+
+def missing_for_fig11(dataset: xr.Dataset) -> str | None:
+    """Why Figure 11 cannot be drawn from ``dataset``, or None."""
+    return _missing("fig11", dataset, TRAJECTORY_COHERENCE)
+
+
+def missing_for_fig12(dataset: xr.Dataset) -> str | None:
+    """Why Figure 12 cannot be drawn from ``dataset``, or None."""
+    return _missing("fig12", dataset, GRADIENT_COHERENCE)
+
+
+def mean_seed_correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """Mean over seeds (rows) of Pearson R over epochs; NaN when no seed has ≥ 3 epochs."""
+    values = []
+    for seed_x, seed_y in zip(x, y):
+        both = np.isfinite(seed_x) & np.isfinite(seed_y)
+        if both.sum() < MIN_EPOCHS_FOR_CORRELATION:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", stats.ConstantInputWarning)
+            r = stats.pearsonr(seed_x[both], seed_y[both]).statistic
+        if np.isfinite(r):
+            values.append(float(r))
+    return float(np.mean(values)) if values else math.nan
+
+
+def _seed_lines(
+    axes: Axes, coherence: xr.DataArray, accuracy: xr.DataArray, seeds: list[int]
+) -> None:
+    coherence, accuracy = xr.align(coherence, accuracy, join="inner")
+    colors = sns.color_palette("colorblind", max(len(seeds), 1))
+    for seed, x, y in zip(coherence["seed"].values.tolist(), coherence.values, accuracy.values):
+        color = colors[seeds.index(seed) % len(colors)]
+        both = np.isfinite(x) & np.isfinite(y)
+        if not both.any():
+            continue
+        axes.plot(x[both], y[both], color=color, marker="o", markersize=3, linewidth=1.2)
+        axes.plot(x[both][-1], y[both][-1], color=color, marker="*", markersize=10, ls="none")
+    r = mean_seed_correlation(coherence.values, accuracy.values)
+    text = f"R = {r:.2f}" if math.isfinite(r) else f"R: needs ≥ {MIN_EPOCHS_FOR_CORRELATION} epochs"
+    axes.text(
+        0.03,
+        0.95,
+        text,
+        transform=axes.transAxes,
+        va="top",
+        fontsize="small",
+        bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none"},
+    )
+
+
+def draw_coherence_accuracy(
+    dataset: xr.Dataset, panels: Sequence[Panel], coherence: str, title: str
+) -> Figure:
+    """Small multiples of accuracy against ``coherence``, one line per seed over epochs."""
+    columns = min(len(panels), MAX_COLUMNS)
+    rows = math.ceil(len(panels) / columns)
+    seeds = dataset["seed"].values.tolist()
+    with figure_style():
+        figure = new_figure(max(3.6 * columns, 8.0), 1.0 + 3.1 * rows)
+        for axes, (setting, algorithm) in zip(wrapped_axes(figure, len(panels), columns), panels):
+            _seed_lines(
+                axes,
+                seed_by_epoch(dataset, coherence, setting, algorithm),
+                seed_by_epoch(dataset, ACCURACY, setting, algorithm),
+                seeds,
+            )
+            axes.set_title(panel_title(setting, f", {algorithm_label(algorithm)}"))
+            axes.set_xlabel(COHERENCE_LABELS[coherence])
+            axes.set_ylabel("meta-test target accuracy")
+        colors = sns.color_palette("colorblind", max(len(seeds), 1))
+        handles = [
+            Line2D([], [], color=c, marker="o", markersize=3, label=f"seed {s}")
+            for c, s in zip(colors, seeds)
+        ]
+        handles.append(
+            Line2D([], [], color="0.3", marker="*", markersize=9, ls="none", label="last epoch")
+        )
+        figure.legend(
+            handles=handles,
+            loc="outside lower center",
+            ncols=min(len(handles), 6),
+            frameon=False,
+        )
+        figure.suptitle(title)
+    return figure
+
+
+def draw_fig7(dataset: xr.Dataset) -> Figure:
+    """Gradient coherence at θs vs meta-test accuracy of the T = 1 models."""
+    reason = missing_for_fig7(dataset)
+    if reason:
+        raise FigureError(reason)
+    return draw_coherence_accuracy(
+        dataset,
+        _fig7_panels(dataset),
+        GRADIENT_COHERENCE,
+        "Gradient coherence and generalization over meta-training (one inner step)",
+    )
+
+
+def draw_fig11(dataset: xr.Dataset) -> Figure:
+    """Trajectory coherence vs meta-test accuracy of every setting and algorithm."""
+    reason = missing_for_fig11(dataset)
+    if reason:
+        raise FigureError(reason)
+    return draw_coherence_accuracy(
+        dataset,
+        _panels(dataset, TRAJECTORY_COHERENCE),
+        TRAJECTORY_COHERENCE,
+        "Trajectory coherence and meta-test accuracy, every setting",
+    )
+
+
+def draw_fig12(dataset: xr.Dataset) -> Figure:
+    """Gradient coherence at θs vs meta-test accuracy of every setting and algorithm."""
+    reason = missing_for_fig12(dataset)
+    if reason:
+        raise FigureError(reason)
+    return draw_coherence_accuracy(
+        dataset,
+        _panels(dataset, GRADIENT_COHERENCE),
+        GRADIENT_COHERENCE,
+        "Gradient coherence and meta-test accuracy, every setting",
+    )
+
+
+FIG7 = FigureSpec(
+    name="fig7",
+    description="gradient coherence at θs vs meta-test accuracy, T=1 models, one line per seed",
+    draw=draw_fig7,
+    variables=(GRADIENT_COHERENCE, ACCURACY),
+    missing=missing_for_fig7,
+)
+FIG11 = FigureSpec(
+    name="fig11",
+    description="trajectory coherence vs meta-test accuracy, every setting, one line per seed",
+    draw=draw_fig11,
+    variables=(TRAJECTORY_COHERENCE, ACCURACY),
+    missing=missing_for_fig11,
+)
+FIG12 = FigureSpec(
+    name="fig12",
+    description="gradient coherence at θs vs meta-test accuracy, every setting, one line per seed",
+    draw=draw_fig12,
+    variables=(GRADIENT_COHERENCE, ACCURACY),
+    missing=missing_for_fig12,
+)
+
+__all__ = [
+    "FIG7",
+    "FIG11",
+    "FIG12",
+    "draw_fig7",
+    "draw_fig11",
+    "draw_fig12",
+    "mean_seed_correlation",
+    "missing_for_fig7",
+    "missing_for_fig11",
+    "missing_for_fig12",
+]

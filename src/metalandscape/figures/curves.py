@@ -1,0 +1,103 @@
+"""Figure 10: meta-train and meta-test target accuracy of MAML and First-Order MAML."""
+
+from __future__ import annotations
+
+import math
+
+import xarray as xr
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from metalandscape.figures import FigureError
+from metalandscape.figures.common import (
+    FigureSpec,
+    algorithm_color,
+    algorithm_label,
+    algorithms_with_data,
+    figure_style,
+    integer_ticks,
+    missing_variables,
+    new_figure,
+    plot_mean_band,
+    seed_by_epoch,
+)
+from metalandscape.figures.overtraining import (
+    classification_settings,
+    panel_title,
+    wrapped_axes,
+)
+
+TRAIN_ACCURACY = "train_target_accuracy_mean"
+TEST_ACCURACY = "test_target_accuracy_mean"
+FIG10_VARIABLES = (TRAIN_ACCURACY, TEST_ACCURACY)
+ALGORITHMS = ("maml", "fomaml")
+SPLITS = ((TRAIN_ACCURACY, "meta-train", "--", "s"), (TEST_ACCURACY, "meta-test", "-", "o"))
+MAX_COLUMNS = 3
+
+
+def missing_for_fig10(dataset: xr.Dataset) -> str | None:
+    """Why Figure 10 cannot be drawn from ``dataset``, or None."""
+    lacking = missing_variables(dataset, FIG10_VARIABLES)
+    if lacking:
+        return (
+            f"fig10 needs variables {list(FIG10_VARIABLES)} (accuracy splits test and train); "
+            f"the aggregate lacks {lacking}"
+        )
+    if not classification_settings(dataset, FIG10_VARIABLES, ALGORITHMS):
+        return "fig10 needs MAML or First-Order MAML classification runs with both accuracies"
+    return None
+
+
+def draw_fig10(dataset: xr.Dataset) -> Figure:
+    """Meta-train (dashed) and meta-test (solid) target accuracy vs epoch per setting."""
+    reason = missing_for_fig10(dataset)
+    if reason:
+        raise FigureError(reason)
+    settings = classification_settings(dataset, FIG10_VARIABLES, ALGORITHMS)
+    columns = min(len(settings), MAX_COLUMNS)
+    rows = math.ceil(len(settings) / columns)
+    shown: set[str] = set()
+    with figure_style():
+        figure = new_figure(max(3.8 * columns, 6.5), 0.9 + 2.9 * rows)
+        for axes, setting in zip(wrapped_axes(figure, len(settings), columns), settings):
+            for algorithm in algorithms_with_data(dataset, setting, FIG10_VARIABLES, ALGORITHMS):
+                shown.add(algorithm)
+                for variable, _, linestyle, marker in SPLITS:
+                    data = seed_by_epoch(dataset, variable, setting, algorithm)
+                    plot_mean_band(
+                        axes,
+                        data["epoch"].values,
+                        data.values,
+                        color=algorithm_color(algorithm),
+                        linestyle=linestyle,
+                        marker=marker,
+                    )
+            axes.set_title(panel_title(setting))
+            axes.set_ylabel("target accuracy")
+            axes.set_xlabel("meta-training epoch")
+            integer_ticks(axes)
+        handles = [
+            Line2D([], [], color=algorithm_color(a), linewidth=3, label=algorithm_label(a))
+            for a in ALGORITHMS
+            if a in shown
+        ]
+        handles += [
+            Line2D([], [], color="0.3", ls=style, marker=marker, markersize=3.5, label=label)
+            for _, label, style, marker in SPLITS
+        ]
+        figure.legend(
+            handles=handles, loc="outside lower center", ncols=len(handles), frameon=False
+        )
+        figure.suptitle("Meta-train and meta-test target accuracy during meta-training")
+    return figure
+
+
+FIG10 = FigureSpec(
+    name="fig10",
+    description="meta-train and meta-test target accuracy vs epoch, MAML and First-Order MAML",
+    draw=draw_fig10,
+    variables=FIG10_VARIABLES,
+    missing=missing_for_fig10,
+)
+
+__all__ = ["FIG10", "draw_fig10", "missing_for_fig10"]

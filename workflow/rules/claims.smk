@@ -1,0 +1,38 @@
+# Claims: the paper's claims checked on every family's aggregate, with the thresholds of the
+# config's claims: mapping (keys: metalandscape.claims.Thresholds), as results/claims.md and
+# results/claims.csv; claims_html renders the table as results/claims.html for the report
+# (Snakemake's report shows HTML inline but offers .md and .csv only as downloads).
+#
+#   snakemake --cores all results/claims.md      # rebuilds the aggregates it needs, then this
+
+
+rule claims:
+    input:
+        claims_inputs(),
+    output:
+        md=report("results/claims.md", caption="../report/claims.rst", category="Claims"),
+        csv=report("results/claims.csv", caption="../report/claims.rst", category="Claims"),
+    log:
+        "results/logs/claims.log",
+    params:
+        inputs=lambda wildcards, input: " ".join(f"--input {path}" for path in input),
+        thresholds=claims_thresholds_json(),
+        config_name=lambda wildcards: " + ".join(map(str, workflow.configfiles)) or "config",
+    conda:
+        ENV_FILE
+    shell:
+        "metalandscape claims {params.inputs} --thresholds-json {params.thresholds:q}"
+        " --config-name {params.config_name:q} --out-csv {output.csv} --out-md {output.md}"
+        " > {log} 2>&1"
+
+
+rule claims_html:
+    input:
+        md="results/claims.md",
+        csv="results/claims.csv",
+    output:
+        report("results/claims.html", caption="../report/claims.rst", category="Claims"),
+    log:
+        "results/logs/claims_html.log",
+    run:
+        write_claims_html(input.md, input.csv, output[0], log[0])
