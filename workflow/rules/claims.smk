@@ -17,7 +17,7 @@ rule claims:
     params:
         inputs=lambda wildcards, input: " ".join(f"--input {path}" for path in input),
         thresholds=claims_thresholds_json(),
-        config_name=lambda wildcards: " + ".join(map(str, workflow.configfiles)) or "config",
+        config_name=lambda wildcards: " + ".join(os.path.relpath(p) for p in workflow.configfiles),
     conda:
         ENV_FILE
     shell:
@@ -34,5 +34,6 @@ rule claims_html:
         report("results/claims.html", caption="../report/claims.rst", category="Claims"),
     log:
         "results/logs/claims_html.log",
+    localrule: True
     run:
         write_claims_html(input.md, input.csv, output[0], log[0])

@@ -2,6 +2,7 @@
 # measured epochs, aggregate families and figures. Functions only (no rules) — everything here
 # runs when the workflow is parsed, so a bad grid fails before any job starts.
 
+import html
 import json
 import os
 import shlex
@@ -402,6 +403,54 @@ def claims_inputs():
 def claims_thresholds_json():
     """The config's ``claims:`` thresholds as the JSON ``metalandscape claims`` takes."""
     return json.dumps(config.get("claims") or {}, sort_keys=True)
+
+
+CLAIMS_COLUMNS = [
+    "data",
+    "variant",
+    "way",
+    "shot",
+    "algorithm",
+    "statistic",
+    "value",
+    "ci_low",
+    "ci_high",
+    "direction",
+    "threshold",
+    "seeds",
+    "verdict",
+    "ci_excludes_threshold",
+]
+
+
+def write_claims_html(md, csv, out, log):
+    """results/claims.html: the Markdown's preamble and one HTML table per claim."""
+    import pandas as pd
+
+    table = pd.read_csv(csv)
+    preamble = []
+    for line in open(md).read().splitlines():
+        if line.startswith("## "):
+            break
+        if line.strip():
+            preamble.append(f"<p>{html.escape(line.lstrip('# '))}</p>")
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Claims</title><style>"
+        "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;font-size:90%}"
+        "td,th{border:1px solid #ccc;padding:2px 6px}th{background:#eee}</style></head><body>",
+        *preamble,
+    ]
+    for claim, rows in table.groupby("claim", sort=True):
+        parts.append(f"<h2>Claim {claim}: {html.escape(str(rows['title'].iloc[0]))}</h2>")
+        columns = [name for name in CLAIMS_COLUMNS if name in rows.columns]
+        parts.append(rows[columns].to_html(index=False, float_format="{:.4g}".format))
+    if table.empty:
+        parts.append("<p>No claim could be checked: the inputs lack the metrics.</p>")
+    parts.append("</body></html>")
+    with open(out, "w") as handle:
+        handle.write("\n".join(parts) + "\n")
+    with open(log, "w") as handle:
+        handle.write(f"{len(table)} claim rows rendered to {out}\n")
 
 
 def figure_input(wildcards):

@@ -129,7 +129,11 @@ def _seed_lines(
         axes.plot(x[both], y[both], color=color, marker="o", markersize=3, linewidth=1.2)
         axes.plot(x[both][-1], y[both][-1], color=color, marker="*", markersize=10, ls="none")
     r = mean_seed_correlation(coherence.values, accuracy.values)
-    text = f"R = {r:.2f}" if math.isfinite(r) else f"R: needs ≥ {MIN_EPOCHS_FOR_CORRELATION} epochs"
+    text = (
+        f"R = {r:.2f}"
+        if math.isfinite(r)
+        else f"R undefined (< {MIN_EPOCHS_FOR_CORRELATION} epochs or constant)"
+    )
     axes.text(
         0.03,
         0.95,
