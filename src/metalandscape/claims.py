@@ -429,7 +429,7 @@ class ClaimChecker:
                     6,
                     "finetune coherence stays near zero relative to MAML's",
                     key,
-                    f"mean |{variable.replace('_', ' ')}| finetune / MAML",
+                    f"mean abs({variable.replace('_', ' ')}) finetune / MAML",
                     ratios,
                     t.finetune_coherence_ratio,
                     "<=",
@@ -450,6 +450,11 @@ def check_claims(datasets: Sequence[xr.Dataset], thresholds: Thresholds) -> pd.D
     return table.sort_values(["claim", *SETTING_DIMS, "statistic"], kind="stable").reset_index(
         drop=True
     )
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return str(text).replace("|", "\\|")
 
 
 def claims_markdown(table: pd.DataFrame, config_name: str = "") -> str:
@@ -476,7 +481,7 @@ def claims_markdown(table: pd.DataFrame, config_name: str = "") -> str:
             setting = f"{row.way}-way {shot}, {row.variant}"
             value = f"{row.value:.3g} [{row.ci_low:.3g}, {row.ci_high:.3g}]"
             lines.append(
-                f"| {row.data} | {setting} | {row.algorithm} | {row.statistic} | {value} "
+                f"| {_cell(row.data)} | {setting} | {row.algorithm} | {_cell(row.statistic)} | {value} "
                 f"| {row.direction} {row.threshold:g} | {row.verdict} | "
                 f"{'yes' if row.ci_excludes_threshold else 'no'} |"
             )
