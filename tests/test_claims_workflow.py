@@ -17,8 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "envs")
 ALL_FIGURES = {f"fig{number}" for number in range(2, 13)}
 # The default grid: fontglot (MAML, First-Order MAML and finetune; accuracy on test and train
-# splits, support loss, Hessian, trajectory coherence) and sinusoid (gradient coherence).
-DEFAULT_FIGURES = {"fig2", "fig4", "fig5", "fig6", "fig8", "fig10", "fig11"}
+# splits, support loss, Hessian, trajectory and gradient coherence) and sinusoid (gradient
+# coherence); no `long` variant (fig 3) and no regularized MAML (fig 9).
+DEFAULT_FIGURES = {"fig2", "fig4", "fig5", "fig6", "fig7", "fig8", "fig10", "fig11", "fig12"}
 
 
 def copy_workflow(destination: Path) -> Path:
