@@ -5,32 +5,20 @@ runs in a copy of the workflow under a temporary folder."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from workflow_copy import copy_workflow
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "envs")
 ALL_FIGURES = {f"fig{number}" for number in range(2, 13)}
 # The default grid: fontglot (MAML, First-Order MAML and finetune; accuracy on test and train
 # splits, support loss, Hessian, trajectory and gradient coherence) and sinusoid (gradient
 # coherence); no `long` variant (fig 3) and no regularized MAML (fig 9).
 DEFAULT_FIGURES = {"fig2", "fig4", "fig5", "fig6", "fig7", "fig8", "fig10", "fig11", "fig12"}
-
-
-def copy_workflow(destination: Path) -> Path:
-    destination.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, destination / name)
-        else:
-            shutil.copy2(source, destination / name)
-    return destination
 
 
 def snakemake(directory: Path, *arguments: str, timeout: float = 600) -> tuple[int, str]:

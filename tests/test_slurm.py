@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from workflow_copy import copy_workflow as copy_to
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm"
@@ -40,14 +41,8 @@ JOB_PREFIX = "mlstest"
 
 
 def copy_workflow(destination: Path) -> Path:
-    destination.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, destination / name)
-        else:
-            shutil.copy2(source, destination / name)
-    return destination
+    """The workflow and its SLURM profile, copied into ``destination``."""
+    return copy_to(destination, WORKFLOW_FILES)
 
 
 def profile() -> dict:

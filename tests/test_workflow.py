@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -15,22 +14,11 @@ from typing import Any
 
 import pytest
 import yaml
+from workflow_copy import copy_workflow
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "envs")
 SNAKEMAKE = (sys.executable, "-m", "snakemake")
 PAPER_DRY_RUN_SECONDS = 30  # the paper grid (~1,500 jobs) plans in ~4 s on two loaded cores
-
-
-def copy_workflow(destination: Path) -> Path:
-    destination.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, destination / name)
-        else:
-            shutil.copy2(source, destination / name)
-    return destination
 
 
 @pytest.fixture(scope="module")
