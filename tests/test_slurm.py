@@ -66,7 +66,7 @@ def expected_submissions(stats: dict[str, int], groups: dict[str, str], sizes: d
     Ungrouped jobs are one SLURM job each; the metrics group packs ``sizes['metrics']`` jobs;
     the summary group makes one SLURM job per family (an aggregate and its figures).
     """
-    local = {"all", "aggregate_inputs"}
+    local = {"all", "aggregate_inputs", "claims_html"}
     single = sum(n for rule, n in stats.items() if rule not in local and rule not in groups)
     metrics = math.ceil(stats.get("metrics", 0) / sizes.get("metrics", 1))
     return single + metrics + stats.get("aggregate", 0)
