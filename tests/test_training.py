@@ -129,6 +129,8 @@ def test_config_errors_name_the_key():
         resolve_run_config({"dataset": "sinusoid", "algorithm": "maml", "bogus": 1})
     with pytest.raises(ConfigError, match="'train_phase'"):
         resolve_run_config({"dataset": "sinusoid", "algorithm": "maml", "train_phase": [2, 1]})
+    with pytest.raises(ConfigError, match="'n_way'"):
+        resolve_run_config({"dataset": "sinusoid", "algorithm": "maml", "n_way": 5})
     with pytest.raises(ConfigError, match="data_path"):
         resolve_run_config({"dataset": "omniglot", "algorithm": "maml"})
 

@@ -165,10 +165,19 @@ def resolve_run_config(raw: dict[str, Any]) -> RunConfig:
     defaults: dict[str, Any]
     if dataset == "sinusoid":
         # Finn et al.: T = 1, α = 0.01, meta-batch 25, 10 target points.
-        defaults = {"inner_steps": 1, "inner_step_size": 0.01, "meta_batch_size": 25, "query": 10}
-        values.setdefault("n_way", 1)
+        defaults = {
+            "inner_steps": 1,
+            "inner_step_size": 0.01,
+            "meta_batch_size": 25,
+            "query": 10,
+            "task_chunk_size": None,
+        }
+        if values.get("n_way", 1) != 1:
+            raise ConfigError(
+                f"config key 'n_way' is {values['n_way']} but sinusoid regression has one output; "
+                "drop n_way or set it to 1"
+            )
         values["n_way"] = 1
-        defaults["task_chunk_size"] = None
     elif dataset in CHARACTER_DATASETS:
         defaults = {
             "inner_steps": 5,

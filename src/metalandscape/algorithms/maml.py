@@ -202,7 +202,7 @@ class MetaLearner:
         """One meta-update on ``batch``; returns the meta-gradient and the batch's target loss."""
         result = meta_gradient(self.model, self.params, batch, self.kind, self.settings)
         for name, p in self.params.items():
-            p.grad = result.gradients[name].detach().clone()
+            p.grad = result.gradients[name]  # fresh leaves' gradients: nothing else holds them
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return result

@@ -61,7 +61,8 @@ class Accuracy(Metric):
             out.update(
                 _with_summary(f"{split}_target_{score}", values, f"{label} target {score}", units)
             )
-            out.update(_with_summary(f"{split}_target_loss", loss, f"{label} target loss", "1"))
+            if score == "accuracy":  # for regression the loss is the MSE already reported
+                out.update(_with_summary(f"{split}_target_loss", loss, f"{label} target loss", "1"))
         return out
 
 

@@ -41,7 +41,8 @@ import scipy.sparse.linalg
 import torch
 from torch import Tensor, nn
 
-Params = dict[str, Tensor]
+from metalandscape.functional import Params, flatten, unflatten
+
 LossOfParams = Callable[[Params], Tensor]
 
 BACKENDS: tuple[str, ...] = ("lanczos", "lanczos_batched", "pyhessian")
@@ -92,17 +93,6 @@ def _leaf_params(params: Mapping[str, Tensor]) -> Params:
     return {name: tensor.detach().requires_grad_(True) for name, tensor in params.items()}
 
 
-def _flatten(tensors: Sequence[Tensor]) -> Tensor:
-    return torch.cat([tensor.reshape(-1) for tensor in tensors])
-
-
-def _unflatten(vector: Tensor, like: list[Tensor]) -> list[Tensor]:
-    sizes = [tensor.numel() for tensor in like]
-    return [
-        part.view_as(tensor) for part, tensor in zip(torch.split(vector, sizes), like, strict=True)
-    ]
-
-
 class _HessianVectorProduct:
     """``v ↦ H v`` on float64 numpy vectors, from one gradient graph built once.
 
@@ -113,6 +103,7 @@ class _HessianVectorProduct:
 
     def __init__(self, loss_of_params: LossOfParams, params: Mapping[str, Tensor]) -> None:
         leaves = _leaf_params(params)
+        self.leaves = leaves
         self.params = list(leaves.values())
         if not self.params:
             raise ValueError("params is empty: there is no Hessian to take")
@@ -136,7 +127,7 @@ class _HessianVectorProduct:
         self.count += 1
         if not self._grads:
             return torch.zeros_like(vector)
-        parts = _unflatten(vector, self.params)
+        parts = list(unflatten(vector, self.leaves).values())
         with torch.enable_grad():
             products = torch.autograd.grad(
                 self._grads,
@@ -146,7 +137,7 @@ class _HessianVectorProduct:
                 allow_unused=True,
                 materialize_grads=True,
             )
-        return _flatten(products).detach()
+        return flatten(products).detach()
 
     def __call__(self, vector: np.ndarray) -> np.ndarray:
         flat = torch.from_numpy(np.ascontiguousarray(vector, dtype=np.float64).reshape(-1))
