@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import seaborn as sns
 import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from scipy import stats
 
 from metalandscape.figures import FigureError
 from metalandscape.figures.common import (
@@ -20,7 +17,6 @@ from metalandscape.figures.common import (
     algorithms_with_data,
     figure_style,
     integer_ticks,
-    mean_and_ci95,
     missing_variables,
     new_figure,
     ordered_algorithms,
@@ -28,6 +24,7 @@ from metalandscape.figures.common import (
     seed_by_epoch,
     settings_with_data,
 )
+from metalandscape.statistics import per_seed_correlation, scalar_interval
 
 TRAJECTORY_COHERENCE = "trajectory_coherence"
 TEST_ACCURACY = "test_target_accuracy_mean"
@@ -165,19 +162,9 @@ def _final_values(coherence: xr.DataArray, mse: xr.DataArray) -> tuple[np.ndarra
 
 
 def _correlations(coherence: xr.DataArray, mse: xr.DataArray) -> np.ndarray:
-    """Per seed: Pearson R over epochs of gradient coherence and −MSE (≥ 3 epochs, else none)."""
-    values = []
-    for seed in range(coherence.shape[0]):
-        x, y = coherence.values[seed], -mse.values[seed]
-        both = np.isfinite(x) & np.isfinite(y)
-        if both.sum() < MIN_EPOCHS_FOR_CORRELATION:
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", stats.ConstantInputWarning)
-            r = stats.pearsonr(x[both], y[both]).statistic
-        if np.isfinite(r):
-            values.append(float(r))
-    return np.asarray(values)
+    """Per seed: Pearson R over epochs of gradient coherence and −MSE (seeds without one left out)."""
+    values = np.asarray([per_seed_correlation(x, -y) for x, y in zip(coherence.values, mse.values)])
+    return values[np.isfinite(values)]
 
 
 def _k_axis(axes: Axes, shots: list[int]) -> None:
@@ -198,21 +185,21 @@ def _plot_points(
     marker: str,
     linestyle: str,
     dodge: float = 1.0,
+    correlation: bool = False,
 ) -> None:
-    """Mean ± 95% CI over seeds at each K (x scaled by ``dodge``), error bars, joining line."""
-    means, half_widths = [], []
-    for values in samples:
-        if values.size:
-            mean, half_width = mean_and_ci95(values[:, None])
-            means.append(mean[0])
-            half_widths.append(half_width[0])
-        else:
-            means.append(np.nan)
-            half_widths.append(np.nan)
+    """Mean over seeds at each K with its 95% interval as error bars (≥ 3 seeds), joining line.
+
+    ``correlation``: the samples are per-seed Pearson R, summarised in Fisher z (bars in [−1, 1]).
+    """
+    summaries = np.asarray(
+        [scalar_interval(values, correlation=correlation)[:3] for values in samples]
+    ).reshape(-1, 3)
+    means = summaries[:, 0]
+    errors = np.nan_to_num(np.abs(summaries[:, 1:].T - means))
     axes.errorbar(
         np.asarray(shots, dtype=np.float64) * dodge,
         means,
-        yerr=np.nan_to_num(half_widths),
+        yerr=errors,
         color=color,
         marker=marker,
         linestyle=linestyle,
@@ -294,6 +281,7 @@ def draw_fig8(dataset: xr.Dataset) -> Figure:
                 color=sns.color_palette("colorblind")[2],
                 marker="D",
                 linestyle="-",
+                correlation=True,
             )
             correlation_axes.axhline(0.0, color="0.5", linewidth=0.8)
             _k_axis(correlation_axes, [k for k, _ in usable])

@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 from metalandscape.figures import FigureError
 from metalandscape.figures.common import (
     ALGORITHM_ORDER,
+    BASELINES,
     FigureSpec,
     Setting,
     algorithm_color,
@@ -22,7 +23,6 @@ from metalandscape.figures.common import (
     seed_by_epoch,
 )
 from metalandscape.figures.overtraining import (
-    FINETUNE,
     bottom_legend,
     classification_settings,
     panel_title,
@@ -42,7 +42,7 @@ MAX_COLUMNS = 3
 def _finetune_settings(dataset: xr.Dataset, variable: str) -> list[Setting]:
     if variable not in dataset.data_vars:
         return []
-    return classification_settings(dataset, [variable], FINETUNE)
+    return classification_settings(dataset, [variable], BASELINES)
 
 
 def _norm_settings(dataset: xr.Dataset) -> list[Setting]:

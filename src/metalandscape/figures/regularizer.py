@@ -17,7 +17,6 @@ from metalandscape.figures.common import (
     algorithms_with_data,
     figure_style,
     integer_ticks,
-    mean_and_ci95,
     missing_variables,
     new_figure,
     plot_mean_band,
@@ -29,6 +28,7 @@ from metalandscape.figures.overtraining import (
     panel_title,
     wrapped_axes,
 )
+from metalandscape.statistics import mean_interval
 
 ACCURACY = "test_target_accuracy_mean"
 PAIR = ("maml", "regmaml")
@@ -67,8 +67,8 @@ def error_reduction(plain: xr.DataArray, regularized: xr.DataArray) -> tuple[flo
     The final epoch is the last one both measured; the best is each method's best mean.
     """
     plain, regularized = xr.align(plain, regularized, join="inner")
-    plain_mean, _ = mean_and_ci95(plain.values)
-    regularized_mean, _ = mean_and_ci95(regularized.values)
+    plain_mean = mean_interval(plain.values).mean
+    regularized_mean = mean_interval(regularized.values).mean
     both = np.flatnonzero(np.isfinite(plain_mean) & np.isfinite(regularized_mean))
     if both.size == 0:
         return math.nan, math.nan
