@@ -23,6 +23,7 @@ from metalandscape.figures.common import (
     plot_mean_band,
     seed_by_epoch,
     settings_with_data,
+    variable_bounds,
 )
 from metalandscape.statistics import per_seed_correlation, scalar_interval
 
@@ -72,7 +73,10 @@ def _twin_panel(
     right_sign: float = 1.0,
 ) -> Axes:
     """Left series on ``axes`` and right series on a twin axis, each coloured like its ticks."""
-    plot_mean_band(axes, left["epoch"].values, left.values, color=LEFT_COLOR)
+    left_bounds = variable_bounds(str(left.name))
+    low, high = variable_bounds(str(right.name))
+    right_bounds = (low, high) if right_sign > 0 else (-high, -low)
+    plot_mean_band(axes, left["epoch"].values, left.values, color=LEFT_COLOR, bounds=left_bounds)
     twin = axes.twinx()
     plot_mean_band(
         twin,
@@ -81,6 +85,7 @@ def _twin_panel(
         color=RIGHT_COLOR,
         marker="s",
         linestyle="--",
+        bounds=right_bounds,
     )
     for side, label, color in ((axes, left_label, LEFT_COLOR), (twin, right_label, RIGHT_COLOR)):
         side.set_ylabel(label, color=color)

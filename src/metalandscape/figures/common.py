@@ -215,6 +215,34 @@ def plot_mean_band(
             axes.plot(x[drawn], seed[drawn], color=color, linewidth=0.6, alpha=0.45)
 
 
+def variable_bounds(variable: str) -> tuple[float, float]:
+    """The range a measured variable lives in (accuracy [0, 1]; eigenvalue, MSE, norm ≥ 0)."""
+    if "accuracy" in variable:
+        return (0.0, 1.0)
+    if any(part in variable for part in ("eigenvalue", "mse", "norm")):
+        return (0.0, np.inf)
+    return (-np.inf, np.inf)
+
+
+def plot_seed_band(
+    axes: Axes,
+    dataset: xr.Dataset,
+    variable: str,
+    setting: Setting,
+    algorithm: str,
+    **style: object,
+) -> None:
+    """``variable`` of one setting and algorithm over epochs: mean, band or seeds, in range."""
+    data = seed_by_epoch(dataset, variable, setting, algorithm)
+    plot_mean_band(
+        axes,
+        data["epoch"].values,
+        data.values,
+        bounds=variable_bounds(variable),
+        **style,  # type: ignore[arg-type]
+    )
+
+
 @contextlib.contextmanager
 def figure_style() -> Iterator[None]:
     """Seaborn's paper style, applied only inside the block."""

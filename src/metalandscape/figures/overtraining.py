@@ -25,8 +25,7 @@ from metalandscape.figures.common import (
     integer_ticks,
     missing_variables,
     new_figure,
-    plot_mean_band,
-    seed_by_epoch,
+    plot_seed_band,
     settings_with_data,
 )
 
@@ -104,11 +103,12 @@ def draw_epoch_panels(
                     axes.set_axis_off()
                     continue
                 for algorithm in drawn:
-                    data = seed_by_epoch(dataset, variable, setting, algorithm)
-                    plot_mean_band(
+                    plot_seed_band(
                         axes,
-                        data["epoch"].values,
-                        data.values,
+                        dataset,
+                        variable,
+                        setting,
+                        algorithm,
                         color=algorithm_color(algorithm),
                         label=algorithm_label(algorithm),
                     )

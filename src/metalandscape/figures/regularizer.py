@@ -21,6 +21,7 @@ from metalandscape.figures.common import (
     new_figure,
     plot_mean_band,
     seed_by_epoch,
+    variable_bounds,
 )
 from metalandscape.figures.overtraining import (
     bottom_legend,
@@ -106,10 +107,11 @@ def draw_fig9(dataset: xr.Dataset) -> Figure:
                     axes,
                     data["epoch"].values,
                     data.values,
+                    bounds=variable_bounds(ACCURACY),
                     color=algorithm_color(algorithm),
                     label=algorithm_label(algorithm),
                 )
-            final, best = error_reduction(series["maml"], series["regmaml"])
+            final, best = error_reduction(*series.values())
             axes.text(
                 0.97,
                 0.05,
