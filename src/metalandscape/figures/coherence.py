@@ -6,7 +6,7 @@ import numpy as np
 import seaborn as sns
 import xarray as xr
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, SubFigure
 from matplotlib.lines import Line2D
 
 from metalandscape.figures import FigureError
@@ -213,6 +213,92 @@ def _plot_points(
     )
 
 
+def _fig8_over_epochs(
+    top: SubFigure, series: dict[int, tuple[xr.DataArray, xr.DataArray]], shots: list[int]
+) -> None:
+    """(a) one twin panel per K: gradient coherence and −MSE over epochs."""
+    over_epochs = top.subplots(1, len(shots), squeeze=False)[0]
+    for axes, k in zip(over_epochs, shots):
+        coherence, mse = series[k]
+        _twin_panel(
+            axes,
+            coherence,
+            mse,
+            left_label="gradient coherence",
+            right_label="−MSE",
+            right_sign=-1.0,
+        )
+        axes.set_title(f"K={k}")
+        axes.set_xlabel("meta-training epoch")
+    top.suptitle("(a) gradient coherence and −MSE during meta-training", fontsize="medium")
+
+
+def _fig8_finals(
+    final_axes: Axes, aligned: dict[int, tuple[xr.DataArray, xr.DataArray]], shots: list[int]
+) -> None:
+    """(b) final-epoch coherence (left axis) and −MSE (right axis) across K."""
+    finals = [_final_values(*aligned[k]) for k in shots]
+    _plot_points(
+        final_axes,
+        shots,
+        [coherence for coherence, _ in finals],
+        color=LEFT_COLOR,
+        marker="o",
+        linestyle="-",
+        dodge=0.97,
+    )
+    final_axes.set_ylabel("gradient coherence", color=LEFT_COLOR)
+    final_axes.tick_params(axis="y", colors=LEFT_COLOR)
+    final_twin = final_axes.twinx()
+    _plot_points(
+        final_twin,
+        shots,
+        [negative_mse for _, negative_mse in finals],
+        color=RIGHT_COLOR,
+        marker="s",
+        linestyle="--",
+        dodge=1.03,
+    )
+    final_twin.set_ylabel("−MSE", color=RIGHT_COLOR)
+    final_twin.tick_params(axis="y", colors=RIGHT_COLOR)
+    final_twin.grid(False)
+    _k_axis(final_axes, shots)
+    final_axes.set_title("(b) at the final epoch, across K")
+
+
+def _fig8_correlations(
+    correlation_axes: Axes, aligned: dict[int, tuple[xr.DataArray, xr.DataArray]], shots: list[int]
+) -> None:
+    """(c) per-seed Pearson R over epochs, summarised in Fisher z, across K."""
+    correlations = [_correlations(*aligned[k]) for k in shots]
+    usable = [(k, r) for k, r in zip(shots, correlations) if r.size]
+    if usable:
+        _plot_points(
+            correlation_axes,
+            [k for k, _ in usable],
+            [r for _, r in usable],
+            color=sns.color_palette("colorblind")[2],
+            marker="D",
+            linestyle="-",
+            correlation=True,
+        )
+        correlation_axes.axhline(0.0, color="0.5", linewidth=0.8)
+        _k_axis(correlation_axes, [k for k, _ in usable])
+    else:
+        correlation_axes.text(
+            0.5,
+            0.5,
+            f"needs ≥ {MIN_EPOCHS_FOR_CORRELATION} epochs per K",
+            ha="center",
+            va="center",
+            transform=correlation_axes.transAxes,
+        )
+        correlation_axes.set_xticks([])
+    correlation_axes.set_ylim(-1.05, 1.05)
+    correlation_axes.set_ylabel("Pearson R(coherence, −MSE)")
+    correlation_axes.set_title("(c) correlation over epochs, across K")
+
+
 def draw_fig8(dataset: xr.Dataset) -> Figure:
     """Sinusoid: (a) coherence and −MSE over epochs per K; (b) final values vs K; (c) R vs K."""
     reason = missing_for_fig8(dataset)
@@ -232,78 +318,10 @@ def draw_fig8(dataset: xr.Dataset) -> Figure:
         columns = max(len(shots), 2)
         figure = new_figure(max(3.9 * columns, 8.5), 6.6)
         top, bottom = figure.subfigures(2, 1, height_ratios=[1, 1])
-        over_epochs = top.subplots(1, len(shots), squeeze=False)[0]
-        for axes, k in zip(over_epochs, shots):
-            coherence, mse = series[k]
-            _twin_panel(
-                axes,
-                coherence,
-                mse,
-                left_label="gradient coherence",
-                right_label="−MSE",
-                right_sign=-1.0,
-            )
-            axes.set_title(f"K={k}")
-            axes.set_xlabel("meta-training epoch")
-        top.suptitle("(a) gradient coherence and −MSE during meta-training", fontsize="medium")
-
+        _fig8_over_epochs(top, series, shots)
         final_axes, correlation_axes = bottom.subplots(1, 2)
-        finals = [_final_values(*aligned[k]) for k in shots]
-        _plot_points(
-            final_axes,
-            shots,
-            [coherence for coherence, _ in finals],
-            color=LEFT_COLOR,
-            marker="o",
-            linestyle="-",
-            dodge=0.97,
-        )
-        final_axes.set_ylabel("gradient coherence", color=LEFT_COLOR)
-        final_axes.tick_params(axis="y", colors=LEFT_COLOR)
-        final_twin = final_axes.twinx()
-        _plot_points(
-            final_twin,
-            shots,
-            [negative_mse for _, negative_mse in finals],
-            color=RIGHT_COLOR,
-            marker="s",
-            linestyle="--",
-            dodge=1.03,
-        )
-        final_twin.set_ylabel("−MSE", color=RIGHT_COLOR)
-        final_twin.tick_params(axis="y", colors=RIGHT_COLOR)
-        final_twin.grid(False)
-        _k_axis(final_axes, shots)
-        final_axes.set_title("(b) at the final epoch, across K")
-
-        correlations = [_correlations(*aligned[k]) for k in shots]
-        usable = [(k, r) for k, r in zip(shots, correlations) if r.size]
-        if usable:
-            _plot_points(
-                correlation_axes,
-                [k for k, _ in usable],
-                [r for _, r in usable],
-                color=sns.color_palette("colorblind")[2],
-                marker="D",
-                linestyle="-",
-                correlation=True,
-            )
-            correlation_axes.axhline(0.0, color="0.5", linewidth=0.8)
-            _k_axis(correlation_axes, [k for k, _ in usable])
-        else:
-            correlation_axes.text(
-                0.5,
-                0.5,
-                f"needs ≥ {MIN_EPOCHS_FOR_CORRELATION} epochs per K",
-                ha="center",
-                va="center",
-                transform=correlation_axes.transAxes,
-            )
-            correlation_axes.set_xticks([])
-        correlation_axes.set_ylim(-1.05, 1.05)
-        correlation_axes.set_ylabel("Pearson R(coherence, −MSE)")
-        correlation_axes.set_title("(c) correlation over epochs, across K")
-
+        _fig8_finals(final_axes, aligned, shots)
+        _fig8_correlations(correlation_axes, aligned, shots)
         run = algorithm_label(algorithm) + ("" if variant == "default" else f" [{variant}]")
         figure.suptitle(f"Gradient coherence and generalization, sinusoid regression, {run}")
         _series_legend(figure, "gradient coherence E[$g_i^\\top g_j$]", "−MSE (meta-test target)")
