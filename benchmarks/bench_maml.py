@@ -146,7 +146,7 @@ def ours_meta_gradient(
 ) -> Params:
     """metalandscape's meta-gradient at task chunk size ``chunk_size``."""
     settings = MetaSettings(
-        algorithm="maml" if case.second_order else "fomaml",
+        second_order=case.second_order,
         inner_steps=case.inner_steps,
         inner_step_size=INNER_STEP_SIZE[case.model],
         task_chunk_size=chunk_size,

@@ -11,7 +11,6 @@ import xarray as xr
 from metalandscape.claims import (
     ClaimsError,
     Thresholds,
-    bootstrap_mean_ci,
     check_claims,
     claims_markdown,
 )
@@ -139,17 +138,73 @@ def test_sinusoid_gradient_coherence_across_k():
 
 
 def test_thresholds_come_from_config_and_unknown_keys_are_named():
-    strict = Thresholds.from_mapping({"trajectory_coherence_correlation": 1.5})
+    strict = Thresholds.from_mapping({"trajectory_coherence_correlation": 1.0})
     dataset = make_dataset({"trajectory_coherence": RISING, "test_target_accuracy_mean": RISING})
     assert verdicts(check_claims([dataset], strict), 4) == {"does not hold"}
     with pytest.raises(ClaimsError, match="bogus"):
         Thresholds.from_mapping({"bogus": 1})
 
 
-def test_bootstrap_interval_brackets_the_mean():
-    mean, low, high = bootstrap_mean_ci([1.0, 2.0, 3.0, 4.0], resamples=500, seed=0)
-    assert low <= mean <= high and mean == pytest.approx(2.5)
-    assert all(math.isnan(value) for value in bootstrap_mean_ci([], 10, 0))
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("flatness_rise", "high", "claims.flatness_rise must be a finite number"),
+        ("flatness_rise", math.nan, "claims.flatness_rise must be a finite number"),
+        ("flatness_drop", math.inf, "claims.flatness_drop must be a finite number"),
+        ("flatness_rise", True, "claims.flatness_rise must be a finite number"),
+        ("flatness_rise", -0.1, "out of range"),
+        ("trajectory_coherence_correlation", 1.5, "out of range; use \\[-1, 1\\]"),
+        ("support_loss_decrease_fraction", 2, "out of range"),
+        ("overtraining_min_epochs_after_peak", 2.5, "must be an integer"),
+        ("overtraining_min_epochs_after_peak", 1, "out of range"),
+        ("overtraining_variants", "long", "list of variant names"),
+        ("overtraining_variants", [1], "variant names"),
+    ],
+)
+def test_bad_thresholds_are_named(key, value, message):
+    with pytest.raises(ClaimsError, match=message) as error:
+        Thresholds.from_mapping({key: value})
+    assert "\n" not in str(error.value)
+
+
+def test_bad_threshold_is_one_line_and_exit_2(tmp_path, capsys):
+    from metalandscape.cli import main
+
+    code = main(
+        [
+            "claims",
+            "--thresholds-json",
+            '{"flatness_rise": "high"}',
+            "--out-csv",
+            str(tmp_path / "c.csv"),
+            "--out-md",
+            str(tmp_path / "c.md"),
+            "--input",
+            str(tmp_path / "missing.nc"),
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "claims.flatness_rise" in err and len(err.splitlines()) == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_one_seed_gives_a_value_without_interval():
+    dataset = make_dataset(
+        {"trajectory_coherence": RISING, "test_target_accuracy_mean": RISING}
+    ).isel(seed=[0])
+    table = check_claims([dataset], Thresholds())
+    rows = table[table.claim == 4]
+    assert set(rows.seeds) == {1} and rows.ci_low.isna().all()
+    assert not rows.ci_excludes_threshold.any()
+    text = claims_markdown(table)
+    assert "| 1 |" in text and "| — |" in text
+
+
+def test_correlation_intervals_stay_inside_minus_one_one():
+    dataset = make_dataset({"trajectory_coherence": RISING, "test_target_accuracy_mean": RISING})
+    rows = check_claims([dataset], Thresholds())
+    rows = rows[rows.claim == 4]
+    assert (rows.ci_low >= -1).all() and (rows.ci_high <= 1).all() and (rows.seeds == 3).all()
 
 
 def test_markdown_names_the_data_and_every_claim():

@@ -20,7 +20,7 @@ from metalandscape.figures import (
     add_figure_parser,
     render_figure,
 )
-from metalandscape.figures.common import Setting, mean_and_ci95
+from metalandscape.figures.common import Setting, new_figure, plot_mean_band
 from metalandscape.metrics.evaluate import RUN_DIMS
 
 CLASSIFICATION = [("fontglot", 5, 1), ("fontglot", 20, 1), ("miniimagenet", 5, 5)]
@@ -169,18 +169,24 @@ def test_fig2_and_fig5_show_maml_family_only(aggregate_dataset):
     assert sum("fontglot (Omniglot stand-in), 20-way 1-shot" in t for t in titles) == 2
 
 
-def test_bands_need_two_seeds():
+def test_bands_need_three_seeds():
     assert bands(FIGURES["fig2"].draw(synthetic_aggregate())) > 0
-    one_seed = full_aggregate(seeds=(4,))
-    for name in FIGURES:
-        assert bands(FIGURES[name].draw(one_seed)) == 0
+    for seeds in ((4,), (4, 5)):
+        few = full_aggregate(seeds=seeds)
+        for name in FIGURES:
+            assert bands(FIGURES[name].draw(few)) == 0, (name, seeds)
 
 
-def test_mean_and_ci95_is_student_t_over_seeds():
-    mean, half_width = mean_and_ci95(np.array([[1.0, 5.0], [2.0, np.nan], [3.0, np.nan]]))
-    np.testing.assert_allclose(mean, [2.0, 5.0])
-    assert half_width[0] == pytest.approx(4.302653 / np.sqrt(3), rel=1e-5)
-    assert np.isnan(half_width[1])
+def test_band_stays_in_the_quantity_range_and_few_seeds_are_thin_lines():
+    axes = new_figure(3, 3).subplots()
+    accuracy = np.array([[0.99, 0.5], [0.6, 0.6], [1.0, 0.7]])
+    plot_mean_band(axes, np.arange(2), accuracy, color="k", bounds=(0.0, 1.0))
+    (band,) = [c for c in axes.collections if isinstance(c, PolyCollection)]
+    y = band.get_paths()[0].vertices[:, 1]
+    assert y.max() <= 1.0 and y.min() >= 0.0
+    two_seeds = new_figure(3, 3).subplots()
+    plot_mean_band(two_seeds, np.arange(2), accuracy[:2], color="k")
+    assert len(two_seeds.lines) == 3 and not two_seeds.collections  # mean + one line per seed
 
 
 def test_fig8_with_too_few_epochs_for_a_correlation_still_renders(tmp_path):

@@ -7,8 +7,10 @@ import math
 import pytest
 import torch
 
-from metalandscape.algorithms.finetune import replace_head
+from metalandscape.algorithms import algorithm_names, load_algorithm
+from metalandscape.algorithms.finetune import replace_head, task_head_seed
 from metalandscape.algorithms.maml import MetaSettings, meta_gradient
+from metalandscape.config import RunConfig, resolve_run_config
 from metalandscape.data.sinusoid import SinusoidSource
 from metalandscape.data.tasks import TaskBatch, TaskSampler
 from metalandscape.functional import (
@@ -21,6 +23,7 @@ from metalandscape.functional import (
     unflatten,
     unit_direction,
 )
+from metalandscape.metrics.base import EvaluationContext
 from metalandscape.models import Conv4, SinusoidMLP
 
 KIND = "classification"
@@ -62,7 +65,7 @@ def mean_target_loss(model, params, batch, steps, step_size):
 @pytest.mark.parametrize("steps", [1, 3])
 def test_second_order_meta_gradient_matches_finite_differences(tiny_conv, tiny_batch, steps):
     params = parameters_of(tiny_conv)
-    settings = MetaSettings("maml", steps, 0.3)
+    settings = MetaSettings(steps, 0.3)
     meta = flatten(meta_gradient(tiny_conv, params, tiny_batch, KIND, settings).gradients)
     generator = torch.Generator().manual_seed(2)
     for _ in range(3):
@@ -84,7 +87,7 @@ def test_second_order_meta_gradient_matches_finite_differences(tiny_conv, tiny_b
 
 def test_first_order_is_the_target_gradient_at_the_adapted_parameters(tiny_conv, tiny_batch):
     params = parameters_of(tiny_conv)
-    settings = MetaSettings("fomaml", 2, 0.3)
+    settings = MetaSettings(2, 0.3, second_order=False)
     result = flatten(meta_gradient(tiny_conv, params, tiny_batch, KIND, settings).gradients)
     expected = 0.0
     for task in tiny_batch:
@@ -104,12 +107,12 @@ def test_first_order_is_the_target_gradient_at_the_adapted_parameters(tiny_conv,
     expected = expected / len(tiny_batch)
     assert torch.allclose(result, expected, rtol=1e-10, atol=1e-12)
     second = flatten(
-        meta_gradient(tiny_conv, params, tiny_batch, KIND, MetaSettings("maml", 2, 0.3)).gradients
+        meta_gradient(tiny_conv, params, tiny_batch, KIND, MetaSettings(2, 0.3)).gradients
     )
     assert (second - result).norm() > 1e-3 * second.norm()
 
 
-@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "regmaml"])
+@pytest.mark.parametrize("algorithm", algorithm_names("meta-learner"))
 @pytest.mark.parametrize("steps", [1, 3])
 def test_batched_paths_equal_the_per_task_loop_with_batchnorm(
     tiny_conv, tiny_batch, algorithm, steps
@@ -122,7 +125,13 @@ def test_batched_paths_equal_the_per_task_loop_with_batchnorm(
             params,
             tiny_batch,
             KIND,
-            MetaSettings(algorithm, steps, 0.3, task_chunk_size=chunk),
+            MetaSettings(
+                steps,
+                0.3,
+                task_chunk_size=chunk,
+                second_order=load_algorithm(algorithm).second_order,
+                regularized=load_algorithm(algorithm).regularized,
+            ),
         )
         for chunk in (1, 2, None)
     ]
@@ -154,13 +163,13 @@ def test_coherence_correction_matches_autograd():
 
 def test_regularized_maml_with_zero_gamma_is_maml(tiny_conv, tiny_batch):
     params = parameters_of(tiny_conv)
-    plain = meta_gradient(tiny_conv, params, tiny_batch, KIND, MetaSettings("maml", 2, 0.3))
+    plain = meta_gradient(tiny_conv, params, tiny_batch, KIND, MetaSettings(2, 0.3))
     zero = meta_gradient(
         tiny_conv,
         params,
         tiny_batch,
         KIND,
-        MetaSettings("regmaml", 2, 0.3, regularizer_gamma=0.0),
+        MetaSettings(2, 0.3, regularizer_gamma=0.0, regularized=True),
     )
     assert torch.allclose(flatten(plain.gradients), flatten(zero.gradients), rtol=1e-12)
     gamma = meta_gradient(
@@ -168,7 +177,7 @@ def test_regularized_maml_with_zero_gamma_is_maml(tiny_conv, tiny_batch):
         params,
         tiny_batch,
         KIND,
-        MetaSettings("regmaml", 2, 0.3, regularizer_gamma=0.5),
+        MetaSettings(2, 0.3, regularizer_gamma=0.5, regularized=True),
     )
     assert not torch.allclose(flatten(plain.gradients), flatten(gamma.gradients))
 
@@ -210,11 +219,11 @@ def test_maml_learns_sinusoids():
     from metalandscape.algorithms.maml import MetaLearner
 
     learner = MetaLearner(
-        model, parameters_of(model), "regression", MetaSettings("maml", 1, 0.01, None), 0.001
+        model, parameters_of(model), "regression", MetaSettings(1, 0.01, None), 0.001
     )
 
     def meta_test_mse() -> float:
-        settings = MetaSettings("maml", 1, 0.01, None)
+        settings = MetaSettings(1, 0.01, None)
         return meta_gradient(model, learner.params, test_tasks, "regression", settings).target_score
 
     before = meta_test_mse()
@@ -222,3 +231,90 @@ def test_maml_learns_sinusoids():
         learner.step(sampler.meta_batch("train", iteration, 25))
     after = meta_test_mse()
     assert after < 0.6 * before, (before, after)
+
+
+def _finetune_config() -> RunConfig:
+    return resolve_run_config(
+        {"dataset": "fontglot", "algorithm": "finetune", "n_way": 5, "data_path": "unused.npz"}
+    )
+
+
+def test_finetune_evaluation_gives_each_task_its_own_seeded_head():
+    """Per task (default): head i depends on (evaluation seed, i) only; shared: one head."""
+    torch.manual_seed(0)
+    params = parameters_of(Conv4((1, 28, 28), 40))
+    finetune = load_algorithm("finetune")
+    config = _finetune_config()
+    start = finetune.evaluation_start(config, params, 3, "per_task")
+    assert start.per_task is not None
+    heads = [start.per_task(i)["head.weight"] for i in range(4)]
+    again = finetune.evaluation_start(config, params, 3, "per_task").per_task
+    assert again is not None and torch.equal(again(2)["head.weight"], heads[2])
+    assert all(not torch.equal(heads[0], other) for other in heads[1:])
+    expected = replace_head(params, 5, seed=task_head_seed(3, 2))["head.weight"]
+    assert torch.equal(heads[2], expected)
+    other_seed = finetune.evaluation_start(config, params, 4, "per_task").per_task
+    assert other_seed is not None and not torch.equal(other_seed(2)["head.weight"], heads[2])
+    assert start.per_task(1)["head.weight"].shape == (5, 64)
+    assert torch.count_nonzero(start.per_task(1)["head.bias"]) == 0
+    shared = finetune.evaluation_start(config, params, 3, "shared")
+    assert shared.per_task is None
+    assert torch.equal(shared.shared["head.weight"], replace_head(params, 5, 3)["head.weight"])
+
+
+def test_task_head_seeds_differ_across_tasks_and_seeds():
+    seeds = {task_head_seed(s, i) for s in range(5) for i in range(50)}
+    assert len(seeds) == 250
+    assert task_head_seed(0, 1) == task_head_seed(0, 1)
+
+
+def test_meta_learners_evaluate_from_theta_s_with_their_inner_loop():
+    config = resolve_run_config({"dataset": "sinusoid", "algorithm": "maml"})
+    params = parameters_of(SinusoidMLP())
+    for name in algorithm_names("meta-learner"):
+        algorithm = load_algorithm(name)
+        start = algorithm.evaluation_start(config, params, 0, "per_task")
+        assert start.shared is params and start.per_task is None
+        assert algorithm.evaluation_adaptation(config) == (1, 0.01)
+
+
+def test_context_adapts_each_task_from_its_own_start(tiny_conv, tiny_batch):
+    """Per-task starts: chunked and per-task adaptation agree, each from its task's start."""
+    torch.manual_seed(1)
+    params = parameters_of(tiny_conv)
+    shifted = {i: {n: p + 0.01 * (i + 1) for n, p in params.items()} for i in range(3)}
+
+    class Fixed:
+        def task(self, split, index):
+            return tiny_batch[index]
+
+    results = []
+    for chunk in (1, 2, None):
+        context = EvaluationContext(
+            tiny_conv,
+            params,
+            Fixed(),  # type: ignore[arg-type]
+            KIND,
+            inner_steps=1,
+            inner_step_size=0.3,
+            task_chunk_size=chunk,
+            task_start=shifted.__getitem__,
+        )
+        results.append(context.displacements("test", 3))
+        gradients = context.start_gradients("test", 3)
+    for i in range(3):
+        task = tiny_batch[i]
+        expected = adapt(
+            tiny_conv,
+            shifted[i],
+            task.support_inputs,
+            task.support_labels,
+            kind=KIND,
+            steps=1,
+            step_size=0.3,
+        )
+        step = flatten(expected) - flatten(shifted[i])
+        for result in results:
+            assert torch.allclose(result[i], step, atol=1e-6)
+        g = gradient(tiny_conv, shifted[i], task.support_inputs, task.support_labels, KIND)
+        assert torch.allclose(gradients[i], flatten(g), atol=1e-6)

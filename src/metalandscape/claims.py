@@ -1,11 +1,13 @@
-"""The paper's claims as statistics with bootstrap confidence intervals and verdicts.
+"""The paper's claims as a declared table of (claim, statistic, threshold) and one small engine.
 
-Every claim is checked per setting (dataset, variant, way, shot, algorithm) on an aggregated
-Dataset (dims ``dataset, variant, way, shot, algorithm, seed, epoch``). A statistic is computed
-per seed from the epoch series; the row reports its mean over seeds, a 95% percentile bootstrap
-interval over seeds, the threshold (from the config), and the verdict: ``holds`` when the mean
-passes the threshold, ``does not hold`` otherwise; ``ci_excludes_threshold`` says whether the
-interval lies wholly on the mean's side.
+Every claim is checked per setting (dataset, variant, way, shot, algorithm: the run key without
+the seed) on an aggregated Dataset (dims ``dataset, variant, way, shot, algorithm, seed,
+epoch``). :data:`CLAIMS` lists each claim with the function that measures its statistics per
+seed; :func:`check_claims` turns every measurement into a row: its mean over seeds and 95%
+interval (:mod:`metalandscape.statistics`: Student-t with ≥ 3 seeds, none below; correlations in
+Fisher z), the threshold (from the config), and the verdict: ``holds`` when the mean passes the
+threshold, ``does not hold`` otherwise; ``ci_excludes_threshold`` says whether the interval lies
+wholly on the mean's side (false without an interval).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
-from scipy import stats
 
-SETTING_DIMS = ("dataset", "variant", "way", "shot", "algorithm")
-MAML_FAMILY = ("maml", "fomaml", "regmaml")
+from metalandscape.algorithms import ALGORITHMS, algorithm_names
+from metalandscape.runs import RUN_DIMS
+from metalandscape.statistics import INTERVAL_DESCRIPTION, per_seed_correlation, scalar_interval
+
+SETTING_DIMS = tuple(dim for dim in RUN_DIMS if dim != "seed")
 DATA_LABELS = {
     "fontglot": "fontglot (embedded Omniglot stand-in, not the paper's data)",
     "sinusoid": "sinusoid regression",
@@ -49,21 +53,51 @@ class Thresholds:
     finetune_coherence_ratio: float = 0.25
     overtraining_variants: tuple[str, ...] = ("long",)
     gradient_coherence_variants: tuple[str, ...] = ()
-    bootstrap_resamples: int = 2000
-    bootstrap_seed: int = 0
 
     @staticmethod
     def from_mapping(values: Mapping[str, Any] | None) -> Thresholds:
-        """Thresholds from a config mapping, naming unknown keys."""
+        """Thresholds from a config mapping; every value typed, finite and in range."""
         values = dict(values or {})
         known = {f.name for f in fields(Thresholds)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ClaimsError(f"unknown claims threshold(s) {unknown}; known: {sorted(known)}")
-        for key in ("overtraining_variants", "gradient_coherence_variants"):
-            if key in values:
-                values[key] = tuple(values[key])
+        for key, value in values.items():
+            values[key] = _checked_threshold(key, value)
         return Thresholds(**values)
+
+
+#: (low, high) of each numeric threshold, both inclusive.
+THRESHOLD_RANGES: dict[str, tuple[float, float]] = {
+    "flatness_rise": (0.0, math.inf),
+    "flatness_drop": (0.0, math.inf),
+    "support_loss_spearman": (-1.0, 1.0),
+    "support_loss_decrease_fraction": (0.0, 1.0),
+    "overtraining_correlation": (-1.0, 1.0),
+    "overtraining_min_epochs_after_peak": (3, math.inf),
+    "trajectory_coherence_correlation": (-1.0, 1.0),
+    "gradient_coherence_correlation": (-1.0, 1.0),
+    "finetune_coherence_ratio": (0.0, math.inf),
+}
+
+
+def _checked_threshold(key: str, value: Any) -> Any:
+    """``value`` of threshold ``key`` if typed, finite and in range, else a ClaimsError."""
+    if key not in THRESHOLD_RANGES:  # the variant lists
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise ClaimsError(f"claims.{key} must be a list of variant names, got {value!r}")
+        if not all(isinstance(v, str) for v in value):
+            raise ClaimsError(f"claims.{key} must list variant names (strings), got {value!r}")
+        return tuple(value)
+    low, high = THRESHOLD_RANGES[key]
+    integer = isinstance(Thresholds.__dataclass_fields__[key].default, int)
+    kinds: tuple[type, ...] = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+        kind = "an integer" if integer else "a finite number"
+        raise ClaimsError(f"claims.{key} must be {kind} in [{low:g}, {high:g}], got {value!r}")
+    if not low <= value <= high:
+        raise ClaimsError(f"claims.{key} = {value!r} is out of range; use [{low:g}, {high:g}]")
+    return value
 
 
 @dataclass
@@ -95,31 +129,47 @@ class ClaimRow:
         above = self.direction == ">="
         passes = self.value >= self.threshold if above else self.value <= self.threshold
         self.verdict = "holds" if passes else "does not hold"
-        if passes:
-            bound = self.ci_low if above else self.ci_high
+        bound = self.ci_low if above == passes else self.ci_high
+        if not math.isfinite(bound):
+            self.ci_excludes_threshold = False
+        elif passes:
             self.ci_excludes_threshold = bool(
                 bound >= self.threshold if above else bound <= self.threshold
             )
         else:
-            bound = self.ci_high if above else self.ci_low
             self.ci_excludes_threshold = bool(
                 bound < self.threshold if above else bound > self.threshold
             )
 
 
-def bootstrap_mean_ci(
-    values: Sequence[float], resamples: int, seed: int
-) -> tuple[float, float, float]:
-    """Mean of ``values`` and its 95% percentile bootstrap interval (resampling seeds)."""
-    array = np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64)
-    if array.size == 0:
-        return math.nan, math.nan, math.nan
-    if array.size == 1:
-        return float(array[0]), float(array[0]), float(array[0])
-    rng = np.random.default_rng(seed)
-    means = array[rng.integers(0, array.size, size=(resamples, array.size))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(array.mean()), float(low), float(high)
+@dataclass(frozen=True)
+class Measurement:
+    """One statistic of one setting, per seed, with the threshold it is held to."""
+
+    key: Mapping[str, Any]
+    statistic: str
+    per_seed: Sequence[float]
+    threshold: str  # a Thresholds field
+    direction: str  # ">=" or "<="
+    correlation: bool = False  # summarise in Fisher z
+
+
+Measure = Callable[[xr.Dataset, Thresholds], Iterator[Measurement]]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the paper: its number, title and the function measuring its statistics."""
+
+    number: int
+    title: str
+    measure: Measure
+
+
+META_LEARNERS = algorithm_names("meta-learner")
+BASELINES = algorithm_names("baseline")
+#: The meta-learner baselines are compared with (the first registered: MAML).
+REFERENCE = META_LEARNERS[0]
 
 
 def _settings(dataset: xr.Dataset, variable: str) -> Iterator[tuple[dict[str, Any], xr.DataArray]]:
@@ -143,308 +193,249 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def _series_per_seed(series: xr.DataArray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _per_seed(series: xr.DataArray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(epochs, values) of each seed, finite values only."""
     for seed_index in range(series.sizes["seed"]):
         row = series.isel(seed=seed_index)
         mask = np.isfinite(row.values)
         yield row["epoch"].values[mask].astype(np.float64), row.values[mask].astype(np.float64)
 
 
-def _correlation(x: np.ndarray, y: np.ndarray, kind: str) -> float:
-    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return math.nan
-    if kind == "pearson":
-        return float(stats.pearsonr(x, y).statistic)
-    return float(stats.spearmanr(x, y).statistic)
-
-
-def _aligned(a: xr.DataArray, b: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
+def _paired(a: xr.DataArray, b: xr.DataArray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(a, b) over epochs of each seed of ``a``, aligned, pairs where both are finite."""
     a, b = xr.align(a, b, join="inner")
-    return a, b
+    for seed in a["seed"].values:
+        x, y = a.sel(seed=seed).values, b.sel(seed=seed).values
+        mask = np.isfinite(x) & np.isfinite(y)
+        yield x[mask], y[mask]
 
 
-class ClaimChecker:
-    """Builds the claims table from aggregated Datasets."""
+def _of_setting(dataset: xr.Dataset, variable: str, key: Mapping[str, Any]) -> xr.DataArray:
+    return dataset[variable].sel({d: key[d] for d in SETTING_DIMS})
 
-    def __init__(self, thresholds: Thresholds) -> None:
-        self.thresholds = thresholds
-        self.rows: list[ClaimRow] = []
 
-    def _row(
-        self,
-        claim: int,
-        title: str,
-        key: Mapping[str, Any],
-        statistic: str,
-        per_seed: Sequence[float],
-        threshold: float,
-        direction: str,
-    ) -> None:
-        t = self.thresholds
-        mean, low, high = bootstrap_mean_ci(per_seed, t.bootstrap_resamples, t.bootstrap_seed)
-        self.rows.append(
-            ClaimRow(
-                claim=claim,
-                title=title,
-                data=DATA_LABELS.get(key["dataset"], key["dataset"]),
-                statistic=statistic,
-                value=mean,
-                ci_low=low,
-                ci_high=high,
-                threshold=threshold,
-                direction=direction,
-                seeds=sum(math.isfinite(v) for v in per_seed),
-                **key,
-            )
+def measure_flatness_peak(dataset: xr.Dataset, t: Thresholds) -> Iterator[Measurement]:
+    """1: E[λmax] rises from θ0 to an interior peak, then falls (meta-learners)."""
+    for key, series in _settings(dataset, "hessian_top_eigenvalue_mean"):
+        if key["algorithm"] not in META_LEARNERS:
+            continue
+        rises, drops = [], []
+        for _, values in _per_seed(series):
+            peak = int(np.argmax(values)) if values.size >= 3 else 0
+            scale = abs(values[peak]) if values.size >= 3 else math.nan
+            rises.append((values[peak] - values[0]) / scale if values.size >= 3 else math.nan)
+            drops.append((values[peak] - values[-1]) / scale if values.size >= 3 else math.nan)
+        yield Measurement(key, "relative rise θ0→peak of E[λmax]", rises, "flatness_rise", ">=")
+        yield Measurement(key, "relative drop peak→last of E[λmax]", drops, "flatness_drop", ">=")
+
+
+def measure_support_loss(dataset: xr.Dataset, t: Thresholds) -> Iterator[Measurement]:
+    """2: support loss at θ̃ᵢ decreases over epochs (meta-learners)."""
+    for key, series in _settings(dataset, "support_loss_mean"):
+        if key["algorithm"] not in META_LEARNERS:
+            continue
+        seeds = list(_per_seed(series))
+        rhos = [per_seed_correlation(epochs, values, "spearman") for epochs, values in seeds]
+        fractions = [
+            float(np.mean(np.diff(values) < 0)) if values.size > 1 else math.nan
+            for _, values in seeds
+        ]
+        yield Measurement(
+            key,
+            "Spearman ρ(epoch, support loss)",
+            rhos,
+            "support_loss_spearman",
+            "<=",
+            correlation=True,
+        )
+        yield Measurement(
+            key,
+            "fraction of epoch-to-epoch decreases",
+            fractions,
+            "support_loss_decrease_fraction",
+            ">=",
         )
 
-    def check(self, dataset: xr.Dataset) -> None:
-        """Add the rows of every claim that ``dataset`` has the variables for."""
-        for claim in (
-            self.claim_flatness_peak,
-            self.claim_support_loss,
-            self.claim_overtraining,
-            self.claim_trajectory_coherence,
-            self.claim_gradient_coherence,
-            self.claim_finetune_coherence,
-        ):
-            claim(dataset)
 
-    def claim_flatness_peak(self, dataset: xr.Dataset) -> None:
-        """1: E[λmax] rises to an interior peak, then falls (MAML, First-Order MAML)."""
-        t = self.thresholds
-        for key, series in _settings(dataset, "hessian_top_eigenvalue_mean"):
-            if key["algorithm"] not in ("maml", "fomaml"):
+def measure_overtraining(dataset: xr.Dataset, t: Thresholds) -> Iterator[Measurement]:
+    """3: after the accuracy peak, curvature and accuracy fall together."""
+    if "test_target_accuracy_mean" not in dataset:
+        return
+    for key, curvature in _settings(dataset, "hessian_top_eigenvalue_mean"):
+        if key["variant"] not in t.overtraining_variants:
+            continue
+        accuracy = _of_setting(dataset, "test_target_accuracy_mean", key)
+        correlations = []
+        for curv, acc in _paired(curvature, accuracy):
+            if acc.size == 0:
                 continue
-            rises, drops = [], []
-            for _, values in _series_per_seed(series):
-                if values.size < 3:
-                    rises.append(math.nan)
-                    drops.append(math.nan)
-                    continue
-                peak = int(np.argmax(values))
-                rises.append((values[peak] - values[0]) / abs(values[peak]))
-                drops.append((values[peak] - values[-1]) / abs(values[peak]))
-            title = "solutions get sharper, peak, then flatter"
-            self._row(
-                1, title, key, "relative rise θ0→peak of E[λmax]", rises, t.flatness_rise, ">="
+            after = slice(int(np.argmax(acc)), None)
+            enough = acc[after].size >= t.overtraining_min_epochs_after_peak
+            correlations.append(
+                per_seed_correlation(curv[after], acc[after]) if enough else math.nan
             )
-            self._row(
-                1, title, key, "relative drop peak→last of E[λmax]", drops, t.flatness_drop, ">="
-            )
-
-    def claim_support_loss(self, dataset: xr.Dataset) -> None:
-        """2: support loss at θ̃ᵢ decreases over epochs (MAML family)."""
-        t = self.thresholds
-        for key, series in _settings(dataset, "support_loss_mean"):
-            if key["algorithm"] not in MAML_FAMILY:
-                continue
-            rhos, fractions = [], []
-            for epochs, values in _series_per_seed(series):
-                rhos.append(_correlation(epochs, values, "spearman"))
-                fractions.append(
-                    float(np.mean(np.diff(values) < 0)) if values.size > 1 else math.nan
-                )
-            title = "support loss at adapted solutions decreases"
-            self._row(
-                2,
-                title,
-                key,
-                "Spearman ρ(epoch, support loss)",
-                rhos,
-                t.support_loss_spearman,
-                "<=",
-            )
-            self._row(
-                2,
-                title,
-                key,
-                "fraction of epoch-to-epoch decreases",
-                fractions,
-                t.support_loss_decrease_fraction,
-                ">=",
-            )
-
-    def claim_overtraining(self, dataset: xr.Dataset) -> None:
-        """3: after the accuracy peak, curvature and accuracy fall together."""
-        t = self.thresholds
-        accuracy_name = "test_target_accuracy_mean"
-        if accuracy_name not in dataset or "hessian_top_eigenvalue_mean" not in dataset:
-            return
-        for key, curvature in _settings(dataset, "hessian_top_eigenvalue_mean"):
-            if key["variant"] not in t.overtraining_variants:
-                continue
-            accuracy = dataset[accuracy_name].sel({d: key[d] for d in SETTING_DIMS})
-            curvature, accuracy = _aligned(curvature, accuracy)
-            correlations = []
-            for seed in curvature["seed"].values:
-                acc = accuracy.sel(seed=seed).values
-                curv = curvature.sel(seed=seed).values
-                mask = np.isfinite(acc) & np.isfinite(curv)
-                acc, curv = acc[mask], curv[mask]
-                if acc.size == 0:
-                    continue
-                after = slice(int(np.argmax(acc)), None)
-                if acc[after].size < t.overtraining_min_epochs_after_peak:
-                    correlations.append(math.nan)
-                    continue
-                correlations.append(_correlation(curv[after], acc[after], "pearson"))
-            self._row(
-                3,
-                "after the generalization peak, solutions keep getting flatter as accuracy degrades",
-                key,
-                "Pearson r(E[λmax], accuracy) after the accuracy peak",
-                correlations,
-                t.overtraining_correlation,
-                ">=",
-            )
-
-    def _score(
-        self, dataset: xr.Dataset
-    ) -> tuple[str, Callable[[xr.DataArray], xr.DataArray]] | None:
-        if "test_target_accuracy_mean" in dataset:
-            return "test_target_accuracy_mean", lambda a: a
-        if "test_target_mse_mean" in dataset:
-            return "test_target_mse_mean", lambda a: -a
-        return None
-
-    def _correlation_rows(
-        self,
-        dataset: xr.Dataset,
-        variable: str,
-        claim: int,
-        title: str,
-        threshold: float,
-        variants: tuple[str, ...] = (),
-    ) -> None:
-        score = self._score(dataset)
-        if score is None:
-            return
-        score_name, transform = score
-        label = "accuracy" if score_name.endswith("accuracy_mean") else "−MSE"
-        for key, coherence in _settings(dataset, variable):
-            if key["algorithm"] not in MAML_FAMILY or (variants and key["variant"] not in variants):
-                continue
-            target = transform(dataset[score_name].sel({d: key[d] for d in SETTING_DIMS}))
-            coherence, target = _aligned(coherence, target)
-            for kind in ("pearson", "spearman"):
-                values = []
-                for seed in coherence["seed"].values:
-                    x = coherence.sel(seed=seed).values
-                    y = target.sel(seed=seed).values
-                    mask = np.isfinite(x) & np.isfinite(y)
-                    values.append(_correlation(x[mask], y[mask], kind))
-                name = "Pearson R" if kind == "pearson" else "Spearman ρ"
-                statistic = f"{name}({variable.replace('_', ' ')}, {label}) over epochs"
-                self._row(claim, title, key, statistic, values, threshold, ">=")
-
-    def claim_trajectory_coherence(self, dataset: xr.Dataset) -> None:
-        """4: trajectory coherence correlates with target accuracy over epochs."""
-        self._correlation_rows(
-            dataset,
-            "trajectory_coherence",
-            4,
-            "trajectory coherence correlates with target accuracy",
-            self.thresholds.trajectory_coherence_correlation,
+        yield Measurement(
+            key,
+            "Pearson r(E[λmax], accuracy) after the accuracy peak",
+            correlations,
+            "overtraining_correlation",
+            ">=",
+            correlation=True,
         )
 
-    def claim_gradient_coherence(self, dataset: xr.Dataset) -> None:
-        """5: gradient coherence at θs correlates with generalization, over epochs and across k."""
-        t = self.thresholds
-        self._correlation_rows(
-            dataset,
-            "gradient_coherence",
-            5,
-            "gradient coherence at θs correlates with generalization",
-            t.gradient_coherence_correlation,
-            t.gradient_coherence_variants,
-        )
-        if "gradient_coherence" not in dataset or "test_target_mse_mean" not in dataset:
-            return
-        # Across k (sinusoid): final-epoch coherence vs −MSE over the shots, per algorithm.
-        for dataset_name in dataset["dataset"].values:
-            if dataset_name != "sinusoid":
-                continue
-            for algorithm in dataset["algorithm"].values:
-                if algorithm not in MAML_FAMILY:
-                    continue
-                for variant in dataset["variant"].values:
-                    selection = {
-                        "dataset": dataset_name,
-                        "algorithm": algorithm,
-                        "variant": variant,
-                    }
-                    coherence = dataset["gradient_coherence"].sel(selection)
-                    mse = dataset["test_target_mse_mean"].sel(selection)
-                    if not np.isfinite(coherence.values).any():
-                        continue
-                    last = int(coherence["epoch"].max())
-                    values = []
-                    for seed in coherence["seed"].values:
-                        x = coherence.sel(seed=seed, epoch=last).squeeze().values.ravel()
-                        y = -mse.sel(seed=seed, epoch=last).squeeze().values.ravel()
-                        mask = np.isfinite(x) & np.isfinite(y)
-                        values.append(_correlation(x[mask], y[mask], "pearson"))
-                    key = {
-                        "dataset": str(dataset_name),
-                        "variant": str(variant),
-                        "way": int(dataset["way"].values[0]),
-                        "shot": -1,
-                        "algorithm": str(algorithm),
-                    }
-                    self._row(
-                        5,
-                        "gradient coherence at θs correlates with generalization",
-                        key,
-                        f"Pearson R(gradient coherence, −MSE) across k at epoch {last}",
-                        values,
-                        t.gradient_coherence_correlation,
-                        ">=",
-                    )
 
-    def claim_finetune_coherence(self, dataset: xr.Dataset) -> None:
-        """6: the finetune baseline's coherences stay near zero relative to MAML's."""
-        t = self.thresholds
-        if (
-            "finetune" not in dataset["algorithm"].values
-            or "maml" not in dataset["algorithm"].values
-        ):
-            return
-        for variable in ("trajectory_coherence", "gradient_coherence"):
-            if variable not in dataset:
+def _score(dataset: xr.Dataset) -> tuple[str, str, float] | None:
+    """(variable, label, sign) of the generalization score: accuracy, or −MSE."""
+    if "test_target_accuracy_mean" in dataset:
+        return "test_target_accuracy_mean", "accuracy", 1.0
+    if "test_target_mse_mean" in dataset:
+        return "test_target_mse_mean", "−MSE", -1.0
+    return None
+
+
+def _coherence_correlations(
+    dataset: xr.Dataset, variable: str, threshold: str, variants: tuple[str, ...] = ()
+) -> Iterator[Measurement]:
+    """Pearson R and Spearman ρ of ``variable`` with the score over epochs, per seed."""
+    score = _score(dataset)
+    if score is None:
+        return
+    score_name, label, sign = score
+    for key, coherence in _settings(dataset, variable):
+        if key["algorithm"] not in META_LEARNERS or (variants and key["variant"] not in variants):
+            continue
+        target = sign * _of_setting(dataset, score_name, key)
+        pairs = list(_paired(coherence, target))
+        for kind, name in (("pearson", "Pearson R"), ("spearman", "Spearman ρ")):
+            values = [per_seed_correlation(x, y, kind) for x, y in pairs]
+            statistic = f"{name}({variable.replace('_', ' ')}, {label}) over epochs"
+            yield Measurement(key, statistic, values, threshold, ">=", correlation=True)
+
+
+def measure_trajectory_coherence(dataset: xr.Dataset, t: Thresholds) -> Iterator[Measurement]:
+    """4: trajectory coherence correlates with target accuracy over epochs."""
+    yield from _coherence_correlations(
+        dataset, "trajectory_coherence", "trajectory_coherence_correlation"
+    )
+
+
+def measure_gradient_coherence(dataset: xr.Dataset, t: Thresholds) -> Iterator[Measurement]:
+    """5: gradient coherence at θs correlates with generalization, over epochs and across k."""
+    yield from _coherence_correlations(
+        dataset,
+        "gradient_coherence",
+        "gradient_coherence_correlation",
+        t.gradient_coherence_variants,
+    )
+    if "gradient_coherence" in dataset and "test_target_mse_mean" in dataset:
+        yield from _gradient_coherence_across_shots(dataset)
+
+
+def _gradient_coherence_across_shots(dataset: xr.Dataset) -> Iterator[Measurement]:
+    """Sinusoid: final-epoch coherence vs −MSE over the shots, per meta-learner and variant."""
+    if "sinusoid" not in dataset["dataset"].values:
+        return
+    for algorithm in dataset["algorithm"].values:
+        for variant in dataset["variant"].values:
+            if algorithm not in META_LEARNERS:
                 continue
-            for key, finetune in _settings(dataset, variable):
-                if key["algorithm"] != "finetune":
-                    continue
-                maml = dataset[variable].sel(
-                    {**{d: key[d] for d in SETTING_DIMS}, "algorithm": "maml"}
+            selection = {"dataset": "sinusoid", "algorithm": algorithm, "variant": variant}
+            coherence = dataset["gradient_coherence"].sel(selection)
+            if not np.isfinite(coherence.values).any():
+                continue
+            last = int(coherence["epoch"].max())
+            mse = dataset["test_target_mse_mean"].sel(selection)
+            values = [
+                per_seed_correlation(
+                    coherence.sel(seed=seed, epoch=last).values,
+                    -mse.sel(seed=seed, epoch=last).values,
                 )
-                ratios = []
-                for seed in finetune["seed"].values:
-                    f = np.nanmean(np.abs(finetune.sel(seed=seed).values))
-                    m_values = maml.sel(seed=seed).values if seed in maml["seed"].values else []
-                    m = np.nanmean(np.abs(m_values)) if len(m_values) else math.nan
-                    ratios.append(float(f / m) if m and math.isfinite(m) else math.nan)
-                self._row(
-                    6,
-                    "finetune coherence stays near zero relative to MAML's",
-                    key,
-                    f"mean abs({variable.replace('_', ' ')}) finetune / MAML",
-                    ratios,
-                    t.finetune_coherence_ratio,
-                    "<=",
-                )
+                for seed in coherence["seed"].values
+            ]
+            key = {
+                "dataset": "sinusoid",
+                "variant": str(variant),
+                "way": int(dataset["way"].values[0]),
+                "shot": -1,
+                "algorithm": str(algorithm),
+            }
+            statistic = f"Pearson R(gradient coherence, −MSE) across k at epoch {last}"
+            yield Measurement(
+                key, statistic, values, "gradient_coherence_correlation", ">=", correlation=True
+            )
+
+
+def measure_baseline_coherence(dataset: xr.Dataset, t: Thresholds) -> Iterator[Measurement]:
+    """6: each baseline's coherences stay near zero relative to the reference meta-learner's."""
+    if REFERENCE not in dataset["algorithm"].values:
+        return
+    for variable in ("trajectory_coherence", "gradient_coherence"):
+        for key, baseline in _settings(dataset, variable):
+            if key["algorithm"] not in BASELINES:
+                continue
+            reference = _of_setting(dataset, variable, {**key, "algorithm": REFERENCE})
+            ratios = []
+            for seed in baseline["seed"].values:
+                b = np.nanmean(np.abs(baseline.sel(seed=seed).values))
+                r_values = reference.sel(seed=seed).values if seed in reference["seed"] else []
+                r = np.nanmean(np.abs(r_values)) if len(r_values) else math.nan
+                ratios.append(float(b / r) if r and math.isfinite(r) else math.nan)
+            statistic = (
+                f"mean abs({variable.replace('_', ' ')}) {key['algorithm']} / "
+                f"{ALGORITHMS[REFERENCE].title}"
+            )
+            yield Measurement(key, statistic, ratios, "finetune_coherence_ratio", "<=")
+
+
+#: The declared claims table: every claim of the paper and what measures it.
+CLAIMS: tuple[Claim, ...] = (
+    Claim(1, "solutions get sharper, peak, then flatter", measure_flatness_peak),
+    Claim(2, "support loss at adapted solutions decreases", measure_support_loss),
+    Claim(
+        3,
+        "after the generalization peak, solutions keep getting flatter as accuracy degrades",
+        measure_overtraining,
+    ),
+    Claim(4, "trajectory coherence correlates with target accuracy", measure_trajectory_coherence),
+    Claim(5, "gradient coherence at θs correlates with generalization", measure_gradient_coherence),
+    Claim(
+        6,
+        "baseline coherence stays near zero relative to the meta-learner's",
+        measure_baseline_coherence,
+    ),
+)
+
+
+def _row(claim: Claim, measurement: Measurement, thresholds: Thresholds) -> ClaimRow:
+    mean, low, high, seeds = scalar_interval(
+        np.asarray(measurement.per_seed, dtype=np.float64), correlation=measurement.correlation
+    )
+    key = measurement.key
+    return ClaimRow(
+        claim=claim.number,
+        title=claim.title,
+        data=DATA_LABELS.get(key["dataset"], key["dataset"]),
+        statistic=measurement.statistic,
+        value=mean,
+        ci_low=low,
+        ci_high=high,
+        threshold=getattr(thresholds, measurement.threshold),
+        direction=measurement.direction,
+        seeds=seeds,
+        **key,
+    )
 
 
 def check_claims(datasets: Sequence[xr.Dataset], thresholds: Thresholds) -> pd.DataFrame:
     """The claims table (one row per claim × setting × statistic) of the aggregated Datasets."""
-    checker = ClaimChecker(thresholds)
+    rows = []
     for dataset in datasets:
         missing = [d for d in (*SETTING_DIMS, "seed", "epoch") if d not in dataset.dims]
         if missing:
             raise ClaimsError(f"aggregated Dataset lacks dims {missing}")
-        checker.check(dataset)
-    table = pd.DataFrame([asdict(row) for row in checker.rows])
+        for claim in CLAIMS:
+            rows += [_row(claim, m, thresholds) for m in claim.measure(dataset, thresholds)]
+    table = pd.DataFrame([asdict(row) for row in rows])
     if table.empty:
         return pd.DataFrame(columns=[f.name for f in fields(ClaimRow)])
     return table.sort_values(["claim", *SETTING_DIMS, "statistic"], kind="stable").reset_index(
@@ -463,9 +454,9 @@ def claims_markdown(table: pd.DataFrame, config_name: str = "") -> str:
     if config_name:
         lines += [f"Config: `{config_name}`.", ""]
     lines += [
-        "Each statistic is computed per seed over the measured epochs; *value* is its mean over "
-        "seeds with a 95% bootstrap interval over seeds. *holds* means the mean passes the "
-        "threshold; *CI clear* says whether the whole interval does too.",
+        "Each statistic is computed per seed over the measured epochs; *value* is the "
+        f"{INTERVAL_DESCRIPTION}; *seeds* says over how many. *holds* means the mean passes the "
+        "threshold; *CI clear* says whether the whole interval does too (— without an interval).",
         "",
     ]
     if table.empty:
@@ -473,17 +464,22 @@ def claims_markdown(table: pd.DataFrame, config_name: str = "") -> str:
     for claim, rows in table.groupby("claim", sort=True):
         lines += [f"## Claim {claim}: {rows['title'].iloc[0]}", ""]
         lines += [
-            "| data | setting | algorithm | statistic | value [95% CI] | threshold | verdict | CI clear |",
-            "|---|---|---|---|---|---|---|---|",
+            "| data | setting | algorithm | statistic | value [95% CI] | seeds | threshold "
+            "| verdict | CI clear |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for row in rows.itertuples():
             shot = "all k" if row.shot == -1 else f"{row.shot}-shot"
             setting = f"{row.way}-way {shot}, {row.variant}"
-            value = f"{row.value:.3g} [{row.ci_low:.3g}, {row.ci_high:.3g}]"
+            banded = math.isfinite(row.ci_low) and math.isfinite(row.ci_high)
+            value = f"{row.value:.3g}" + (
+                f" [{row.ci_low:.3g}, {row.ci_high:.3g}]" if banded else ""
+            )
+            clear = ("yes" if row.ci_excludes_threshold else "no") if banded else "—"
             lines.append(
-                f"| {_cell(row.data)} | {setting} | {row.algorithm} | {_cell(row.statistic)} | {value} "
-                f"| {row.direction} {row.threshold:g} | {row.verdict} | "
-                f"{'yes' if row.ci_excludes_threshold else 'no'} |"
+                f"| {_cell(row.data)} | {setting} | {row.algorithm} | {_cell(row.statistic)} "
+                f"| {value} | {row.seeds} | {row.direction} {row.threshold:g} | {row.verdict} "
+                f"| {clear} |"
             )
         lines.append("")
     return "\n".join(lines)

@@ -14,10 +14,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from metalandscape.algorithms import algorithm_names
+
 Dataset = Literal["sinusoid", "fontglot", "omniglot", "miniimagenet"]
-Algorithm = Literal["maml", "fomaml", "regmaml", "finetune"]
 DATASETS: tuple[str, ...] = ("sinusoid", "fontglot", "omniglot", "miniimagenet")
-ALGORITHMS: tuple[str, ...] = ("maml", "fomaml", "regmaml", "finetune")
+ALGORITHMS: tuple[str, ...] = algorithm_names()
 CHARACTER_DATASETS = ("fontglot", "omniglot")
 
 

@@ -7,7 +7,8 @@ from functools import cache
 import torch
 from torch import nn
 
-from metalandscape.algorithms.maml import MetaSettings
+from metalandscape.algorithms import load_algorithm
+from metalandscape.algorithms.maml import MetaAlgorithm, MetaSettings
 from metalandscape.config import RunConfig
 from metalandscape.data.sinusoid import SinusoidSource
 from metalandscape.data.tasks import ClassImages, ImageClassificationSource, TaskSource
@@ -56,12 +57,12 @@ def make_task_source(config: RunConfig) -> TaskSource:
 def make_model(config: RunConfig, source: TaskSource, *, for_training: bool = True) -> nn.Module:
     """The run's network; its initial weights are drawn from ``torch.manual_seed(config.seed)``.
 
-    For training, the finetune baseline's head has one output per meta-train class; for
-    evaluation (``for_training=False``) every network has the task's outputs.
+    For training the algorithm decides the outputs (the finetune baseline: one per meta-train
+    class); for evaluation (``for_training=False``) every network has the task's outputs.
     """
     outputs = source.output_size
-    if for_training and config.algorithm == "finetune" and config.kind == "classification":
-        outputs = source.supervised_classes  # type: ignore[attr-defined]
+    if for_training:
+        outputs = load_algorithm(config.algorithm).output_size(config, source)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         if config.dataset == "sinusoid":
@@ -80,12 +81,8 @@ def initial_params(model: nn.Module) -> Params:
 
 
 def meta_settings(config: RunConfig) -> MetaSettings:
-    """The MAML-family settings of a run (not for the finetune baseline)."""
-    assert config.inner_steps is not None and config.inner_step_size is not None
-    return MetaSettings(
-        algorithm=config.algorithm,  # type: ignore[arg-type]
-        inner_steps=config.inner_steps,
-        inner_step_size=config.inner_step_size,
-        regularizer_gamma=config.regularizer_gamma,
-        task_chunk_size=config.task_chunk_size,
-    )
+    """The meta-update settings of a MAML-family run."""
+    algorithm = load_algorithm(config.algorithm)
+    if not isinstance(algorithm, MetaAlgorithm):
+        raise ValueError(f"algorithm {config.algorithm!r} has no meta-update settings")
+    return algorithm.meta_settings(config)

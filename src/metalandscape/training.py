@@ -15,12 +15,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from metalandscape.algorithms.finetune import SupervisedLearner
-from metalandscape.algorithms.maml import MetaLearner
+from metalandscape.algorithms import load_algorithm
 from metalandscape.checkpoints import RunWriter, partial_path, read_run_info
 from metalandscape.config import RunConfig
-from metalandscape.data.tasks import TaskSampler, task_rng
-from metalandscape.experiment import initial_params, make_model, make_task_source, meta_settings
+from metalandscape.experiment import initial_params, make_model, make_task_source
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +47,13 @@ def train_run(
     device = torch.device(device)
     writer = RunWriter(out_path, config.to_json(), config.epochs)
     source = make_task_source(config)
-    sampler = TaskSampler(source, config.seed)
     model = make_model(config, source).to(device)
-    is_finetune = config.algorithm == "finetune"
     kind = source.kind
 
     resume = writer.load_resume()
     params = resume.params if resume is not None else initial_params(model)
     params = {name: value.to(device) for name, value in params.items()}
-    if is_finetune:
-        learner = SupervisedLearner(model, params, kind, config.finetune_learning_rate)
-    else:
-        learner = MetaLearner(model, params, kind, meta_settings(config), config.meta_learning_rate)
+    learner = load_algorithm(config.algorithm).learner(config, model, params, source, device)
     if resume is not None:
         learner.optimizer.load_state_dict(resume.optimizer_state)
         torch.set_rng_state(resume.torch_rng_state)
@@ -82,17 +75,7 @@ def train_run(
         )
         for step in bar:
             iteration = (epoch - 1) * iterations + step
-            if is_finetune:
-                assert config.finetune_batch_size is not None
-                inputs, labels = source.supervised_batch(  # type: ignore[attr-defined]
-                    task_rng(config.seed, "train", iteration), config.finetune_batch_size
-                )
-                loss, score = learner.step(inputs.to(device), labels.to(device))  # type: ignore[call-arg]
-            else:
-                assert config.meta_batch_size is not None
-                batch = sampler.meta_batch("train", iteration, config.meta_batch_size)
-                result = learner.step(batch.to(device))  # type: ignore[arg-type]
-                loss, score = result.target_loss, result.target_score
+            loss, score = learner.train_step(iteration)
             if not math.isfinite(loss):
                 raise TrainingDiverged(
                     f"training loss is {loss} at epoch {epoch}, iteration {step}; epochs up to "

@@ -2,15 +2,32 @@
 
 This is the one place that names the algorithms. Config validation, the workflow grid, figures
 and claims read names and roles from :data:`ALGORITHMS`; importing this package is cheap (no
-torch), the learner modules load on first use.
+torch), the algorithm modules load on first use (:func:`load_algorithm`).
+
+Each algorithm module defines one object implementing :class:`Algorithm`: how many outputs the
+trained network has, the learner whose :meth:`Learner.train_step` is one update, and how
+evaluation starts (:meth:`Algorithm.evaluation_start`) and adapts
+(:meth:`Algorithm.evaluation_adaptation`). Adding an algorithm is one module plus one line here.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from metalandscape.config import RunConfig
+    from metalandscape.data.tasks import TaskSource
+    from metalandscape.functional import Params
 
 Role = Literal["meta-learner", "baseline"]
+HeadMode = Literal["per_task", "shared"]
+HEAD_MODES: tuple[HeadMode, ...] = ("per_task", "shared")
 
 
 @dataclass(frozen=True)
@@ -20,30 +37,30 @@ class AlgorithmSpec:
     name: str
     role: Role
     title: str
-    learner: str  # "module:attribute" of its learner, imported on first use
+    learner: str  # "module:attribute" of its Algorithm object, imported on first use
 
 
 ALGORITHMS: dict[str, AlgorithmSpec] = {
     spec.name: spec
     for spec in (
-        AlgorithmSpec("maml", "meta-learner", "MAML", "metalandscape.algorithms.maml:MetaLearner"),
+        AlgorithmSpec("maml", "meta-learner", "MAML", "metalandscape.algorithms.maml:ALGORITHM"),
         AlgorithmSpec(
             "fomaml",
             "meta-learner",
             "First-Order MAML",
-            "metalandscape.algorithms.maml:MetaLearner",
+            "metalandscape.algorithms.fomaml:ALGORITHM",
         ),
         AlgorithmSpec(
             "regmaml",
             "meta-learner",
             "Regularized MAML",
-            "metalandscape.algorithms.maml:MetaLearner",
+            "metalandscape.algorithms.regmaml:ALGORITHM",
         ),
         AlgorithmSpec(
             "finetune",
             "baseline",
             "Finetune baseline",
-            "metalandscape.algorithms.finetune:SupervisedLearner",
+            "metalandscape.algorithms.finetune:ALGORITHM",
         ),
     )
 }
@@ -52,3 +69,62 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
 def algorithm_names(role: Role | None = None) -> tuple[str, ...]:
     """Registered algorithm names in registry order, optionally only those of ``role``."""
     return tuple(name for name, spec in ALGORITHMS.items() if role is None or spec.role == role)
+
+
+class Learner(Protocol):
+    """The trained parameters, their optimizer and one training update."""
+
+    params: Params
+    optimizer: torch.optim.Optimizer
+
+    def train_step(self, iteration: int) -> tuple[float, float]:
+        """Update on the run's batch ``iteration``; returns (loss, accuracy or MSE)."""
+        ...
+
+
+@dataclass(frozen=True)
+class EvaluationStart:
+    """Where evaluation adapts from: ``shared`` for every task, or ``per_task(i)`` for task i."""
+
+    shared: Params
+    per_task: Callable[[int], Params] | None = None
+
+
+class Algorithm(Protocol):
+    """What training and evaluation ask of an algorithm (never its name)."""
+
+    def output_size(self, config: RunConfig, source: TaskSource) -> int:
+        """Outputs of the network this algorithm trains."""
+        ...
+
+    def learner(
+        self,
+        config: RunConfig,
+        model: nn.Module,
+        params: Params,
+        source: TaskSource,
+        device: torch.device,
+    ) -> Learner:
+        """A learner starting at ``params``."""
+        ...
+
+    def evaluation_start(
+        self, config: RunConfig, params: Params, evaluation_seed: int, head: HeadMode
+    ) -> EvaluationStart:
+        """The evaluation start from trained ``params`` (e.g. a fresh head per task)."""
+        ...
+
+    def evaluation_adaptation(self, config: RunConfig) -> tuple[int, float]:
+        """(steps, step size) of the adaptation to each evaluation task."""
+        ...
+
+
+def load_algorithm(name: str) -> Algorithm:
+    """The :class:`Algorithm` object registered as ``name`` (imports its module)."""
+    try:
+        spec = ALGORITHMS[name]
+    except KeyError:
+        raise ValueError(f"unknown algorithm {name!r}; registered: {algorithm_names()}") from None
+    module, attribute = spec.learner.split(":")
+    algorithm: Any = getattr(importlib.import_module(module), attribute)
+    return algorithm

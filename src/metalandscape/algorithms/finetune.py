@@ -2,16 +2,24 @@
 
 Training fits the network to all meta-train classes at once (one output per class) with Adam. At
 meta-test the classification head is replaced by a fresh n-way layer with Xavier-uniform weights
-and zero bias, drawn from a seed so every task of one evaluation starts from the same head; all
-parameters then adapt like MAML's inner loop. A regression network keeps its 1-output head.
+and zero bias (the paper: "replaced by a layer … initialized to random values"). By default
+(``head="per_task"``) evaluation task ``i`` gets its own head seeded by (evaluation seed, i), so
+every run and epoch sees the same head for the same task; ``head="shared"`` gives every task the
+one head seeded by the evaluation seed. All parameters then adapt like MAML's inner loop. A
+regression network keeps its 1-output head.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from metalandscape.data.tasks import TaskKind
+from metalandscape.algorithms import EvaluationStart, HeadMode
+from metalandscape.config import RunConfig
+from metalandscape.data.tasks import TaskKind, TaskSource, task_rng
 from metalandscape.functional import Params, forward, loss_from_outputs, score_from_outputs
 from metalandscape.models import HEAD_PREFIX
 
@@ -28,14 +36,33 @@ def replace_head(params: Params, n_way: int, seed: int) -> Params:
     return out
 
 
+def task_head_seed(evaluation_seed: int, task_index: int) -> int:
+    """The seed of evaluation task ``task_index``'s head: a function of both, nothing else."""
+    state = np.random.SeedSequence([int(evaluation_seed), int(task_index)]).generate_state(1)
+    return int(state[0])
+
+
 class SupervisedLearner:
     """Ordinary supervised training of the whole network with Adam."""
 
     def __init__(
-        self, model: nn.Module, params: Params, kind: TaskKind, learning_rate: float
+        self,
+        model: nn.Module,
+        params: Params,
+        kind: TaskKind,
+        learning_rate: float,
+        *,
+        source: TaskSource | None = None,
+        seed: int = 0,
+        batch_size: int | None = None,
+        device: torch.device | str = "cpu",
     ) -> None:
         self.model = model
         self.kind = kind
+        self.source = source
+        self.seed = seed
+        self.batch_size = batch_size
+        self.device = torch.device(device)
         self.params = {name: p.detach().clone().requires_grad_(True) for name, p in params.items()}
         self.optimizer = torch.optim.Adam(self.params.values(), lr=learning_rate)
 
@@ -47,3 +74,69 @@ class SupervisedLearner:
         loss.backward()
         self.optimizer.step()
         return float(loss.detach()), float(score_from_outputs(outputs, labels, self.kind))
+
+    def train_step(self, iteration: int) -> tuple[float, float]:
+        """One Adam step on batch ``iteration``, drawn from ``task_rng(seed, "train", iteration)``."""
+        if self.source is None or self.batch_size is None:
+            raise ValueError("train_step needs the learner's source and batch_size")
+        inputs, labels = self.source.supervised_batch(  # type: ignore[attr-defined]
+            task_rng(self.seed, "train", iteration), self.batch_size
+        )
+        return self.step(inputs.to(self.device), labels.to(self.device))
+
+
+@dataclass(frozen=True)
+class FinetuneAlgorithm:
+    """Supervised pre-training on all meta-train classes; evaluation from a fresh head."""
+
+    def output_size(self, config: RunConfig, source: TaskSource) -> int:
+        """One output per meta-train class (classification), else the task's outputs."""
+        if config.kind == "classification":
+            return source.supervised_classes  # type: ignore[attr-defined]
+        return source.output_size
+
+    def learner(
+        self,
+        config: RunConfig,
+        model: nn.Module,
+        params: Params,
+        source: TaskSource,
+        device: torch.device,
+    ) -> SupervisedLearner:
+        """The network with Adam at the finetune learning rate on the run's supervised batches."""
+        return SupervisedLearner(
+            model,
+            params,
+            source.kind,
+            config.finetune_learning_rate,
+            source=source,
+            seed=config.seed,
+            batch_size=config.finetune_batch_size,
+            device=device,
+        )
+
+    def evaluation_start(
+        self, config: RunConfig, params: Params, evaluation_seed: int, head: HeadMode
+    ) -> EvaluationStart:
+        """The body with a fresh n-way head: one per task (``per_task``) or one for all."""
+        if config.kind != "classification":
+            return EvaluationStart(params)
+        shared = replace_head(params, config.n_way, seed=evaluation_seed)
+        if head == "shared":
+            return EvaluationStart(shared)
+        if head != "per_task":
+            raise ValueError(f"head must be 'per_task' or 'shared', got {head!r}")
+
+        def per_task(task_index: int) -> Params:
+            seed = task_head_seed(evaluation_seed, task_index)
+            return replace_head(params, config.n_way, seed=seed)
+
+        return EvaluationStart(shared, per_task)
+
+    def evaluation_adaptation(self, config: RunConfig) -> tuple[int, float]:
+        """MAML's inner loop with the run's T and α."""
+        assert config.inner_steps is not None and config.inner_step_size is not None
+        return config.inner_steps, config.inner_step_size
+
+
+ALGORITHM = FinetuneAlgorithm()

@@ -1,4 +1,7 @@
-"""MAML, First-Order MAML and the paper's regularized MAML as pure functions of a params dict.
+"""MAML (and the MAML family's shared meta-update) as pure functions of a params dict.
+
+First-Order MAML (:mod:`.fomaml`) and the paper's regularized MAML (:mod:`.regmaml`) are this
+module's :class:`MetaAlgorithm` with other flags.
 
 A meta-batch is processed in chunks of ``task_chunk_size`` tasks. Within a chunk θs is viewed once
 per task (``expand``, no copy), the forward passes are mapped over tasks with ``torch.func.vmap``
@@ -12,12 +15,13 @@ whole meta-batch in one chunk is fastest for the small sinusoid MLP (see benchma
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from metalandscape.data.tasks import TaskBatch, TaskKind
+from metalandscape.algorithms import EvaluationStart, HeadMode
+from metalandscape.config import RunConfig
+from metalandscape.data.tasks import TaskBatch, TaskKind, TaskSampler, TaskSource
 from metalandscape.functional import (
     Params,
     adapt,
@@ -28,38 +32,31 @@ from metalandscape.functional import (
     unit_direction,
 )
 
-MetaAlgorithm = Literal["maml", "fomaml", "regmaml"]
-META_ALGORITHMS: tuple[MetaAlgorithm, ...] = ("maml", "fomaml", "regmaml")
-
 
 @dataclass(frozen=True)
 class MetaSettings:
     """One MAML-family meta-update.
 
+    ``second_order``: gradients flow through the inner loop (MAML; not First-Order MAML).
+    ``regularized``: the paper's coherence-regularized update (θ̄ᵢ instead of θ̃ᵢ).
     ``task_chunk_size``: tasks per ``vmap`` call; 1 loops over tasks (least memory), ``None`` maps
     the whole meta-batch at once.
     """
 
-    algorithm: MetaAlgorithm
     inner_steps: int
     inner_step_size: float
     regularizer_gamma: float = 0.5
     task_chunk_size: int | None = 1
+    second_order: bool = True
+    regularized: bool = False
 
     def __post_init__(self) -> None:
-        if self.algorithm not in META_ALGORITHMS:
-            raise ValueError(f"unknown meta-algorithm {self.algorithm!r}; use {META_ALGORITHMS}")
         if self.inner_steps < 1:
             raise ValueError(f"inner_steps must be at least 1, got {self.inner_steps}")
         if self.task_chunk_size is not None and self.task_chunk_size < 1:
             raise ValueError(
                 f"task_chunk_size must be positive or None, got {self.task_chunk_size}"
             )
-
-    @property
-    def second_order(self) -> bool:
-        """Whether gradients flow through the inner loop."""
-        return self.algorithm != "fomaml"
 
 
 @dataclass(frozen=True)
@@ -126,7 +123,7 @@ def meta_gradient(
     chunk's graph is alive at a time.
     """
     mean_direction = None
-    if settings.algorithm == "regmaml":
+    if settings.regularized:
         mean_direction = mean_adaptation_direction(model, params, batch, kind, settings)
     leaves = {name: p.detach().requires_grad_(True) for name, p in params.items()}
     tasks = len(batch)
@@ -191,10 +188,17 @@ class MetaLearner:
         kind: TaskKind,
         settings: MetaSettings,
         meta_learning_rate: float,
+        *,
+        sampler: TaskSampler | None = None,
+        meta_batch_size: int | None = None,
+        device: torch.device | str = "cpu",
     ) -> None:
         self.model = model
         self.kind = kind
         self.settings = settings
+        self.sampler = sampler
+        self.meta_batch_size = meta_batch_size
+        self.device = torch.device(device)
         self.params = {name: p.detach().clone().requires_grad_(True) for name, p in params.items()}
         self.optimizer = torch.optim.Adam(self.params.values(), lr=meta_learning_rate)
 
@@ -206,3 +210,70 @@ class MetaLearner:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return result
+
+    def train_step(self, iteration: int) -> tuple[float, float]:
+        """One meta-update on meta-train batch ``iteration``; returns its target loss and score."""
+        if self.sampler is None or self.meta_batch_size is None:
+            raise ValueError("train_step needs the learner's sampler and meta_batch_size")
+        batch = self.sampler.meta_batch("train", iteration, self.meta_batch_size)
+        result = self.step(batch.to(self.device))
+        return result.target_loss, result.target_score
+
+
+@dataclass(frozen=True)
+class MetaAlgorithm:
+    """A MAML-family algorithm: meta-train θs, evaluate by its inner loop from θs."""
+
+    second_order: bool = True
+    regularized: bool = False
+
+    def meta_settings(self, config: RunConfig) -> MetaSettings:
+        """The meta-update settings of a run."""
+        if config.inner_steps is None or config.inner_step_size is None:
+            raise ValueError("run config has no inner_steps/inner_step_size; resolve it first")
+        return MetaSettings(
+            inner_steps=config.inner_steps,
+            inner_step_size=config.inner_step_size,
+            regularizer_gamma=config.regularizer_gamma,
+            task_chunk_size=config.task_chunk_size,
+            second_order=self.second_order,
+            regularized=self.regularized,
+        )
+
+    def output_size(self, config: RunConfig, source: TaskSource) -> int:
+        """The task's outputs."""
+        return source.output_size
+
+    def learner(
+        self,
+        config: RunConfig,
+        model: nn.Module,
+        params: Params,
+        source: TaskSource,
+        device: torch.device,
+    ) -> MetaLearner:
+        """θs with Adam at the meta-learning rate, drawing the run's meta-train batches."""
+        return MetaLearner(
+            model,
+            params,
+            source.kind,
+            self.meta_settings(config),
+            config.meta_learning_rate,
+            sampler=TaskSampler(source, config.seed),
+            meta_batch_size=config.meta_batch_size,
+            device=device,
+        )
+
+    def evaluation_start(
+        self, config: RunConfig, params: Params, evaluation_seed: int, head: HeadMode
+    ) -> EvaluationStart:
+        """θs for every task (the head is meta-learned: ``head`` does not apply)."""
+        return EvaluationStart(params)
+
+    def evaluation_adaptation(self, config: RunConfig) -> tuple[int, float]:
+        """The run's own inner loop (T steps of α)."""
+        assert config.inner_steps is not None and config.inner_step_size is not None
+        return config.inner_steps, config.inner_step_size
+
+
+ALGORITHM = MetaAlgorithm()

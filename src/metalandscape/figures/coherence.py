@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import seaborn as sns
 import xarray as xr
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, SubFigure
 from matplotlib.lines import Line2D
-from scipy import stats
 
 from metalandscape.figures import FigureError
 from metalandscape.figures.common import (
@@ -20,14 +17,15 @@ from metalandscape.figures.common import (
     algorithms_with_data,
     figure_style,
     integer_ticks,
-    mean_and_ci95,
     missing_variables,
     new_figure,
     ordered_algorithms,
     plot_mean_band,
     seed_by_epoch,
     settings_with_data,
+    variable_bounds,
 )
+from metalandscape.statistics import per_seed_correlation, scalar_interval
 
 TRAJECTORY_COHERENCE = "trajectory_coherence"
 TEST_ACCURACY = "test_target_accuracy_mean"
@@ -75,7 +73,10 @@ def _twin_panel(
     right_sign: float = 1.0,
 ) -> Axes:
     """Left series on ``axes`` and right series on a twin axis, each coloured like its ticks."""
-    plot_mean_band(axes, left["epoch"].values, left.values, color=LEFT_COLOR)
+    left_bounds = variable_bounds(str(left.name))
+    low, high = variable_bounds(str(right.name))
+    right_bounds = (low, high) if right_sign > 0 else (-high, -low)
+    plot_mean_band(axes, left["epoch"].values, left.values, color=LEFT_COLOR, bounds=left_bounds)
     twin = axes.twinx()
     plot_mean_band(
         twin,
@@ -84,6 +85,7 @@ def _twin_panel(
         color=RIGHT_COLOR,
         marker="s",
         linestyle="--",
+        bounds=right_bounds,
     )
     for side, label, color in ((axes, left_label, LEFT_COLOR), (twin, right_label, RIGHT_COLOR)):
         side.set_ylabel(label, color=color)
@@ -165,19 +167,9 @@ def _final_values(coherence: xr.DataArray, mse: xr.DataArray) -> tuple[np.ndarra
 
 
 def _correlations(coherence: xr.DataArray, mse: xr.DataArray) -> np.ndarray:
-    """Per seed: Pearson R over epochs of gradient coherence and −MSE (≥ 3 epochs, else none)."""
-    values = []
-    for seed in range(coherence.shape[0]):
-        x, y = coherence.values[seed], -mse.values[seed]
-        both = np.isfinite(x) & np.isfinite(y)
-        if both.sum() < MIN_EPOCHS_FOR_CORRELATION:
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", stats.ConstantInputWarning)
-            r = stats.pearsonr(x[both], y[both]).statistic
-        if np.isfinite(r):
-            values.append(float(r))
-    return np.asarray(values)
+    """Per seed: Pearson R over epochs of gradient coherence and −MSE (seeds without one left out)."""
+    values = np.asarray([per_seed_correlation(x, -y) for x, y in zip(coherence.values, mse.values)])
+    return values[np.isfinite(values)]
 
 
 def _k_axis(axes: Axes, shots: list[int]) -> None:
@@ -198,27 +190,113 @@ def _plot_points(
     marker: str,
     linestyle: str,
     dodge: float = 1.0,
+    correlation: bool = False,
 ) -> None:
-    """Mean ± 95% CI over seeds at each K (x scaled by ``dodge``), error bars, joining line."""
-    means, half_widths = [], []
-    for values in samples:
-        if values.size:
-            mean, half_width = mean_and_ci95(values[:, None])
-            means.append(mean[0])
-            half_widths.append(half_width[0])
-        else:
-            means.append(np.nan)
-            half_widths.append(np.nan)
+    """Mean over seeds at each K with its 95% interval as error bars (≥ 3 seeds), joining line.
+
+    ``correlation``: the samples are per-seed Pearson R, summarised in Fisher z (bars in [−1, 1]).
+    """
+    summaries = np.asarray(
+        [scalar_interval(values, correlation=correlation)[:3] for values in samples]
+    ).reshape(-1, 3)
+    means = summaries[:, 0]
+    errors = np.nan_to_num(np.abs(summaries[:, 1:].T - means))
     axes.errorbar(
         np.asarray(shots, dtype=np.float64) * dodge,
         means,
-        yerr=np.nan_to_num(half_widths),
+        yerr=errors,
         color=color,
         marker=marker,
         linestyle=linestyle,
         capsize=3,
         markersize=4,
     )
+
+
+def _fig8_over_epochs(
+    top: SubFigure, series: dict[int, tuple[xr.DataArray, xr.DataArray]], shots: list[int]
+) -> None:
+    """(a) one twin panel per K: gradient coherence and −MSE over epochs."""
+    over_epochs = top.subplots(1, len(shots), squeeze=False)[0]
+    for axes, k in zip(over_epochs, shots):
+        coherence, mse = series[k]
+        _twin_panel(
+            axes,
+            coherence,
+            mse,
+            left_label="gradient coherence",
+            right_label="−MSE",
+            right_sign=-1.0,
+        )
+        axes.set_title(f"K={k}")
+        axes.set_xlabel("meta-training epoch")
+    top.suptitle("(a) gradient coherence and −MSE during meta-training", fontsize="medium")
+
+
+def _fig8_finals(
+    final_axes: Axes, aligned: dict[int, tuple[xr.DataArray, xr.DataArray]], shots: list[int]
+) -> None:
+    """(b) final-epoch coherence (left axis) and −MSE (right axis) across K."""
+    finals = [_final_values(*aligned[k]) for k in shots]
+    _plot_points(
+        final_axes,
+        shots,
+        [coherence for coherence, _ in finals],
+        color=LEFT_COLOR,
+        marker="o",
+        linestyle="-",
+        dodge=0.97,
+    )
+    final_axes.set_ylabel("gradient coherence", color=LEFT_COLOR)
+    final_axes.tick_params(axis="y", colors=LEFT_COLOR)
+    final_twin = final_axes.twinx()
+    _plot_points(
+        final_twin,
+        shots,
+        [negative_mse for _, negative_mse in finals],
+        color=RIGHT_COLOR,
+        marker="s",
+        linestyle="--",
+        dodge=1.03,
+    )
+    final_twin.set_ylabel("−MSE", color=RIGHT_COLOR)
+    final_twin.tick_params(axis="y", colors=RIGHT_COLOR)
+    final_twin.grid(False)
+    _k_axis(final_axes, shots)
+    final_axes.set_title("(b) at the final epoch, across K")
+
+
+def _fig8_correlations(
+    correlation_axes: Axes, aligned: dict[int, tuple[xr.DataArray, xr.DataArray]], shots: list[int]
+) -> None:
+    """(c) per-seed Pearson R over epochs, summarised in Fisher z, across K."""
+    correlations = [_correlations(*aligned[k]) for k in shots]
+    usable = [(k, r) for k, r in zip(shots, correlations) if r.size]
+    if usable:
+        _plot_points(
+            correlation_axes,
+            [k for k, _ in usable],
+            [r for _, r in usable],
+            color=sns.color_palette("colorblind")[2],
+            marker="D",
+            linestyle="-",
+            correlation=True,
+        )
+        correlation_axes.axhline(0.0, color="0.5", linewidth=0.8)
+        _k_axis(correlation_axes, [k for k, _ in usable])
+    else:
+        correlation_axes.text(
+            0.5,
+            0.5,
+            f"needs ≥ {MIN_EPOCHS_FOR_CORRELATION} epochs per K",
+            ha="center",
+            va="center",
+            transform=correlation_axes.transAxes,
+        )
+        correlation_axes.set_xticks([])
+    correlation_axes.set_ylim(-1.05, 1.05)
+    correlation_axes.set_ylabel("Pearson R(coherence, −MSE)")
+    correlation_axes.set_title("(c) correlation over epochs, across K")
 
 
 def draw_fig8(dataset: xr.Dataset) -> Figure:
@@ -240,77 +318,10 @@ def draw_fig8(dataset: xr.Dataset) -> Figure:
         columns = max(len(shots), 2)
         figure = new_figure(max(3.9 * columns, 8.5), 6.6)
         top, bottom = figure.subfigures(2, 1, height_ratios=[1, 1])
-        over_epochs = top.subplots(1, len(shots), squeeze=False)[0]
-        for axes, k in zip(over_epochs, shots):
-            coherence, mse = series[k]
-            _twin_panel(
-                axes,
-                coherence,
-                mse,
-                left_label="gradient coherence",
-                right_label="−MSE",
-                right_sign=-1.0,
-            )
-            axes.set_title(f"K={k}")
-            axes.set_xlabel("meta-training epoch")
-        top.suptitle("(a) gradient coherence and −MSE during meta-training", fontsize="medium")
-
+        _fig8_over_epochs(top, series, shots)
         final_axes, correlation_axes = bottom.subplots(1, 2)
-        finals = [_final_values(*aligned[k]) for k in shots]
-        _plot_points(
-            final_axes,
-            shots,
-            [coherence for coherence, _ in finals],
-            color=LEFT_COLOR,
-            marker="o",
-            linestyle="-",
-            dodge=0.97,
-        )
-        final_axes.set_ylabel("gradient coherence", color=LEFT_COLOR)
-        final_axes.tick_params(axis="y", colors=LEFT_COLOR)
-        final_twin = final_axes.twinx()
-        _plot_points(
-            final_twin,
-            shots,
-            [negative_mse for _, negative_mse in finals],
-            color=RIGHT_COLOR,
-            marker="s",
-            linestyle="--",
-            dodge=1.03,
-        )
-        final_twin.set_ylabel("−MSE", color=RIGHT_COLOR)
-        final_twin.tick_params(axis="y", colors=RIGHT_COLOR)
-        final_twin.grid(False)
-        _k_axis(final_axes, shots)
-        final_axes.set_title("(b) at the final epoch, across K")
-
-        correlations = [_correlations(*aligned[k]) for k in shots]
-        usable = [(k, r) for k, r in zip(shots, correlations) if r.size]
-        if usable:
-            _plot_points(
-                correlation_axes,
-                [k for k, _ in usable],
-                [r for _, r in usable],
-                color=sns.color_palette("colorblind")[2],
-                marker="D",
-                linestyle="-",
-            )
-            correlation_axes.axhline(0.0, color="0.5", linewidth=0.8)
-            _k_axis(correlation_axes, [k for k, _ in usable])
-        else:
-            correlation_axes.text(
-                0.5,
-                0.5,
-                f"needs ≥ {MIN_EPOCHS_FOR_CORRELATION} epochs per K",
-                ha="center",
-                va="center",
-                transform=correlation_axes.transAxes,
-            )
-            correlation_axes.set_xticks([])
-        correlation_axes.set_ylim(-1.05, 1.05)
-        correlation_axes.set_ylabel("Pearson R(coherence, −MSE)")
-        correlation_axes.set_title("(c) correlation over epochs, across K")
-
+        _fig8_finals(final_axes, aligned, shots)
+        _fig8_correlations(correlation_axes, aligned, shots)
         run = algorithm_label(algorithm) + ("" if variant == "default" else f" [{variant}]")
         figure.suptitle(f"Gradient coherence and generalization, sinusoid regression, {run}")
         _series_legend(figure, "gradient coherence E[$g_i^\\top g_j$]", "−MSE (meta-test target)")

@@ -1,14 +1,15 @@
 """Shared figure plumbing: settings, seed statistics, styling, atomic PDF + PNG output.
 
 Figures are drawn only from an aggregated Dataset (see :mod:`metalandscape.aggregate`). Lines
-are means over seeds with a Student-t 95% confidence band (no band with one seed).
+are means over seeds with the band of :mod:`metalandscape.statistics` (Student-t 95% interval,
+only with ≥ 3 seeds; below that each seed is drawn as a thin line). Algorithm names, roles and
+legend titles come from the registry (:mod:`metalandscape.algorithms`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,19 +21,18 @@ import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from scipy import stats
 
+from metalandscape.algorithms import ALGORITHMS, algorithm_names
 from metalandscape.atomic import atomic_output
 from metalandscape.figures import FigureError
+from metalandscape.runs import RUN_DIMS, RunKey
+from metalandscape.statistics import mean_interval
 
-MAML_FAMILY = ("maml", "fomaml", "regmaml")
-ALGORITHM_ORDER = ("maml", "fomaml", "regmaml", "finetune")
-ALGORITHM_LABELS = {
-    "maml": "MAML",
-    "fomaml": "First-Order MAML",
-    "regmaml": "Regularized MAML",
-    "finetune": "Finetune baseline",
-}
+META_LEARNERS = algorithm_names("meta-learner")
+BASELINES = algorithm_names("baseline")
+ALGORITHM_ORDER = algorithm_names()
+#: The run dimensions a figure panel fixes (a run key without algorithm and seed).
+SETTING_DIMS = RUN_DIMS[:4]
 DATASET_LABELS = {
     "fontglot": "fontglot (Omniglot stand-in)",
     "omniglot": "Omniglot",
@@ -63,12 +63,16 @@ class Setting:
 
     def select(self) -> dict[str, object]:
         """``Dataset.sel`` keys of this setting."""
-        return {
-            "dataset": self.dataset,
-            "variant": self.variant,
-            "way": self.way,
-            "shot": self.shot,
-        }
+        return {dim: getattr(self, dim) for dim in SETTING_DIMS}
+
+    @classmethod
+    def of(cls, key: RunKey) -> Setting:
+        """The setting (panel) a run belongs to."""
+        return cls(**{dim: getattr(key, dim) for dim in SETTING_DIMS})
+
+    def run(self, algorithm: str, seed: int) -> RunKey:
+        """The run of ``algorithm`` and ``seed`` in this setting."""
+        return RunKey(**self.select(), algorithm=algorithm, seed=seed)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -88,8 +92,9 @@ class FigureSpec:
 
 
 def algorithm_label(algorithm: str) -> str:
-    """Legend name of an algorithm."""
-    return ALGORITHM_LABELS.get(algorithm, algorithm)
+    """Legend name of an algorithm (its registered title)."""
+    spec = ALGORITHMS.get(algorithm)
+    return spec.title if spec is not None else algorithm
 
 
 def algorithm_color(algorithm: str) -> tuple[float, float, float]:
@@ -120,7 +125,7 @@ def settings_with_data(
     dataset: xr.Dataset,
     variables: Sequence[str],
     *,
-    algorithms: Sequence[str] = MAML_FAMILY,
+    algorithms: Sequence[str] = META_LEARNERS,
     datasets: Sequence[str] | None = None,
 ) -> list[Setting]:
     """Settings where some algorithm of ``algorithms`` has finite values of every variable."""
@@ -146,7 +151,7 @@ def algorithms_with_data(
     dataset: xr.Dataset,
     setting: Setting,
     variables: Sequence[str],
-    algorithms: Sequence[str] = MAML_FAMILY,
+    algorithms: Sequence[str] = META_LEARNERS,
 ) -> list[str]:
     """Algorithms of ``algorithms`` with finite values of every variable in ``setting``."""
     present = [a for a in dataset["algorithm"].values.tolist() if a in algorithms]
@@ -169,22 +174,6 @@ def seed_by_epoch(
     return data.dropna("epoch", how="all").dropna("seed", how="all")
 
 
-def mean_and_ci95(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean over axis 0 ignoring NaN and the Student-t 95% half-width (NaN below 2 samples)."""
-    samples = np.asarray(samples, dtype=np.float64)
-    count = np.isfinite(samples).sum(axis=0)
-    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(samples, axis=0)
-        spread = np.nanstd(samples, axis=0, ddof=1)
-    half_width = np.full(mean.shape, np.nan)
-    enough = count >= 2
-    half_width[enough] = (
-        stats.t.ppf(0.975, count[enough] - 1) * spread[enough] / np.sqrt(count[enough])
-    )
-    return mean, half_width
-
-
 def plot_mean_band(
     axes: Axes,
     x: np.ndarray,
@@ -194,9 +183,15 @@ def plot_mean_band(
     label: str | None = None,
     marker: str = "o",
     linestyle: str = "-",
+    bounds: tuple[float, float] = (-np.inf, np.inf),
 ) -> None:
-    """Mean over seeds (axis 0 of ``samples``) with its 95% band where there are ≥ 2 seeds."""
-    mean, half_width = mean_and_ci95(samples)
+    """Mean over seeds (axis 0 of ``samples``) with its 95% band (≥ 3 seeds), else thin seeds.
+
+    ``bounds``: the range of the quantity (accuracy: (0, 1)); the band is clipped to it.
+    """
+    samples = np.asarray(samples, dtype=np.float64)
+    interval = mean_interval(samples, bounds)
+    mean = interval.mean
     shown = np.isfinite(mean)
     x = np.asarray(x, dtype=np.float64)
     axes.plot(
@@ -209,16 +204,43 @@ def plot_mean_band(
         linestyle=linestyle,
         linewidth=1.6,
     )
-    banded = shown & np.isfinite(half_width)
+    banded = shown & np.isfinite(interval.low)
     if banded.any():
         axes.fill_between(
-            x[banded],
-            (mean - half_width)[banded],
-            (mean + half_width)[banded],
-            color=color,
-            alpha=0.2,
-            linewidth=0,
+            x[banded], interval.low[banded], interval.high[banded], color=color, alpha=0.2, lw=0
         )
+    if samples.ndim == 2 and samples.shape[0] > 1 and not banded.any():
+        for seed in samples:
+            drawn = np.isfinite(seed)
+            axes.plot(x[drawn], seed[drawn], color=color, linewidth=0.6, alpha=0.45)
+
+
+def variable_bounds(variable: str) -> tuple[float, float]:
+    """The range a measured variable lives in (accuracy [0, 1]; eigenvalue, MSE, norm ≥ 0)."""
+    if "accuracy" in variable:
+        return (0.0, 1.0)
+    if any(part in variable for part in ("eigenvalue", "mse", "norm")):
+        return (0.0, np.inf)
+    return (-np.inf, np.inf)
+
+
+def plot_seed_band(
+    axes: Axes,
+    dataset: xr.Dataset,
+    variable: str,
+    setting: Setting,
+    algorithm: str,
+    **style: object,
+) -> None:
+    """``variable`` of one setting and algorithm over epochs: mean, band or seeds, in range."""
+    data = seed_by_epoch(dataset, variable, setting, algorithm)
+    plot_mean_band(
+        axes,
+        data["epoch"].values,
+        data.values,
+        bounds=variable_bounds(variable),
+        **style,  # type: ignore[arg-type]
+    )
 
 
 @contextlib.contextmanager

@@ -2,13 +2,12 @@
 
 Each panel is one run kind (setting and algorithm): a seed's checkpoints over epochs as a line
 from coherence (x) to accuracy (y), its last epoch starred, and the mean over seeds of the
-per-seed Pearson R over epochs printed in the corner.
+per-seed Pearson R over epochs (averaged in Fisher z) printed in the corner.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,11 +16,10 @@ import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from scipy import stats
 
 from metalandscape.figures import FigureError
 from metalandscape.figures.common import (
-    MAML_FAMILY,
+    META_LEARNERS,
     FigureSpec,
     Setting,
     algorithm_label,
@@ -36,6 +34,7 @@ from metalandscape.figures.overtraining import (
     panel_title,
     wrapped_axes,
 )
+from metalandscape.statistics import per_seed_correlation, scalar_interval
 
 ACCURACY = "test_target_accuracy_mean"
 GRADIENT_COHERENCE = "gradient_coherence"
@@ -58,7 +57,7 @@ def _panels(dataset: xr.Dataset, coherence: str) -> list[Panel]:
         return []
     return [
         (setting, algorithm)
-        for setting in classification_settings(dataset, variables, MAML_FAMILY)
+        for setting in classification_settings(dataset, variables, META_LEARNERS)
         for algorithm in algorithms_with_data(dataset, setting, variables)
     ]
 
@@ -102,18 +101,9 @@ def missing_for_fig12(dataset: xr.Dataset) -> str | None:
 
 
 def mean_seed_correlation(x: np.ndarray, y: np.ndarray) -> float:
-    """Mean over seeds (rows) of Pearson R over epochs; NaN when no seed has ≥ 3 epochs."""
-    values = []
-    for seed_x, seed_y in zip(x, y):
-        both = np.isfinite(seed_x) & np.isfinite(seed_y)
-        if both.sum() < MIN_EPOCHS_FOR_CORRELATION:
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", stats.ConstantInputWarning)
-            r = stats.pearsonr(seed_x[both], seed_y[both]).statistic
-        if np.isfinite(r):
-            values.append(float(r))
-    return float(np.mean(values)) if values else math.nan
+    """Pearson R over epochs per seed (rows), averaged in Fisher z; NaN when no seed has one."""
+    per_seed = [per_seed_correlation(seed_x, seed_y) for seed_x, seed_y in zip(x, y)]
+    return scalar_interval(np.asarray(per_seed), correlation=True)[0]
 
 
 def _seed_lines(

@@ -18,8 +18,7 @@ from metalandscape.figures.common import (
     integer_ticks,
     missing_variables,
     new_figure,
-    plot_mean_band,
-    seed_by_epoch,
+    plot_seed_band,
 )
 from metalandscape.figures.overtraining import (
     classification_settings,
@@ -63,11 +62,12 @@ def draw_fig10(dataset: xr.Dataset) -> Figure:
             for algorithm in algorithms_with_data(dataset, setting, FIG10_VARIABLES, ALGORITHMS):
                 shown.add(algorithm)
                 for variable, _, linestyle, marker in SPLITS:
-                    data = seed_by_epoch(dataset, variable, setting, algorithm)
-                    plot_mean_band(
+                    plot_seed_band(
                         axes,
-                        data["epoch"].values,
-                        data.values,
+                        dataset,
+                        variable,
+                        setting,
+                        algorithm,
                         color=algorithm_color(algorithm),
                         linestyle=linestyle,
                         marker=marker,

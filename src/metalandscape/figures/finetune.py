@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 from metalandscape.figures import FigureError
 from metalandscape.figures.common import (
     ALGORITHM_ORDER,
+    BASELINES,
     FigureSpec,
     Setting,
     algorithm_color,
@@ -18,11 +19,9 @@ from metalandscape.figures.common import (
     figure_style,
     integer_ticks,
     new_figure,
-    plot_mean_band,
-    seed_by_epoch,
+    plot_seed_band,
 )
 from metalandscape.figures.overtraining import (
-    FINETUNE,
     bottom_legend,
     classification_settings,
     panel_title,
@@ -42,7 +41,7 @@ MAX_COLUMNS = 3
 def _finetune_settings(dataset: xr.Dataset, variable: str) -> list[Setting]:
     if variable not in dataset.data_vars:
         return []
-    return classification_settings(dataset, [variable], FINETUNE)
+    return classification_settings(dataset, [variable], BASELINES)
 
 
 def _norm_settings(dataset: xr.Dataset) -> list[Setting]:
@@ -69,8 +68,9 @@ def _coherence_panel(
 ) -> None:
     colors = sns.color_palette("dark", max(len(settings), 1))
     for color, setting in zip(colors, settings):
-        data = seed_by_epoch(dataset, variable, setting, "finetune")
-        plot_mean_band(axes, data["epoch"].values, data.values, color=color, label=setting.title)
+        for algorithm in algorithms_with_data(dataset, setting, [variable], BASELINES):
+            label = setting.title if len(BASELINES) == 1 else f"{setting.title}, {algorithm}"
+            plot_seed_band(axes, dataset, variable, setting, algorithm, color=color, label=label)
     axes.legend(fontsize="x-small", frameon=False)
 
 
@@ -104,11 +104,12 @@ def draw_fig6(dataset: xr.Dataset) -> Figure:
             for algorithm in algorithms_with_data(
                 dataset, setting, [TRAJECTORY_NORM], ALGORITHM_ORDER
             ):
-                data = seed_by_epoch(dataset, TRAJECTORY_NORM, setting, algorithm)
-                plot_mean_band(
+                plot_seed_band(
                     axes,
-                    data["epoch"].values,
-                    data.values,
+                    dataset,
+                    TRAJECTORY_NORM,
+                    setting,
+                    algorithm,
                     color=algorithm_color(algorithm),
                     label=algorithm_label(algorithm),
                 )

@@ -18,8 +18,7 @@ from metalandscape.figures.common import (
     integer_ticks,
     missing_variables,
     new_figure,
-    plot_mean_band,
-    seed_by_epoch,
+    plot_seed_band,
     settings_with_data,
 )
 
@@ -67,11 +66,12 @@ def draw_fig2(dataset: xr.Dataset) -> Figure:
             block, column = divmod(position, columns)
             flatness_axes = grid[block * rows_per_block, column]
             for algorithm in algorithms_with_data(dataset, setting, [FLATNESS]):
-                data = seed_by_epoch(dataset, FLATNESS, setting, algorithm)
-                plot_mean_band(
+                plot_seed_band(
                     flatness_axes,
-                    data["epoch"].values,
-                    data.values,
+                    dataset,
+                    FLATNESS,
+                    setting,
+                    algorithm,
                     color=algorithm_color(algorithm),
                     label=algorithm_label(algorithm),
                 )
@@ -91,11 +91,12 @@ def draw_fig2(dataset: xr.Dataset) -> Figure:
                 else:
                     variable, label = context
                     for algorithm in algorithms_with_data(dataset, setting, [variable]):
-                        data = seed_by_epoch(dataset, variable, setting, algorithm)
-                        plot_mean_band(
+                        plot_seed_band(
                             context_axes,
-                            data["epoch"].values,
-                            data.values,
+                            dataset,
+                            variable,
+                            setting,
+                            algorithm,
                             color=algorithm_color(algorithm),
                             label=algorithm_label(algorithm),
                             marker="s",

@@ -14,7 +14,8 @@ from matplotlib.figure import Figure
 
 from metalandscape.figures import FigureError
 from metalandscape.figures.common import (
-    MAML_FAMILY,
+    BASELINES,
+    META_LEARNERS,
     FigureSpec,
     Setting,
     algorithm_color,
@@ -24,8 +25,7 @@ from metalandscape.figures.common import (
     integer_ticks,
     missing_variables,
     new_figure,
-    plot_mean_band,
-    seed_by_epoch,
+    plot_seed_band,
     settings_with_data,
 )
 
@@ -38,7 +38,6 @@ PANELS = (
     (FLATNESS, r"curvature E[$\lambda_{\max}$]"),
 )
 OVERTRAINING_VARIANTS = ("long",)
-FINETUNE = ("finetune",)
 MAX_COLUMNS = 3
 
 
@@ -104,11 +103,12 @@ def draw_epoch_panels(
                     axes.set_axis_off()
                     continue
                 for algorithm in drawn:
-                    data = seed_by_epoch(dataset, variable, setting, algorithm)
-                    plot_mean_band(
+                    plot_seed_band(
                         axes,
-                        data["epoch"].values,
-                        data.values,
+                        dataset,
+                        variable,
+                        setting,
+                        algorithm,
                         color=algorithm_color(algorithm),
                         label=algorithm_label(algorithm),
                     )
@@ -123,7 +123,7 @@ def draw_epoch_panels(
 
 def overtraining_settings(dataset: xr.Dataset) -> list[Setting]:
     """MAML-family settings of an overtraining variant with a measured target accuracy."""
-    found = classification_settings(dataset, [ACCURACY], MAML_FAMILY)
+    found = classification_settings(dataset, [ACCURACY], META_LEARNERS)
     return [setting for setting in found if setting.variant in OVERTRAINING_VARIANTS]
 
 
@@ -148,7 +148,7 @@ def draw_fig3(dataset: xr.Dataset) -> Figure:
     return draw_epoch_panels(
         dataset,
         overtraining_settings(dataset),
-        MAML_FAMILY,
+        META_LEARNERS,
         "Overtraining: accuracy, support loss and curvature over a long meta-training",
     )
 
@@ -157,7 +157,7 @@ def missing_for_fig4(dataset: xr.Dataset) -> str | None:
     """Why Figure 4 cannot be drawn from ``dataset``, or None."""
     if missing_variables(dataset, [ACCURACY]):
         return f"fig4 needs variable {ACCURACY!r}; the aggregate lacks it"
-    if not classification_settings(dataset, [ACCURACY], FINETUNE):
+    if not classification_settings(dataset, [ACCURACY], BASELINES):
         return f"fig4 needs a finetune classification run with {ACCURACY!r}; the aggregate has none"
     return None
 
@@ -169,8 +169,8 @@ def draw_fig4(dataset: xr.Dataset) -> Figure:
         raise FigureError(reason)
     return draw_epoch_panels(
         dataset,
-        classification_settings(dataset, [ACCURACY], FINETUNE),
-        FINETUNE,
+        classification_settings(dataset, [ACCURACY], BASELINES),
+        BASELINES,
         "Finetune baseline: accuracy, support loss and curvature during training",
     )
 

@@ -17,11 +17,11 @@ from metalandscape.figures.common import (
     algorithms_with_data,
     figure_style,
     integer_ticks,
-    mean_and_ci95,
     missing_variables,
     new_figure,
     plot_mean_band,
     seed_by_epoch,
+    variable_bounds,
 )
 from metalandscape.figures.overtraining import (
     bottom_legend,
@@ -29,6 +29,7 @@ from metalandscape.figures.overtraining import (
     panel_title,
     wrapped_axes,
 )
+from metalandscape.statistics import mean_interval
 
 ACCURACY = "test_target_accuracy_mean"
 PAIR = ("maml", "regmaml")
@@ -67,8 +68,8 @@ def error_reduction(plain: xr.DataArray, regularized: xr.DataArray) -> tuple[flo
     The final epoch is the last one both measured; the best is each method's best mean.
     """
     plain, regularized = xr.align(plain, regularized, join="inner")
-    plain_mean, _ = mean_and_ci95(plain.values)
-    regularized_mean, _ = mean_and_ci95(regularized.values)
+    plain_mean = mean_interval(plain.values).mean
+    regularized_mean = mean_interval(regularized.values).mean
     both = np.flatnonzero(np.isfinite(plain_mean) & np.isfinite(regularized_mean))
     if both.size == 0:
         return math.nan, math.nan
@@ -106,10 +107,11 @@ def draw_fig9(dataset: xr.Dataset) -> Figure:
                     axes,
                     data["epoch"].values,
                     data.values,
+                    bounds=variable_bounds(ACCURACY),
                     color=algorithm_color(algorithm),
                     label=algorithm_label(algorithm),
                 )
-            final, best = error_reduction(series["maml"], series["regmaml"])
+            final, best = error_reduction(*series.values())
             axes.text(
                 0.97,
                 0.05,

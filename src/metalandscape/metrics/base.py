@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
@@ -138,9 +138,10 @@ def _same_kind(default: Any, value: Any) -> bool:
 class EvaluationContext:
     """What metrics share at one θs: tasks, their adaptations and gradients, each computed once.
 
-    ``start_params`` is θs (for the finetune baseline: body plus a fresh seeded n-way head). Task
-    ``i`` of ``split`` is task ``i`` of ``TaskSampler(source, evaluation_seed)``, the same at every
-    epoch. Every cache grows on demand: asking for 60 tasks after 600 reuses the first 60.
+    ``start_params`` is θs, where every task's adaptation starts, unless ``task_start`` gives
+    task ``i``'s own start (the finetune baseline's per-task head). Task ``i`` of ``split`` is
+    task ``i`` of ``TaskSampler(source, evaluation_seed)``, the same at every epoch. Every cache
+    grows on demand: asking for 60 tasks after 600 reuses the first 60.
     """
 
     def __init__(
@@ -155,6 +156,7 @@ class EvaluationContext:
         device: torch.device | str = "cpu",
         task_chunk_size: int | None = 1,
         progress: bool = False,
+        task_start: Callable[[int], Params] | None = None,
     ) -> None:
         self.model = model.to(device)
         self.device = torch.device(device)
@@ -171,6 +173,29 @@ class EvaluationContext:
         self._adapted: dict[str, list[Params]] = {}
         self._start_gradients: dict[str, list[Tensor]] = {}
         self._target: dict[str, list[tuple[float, float]]] = {}
+        self.task_start = task_start
+        self._task_starts: dict[int, Params] = {}
+
+    # --- per-task starts (registries: the finetune baseline's per-task head) ---------------
+
+    def start_for(self, index: int) -> Params:
+        """Where task ``index``'s adaptation starts: ``task_start(index)`` or θs."""
+        if self.task_start is None:
+            return self.start_params
+        if index not in self._task_starts:
+            self._task_starts[index] = {
+                name: p.detach().to(self.device) for name, p in self.task_start(index).items()
+            }
+        return self._task_starts[index]
+
+    def _starts(self, start: int, stop: int) -> Params:
+        """``[stop - start, ...]`` starts of tasks ``start..stop-1`` (θs viewed, not copied)."""
+        if self.task_start is None:
+            return {name: p.expand(stop - start, *p.shape) for name, p in self.start_params.items()}
+        starts = [self.start_for(index) for index in range(start, stop)]
+        return {name: torch.stack([s[name] for s in starts]) for name in starts[0]}
+
+    # ----------------------------------------------------------------------------------------
 
     def tasks(self, split: Split, count: int) -> TaskBatch:
         """The first ``count`` evaluation tasks of ``split``, on the context's device."""
@@ -209,7 +234,7 @@ class EvaluationContext:
             return [
                 adapt(
                     self.model,
-                    self.start_params,
+                    self.start_for(start),
                     batch.support_inputs[start],
                     batch.support_labels[start],
                     kind=self.kind,
@@ -220,7 +245,7 @@ class EvaluationContext:
             ]
         adapted = adapt(
             self.model,
-            {name: p.expand(tasks, *p.shape) for name, p in self.start_params.items()},
+            self._starts(start, stop),
             batch.support_inputs[start:stop],
             batch.support_labels[start:stop],
             kind=self.kind,
@@ -234,8 +259,11 @@ class EvaluationContext:
 
     def displacements(self, split: Split, count: int) -> Tensor:
         """``[count, P]``: θ̃ᵢ − θs of each task, flattened."""
-        start = flatten(self.start_params)
-        return torch.stack([flatten(p) - start for p in self.adapted(split, count)])
+        adapted = self.adapted(split, count)
+        if self.task_start is None:
+            start = flatten(self.start_params)
+            return torch.stack([flatten(p) - start for p in adapted])
+        return torch.stack([flatten(p) - flatten(self.start_for(i)) for i, p in enumerate(adapted)])
 
     def start_gradients(self, split: Split, count: int) -> Tensor:
         """``[count, P]``: ∇L(Dᵢ; θs), the support-loss gradient at θs, flattened."""
@@ -244,10 +272,9 @@ class EvaluationContext:
             batch = self.tasks(split, count)
             for start in range(len(cache), count, self._chunk(count)):
                 stop = min(start + self._chunk(count), count)
-                tasks = stop - start
                 grads = gradient(
                     self.model,
-                    {name: p.expand(tasks, *p.shape) for name, p in self.start_params.items()},
+                    self._starts(start, stop),
                     batch.support_inputs[start:stop],
                     batch.support_labels[start:stop],
                     self.kind,

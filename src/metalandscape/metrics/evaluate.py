@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from metalandscape.algorithms.finetune import replace_head
+from metalandscape.algorithms import HeadMode, load_algorithm
 from metalandscape.atomic import atomic_output
 from metalandscape.checkpoints import load_epoch_params, read_run_info
 from metalandscape.config import RunConfig, resolve_run_config
@@ -29,32 +29,35 @@ def make_context(
     *,
     device: torch.device | str = "cpu",
     evaluation_seed: int = 0,
+    head: HeadMode = "per_task",
     progress: bool = False,
 ) -> tuple[RunConfig, EvaluationContext]:
     """The run's config and the shared evaluation context at ``epoch``.
 
     Evaluation tasks come from ``evaluation_seed``, not the run's seed, so every run and epoch is
-    measured on the same tasks. The finetune baseline is evaluated from its body and a fresh
-    n-way Xavier head seeded by ``evaluation_seed``.
+    measured on the same tasks. The algorithm decides where each task's adaptation starts and
+    how it adapts (the finetune baseline: its body and a fresh seeded head, per task unless
+    ``head="shared"``).
     """
     info = read_run_info(run_path)
     config = resolve_run_config(info.config)
     source = make_task_source(config)
     params = load_epoch_params(run_path, epoch)
     model = make_model(config, source, for_training=False)
-    if config.algorithm == "finetune" and config.kind == "classification":
-        params = replace_head(params, config.n_way, seed=evaluation_seed)
-    assert config.inner_steps is not None and config.inner_step_size is not None
+    algorithm = load_algorithm(config.algorithm)
+    start = algorithm.evaluation_start(config, params, evaluation_seed, head)
+    inner_steps, inner_step_size = algorithm.evaluation_adaptation(config)
     context = EvaluationContext(
         model,
-        params,
+        start.shared,
         TaskSampler(source, evaluation_seed),
         source.kind,
-        inner_steps=config.inner_steps,
-        inner_step_size=config.inner_step_size,
+        inner_steps=inner_steps,
+        inner_step_size=inner_step_size,
         device=device,
         task_chunk_size=config.task_chunk_size,
         progress=progress,
+        task_start=start.per_task,
     )
     return config, context
 
@@ -133,11 +136,17 @@ def evaluate(
     *,
     device: torch.device | str = "cpu",
     evaluation_seed: int = 0,
+    head: HeadMode = "per_task",
     progress: bool = False,
 ) -> dict[str, xr.Dataset]:
     """Every metric at one epoch of a run, sharing one evaluation context."""
     config, context = make_context(
-        run_path, epoch, device=device, evaluation_seed=evaluation_seed, progress=progress
+        run_path,
+        epoch,
+        device=device,
+        evaluation_seed=evaluation_seed,
+        head=head,
+        progress=progress,
     )
     results = {}
     for metric in metrics:
