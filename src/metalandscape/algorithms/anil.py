@@ -118,7 +118,10 @@ def adapt_for_evaluation(
     batched: bool = False,
     return_trajectory: bool = False,
 ) -> Params | tuple[Params, list[Params]]:
-    """θ̃ of one task (or a batch): the head adapted as in training, the body left at θ."""
+    """θ̃ of one task: the head adapted as in training, the body left at θ.
+
+    ``batched``: θ and the data carry a leading task axis (θ may be ``expand``-ed views).
+    """
     return adapt_head(
         model,
         {n: p.detach() for n, p in params.items()},

@@ -79,9 +79,7 @@ def adapt_with_step_sizes(
     with torch.enable_grad():
         for _ in range(steps):
             loss = task_losses(model, params, inputs, labels, kind, batched=batched).sum()
-            grads = torch.autograd.grad(
-                loss, [params[n] for n in names], create_graph=create_graph
-            )
+            grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph)
             params = dict(params)
             for name, grad in zip(names, grads, strict=True):
                 params[name] = params[name] - step_sizes[name] * grad
@@ -250,7 +248,9 @@ def split_step_sizes(saved: Params) -> tuple[Params, Params]:
     params = {name: value for name, value in saved.items() if not name.startswith(STEP_SIZE_PREFIX)}
     if step_sizes.keys() != params.keys():
         missing = sorted(params.keys() - step_sizes.keys())
-        raise KeyError(f"saved Meta-SGD parameters lack step sizes ({STEP_SIZE_PREFIX}*): {missing}")
+        raise KeyError(
+            f"saved Meta-SGD parameters lack step sizes ({STEP_SIZE_PREFIX}*): {missing}"
+        )
     return params, step_sizes
 
 
@@ -265,7 +265,9 @@ def adapt_for_evaluation(
     batched: bool = False,
     return_trajectory: bool = False,
 ) -> Params | tuple[Params, list[Params]]:
-    """θ̃ of one task (or a batch) from a saved θ ∪ α: ``inner_steps`` steps with the learned α.
+    """θ̃ of one task from a saved θ ∪ α: ``inner_steps`` steps with the learned α.
+
+    ``batched``: θ and the data carry a leading task axis (α broadcasts against it).
 
     Returns θ̃ without α (its names are θ's), and with ``return_trajectory`` also [θ0, …, θT].
     """

@@ -204,7 +204,9 @@ def adapt_for_evaluation(
     batched: bool = False,
     return_trajectory: bool = False,
 ) -> Params | tuple[Params, list[Params]]:
-    """θ̃ of one task (or a batch): ``inner_steps`` gradient-descent steps of ``inner_step_size``.
+    """θ̃ of one task: ``inner_steps`` gradient-descent steps of ``inner_step_size``.
+
+    ``batched``: θ and the data carry a leading task axis (θ may be ``expand``-ed views).
 
     The paper's evaluation protocol; plain SGD whatever the training inner optimizer.
     """
