@@ -1,0 +1,166 @@
+"""ANIL (Raghu, Raghu, Bengio & Vinyals 2020): the inner loop adapts the head only.
+
+The inner loop is MAML's (T steps of full-batch gradient descent on the support loss with one
+step size) restricted to the final layer, the parameters named :data:`~metalandscape.models.
+HEAD_PREFIX`; the body stays at θ. The outer loop updates all parameters with Adam through the
+meta-gradient of the mean target loss: second order differentiates through the head's inner loop
+(the body's gradient includes how the features shape the head's adaptation), ``first_order``
+detaches the inner gradients as First-Order MAML does.
+
+Evaluation adapts the head only, exactly as training does (:func:`adapt_for_evaluation`): the
+adapted parameters and every point of the trajectory hold the body unchanged, so θ̃ − θ is zero
+outside the head and adaptation directions, trajectory coherence and any displacement-based
+quantity live in the head's parameters. Curvature metrics at θ̃ still see all parameters (the
+Hessian of the support loss at θ̃ over body and head); a metric that needs the body to move
+cannot be asked of ANIL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from metalandscape.algorithms.maml import MetaGradient
+from metalandscape.algorithms.metasgd import adapt_with_step_sizes, backward_target_loss
+from metalandscape.data.tasks import TaskBatch, TaskKind
+from metalandscape.functional import Params
+from metalandscape.models import HEAD_PREFIX
+
+
+@dataclass(frozen=True)
+class ANILSettings:
+    """One ANIL meta-update: head-only inner loop of ``inner_steps`` steps of ``inner_step_size``."""
+
+    inner_steps: int
+    inner_step_size: float
+    first_order: bool = False
+    task_chunk_size: int | None = 1
+
+    def __post_init__(self) -> None:
+        if self.inner_steps < 1:
+            raise ValueError(f"inner_steps must be at least 1, got {self.inner_steps}")
+        if self.task_chunk_size is not None and self.task_chunk_size < 1:
+            raise ValueError(
+                f"task_chunk_size must be positive or None, got {self.task_chunk_size}"
+            )
+
+
+def head_step_sizes(params: Params, step_size: float) -> dict[str, float]:
+    """``step_size`` for each head parameter (names starting with ``HEAD_PREFIX``), none else."""
+    sizes = {name: step_size for name in params if name.startswith(HEAD_PREFIX)}
+    if not sizes:
+        raise KeyError(f"no head parameters (names starting with {HEAD_PREFIX!r}) to adapt")
+    return sizes
+
+
+def adapt_head(
+    model: nn.Module,
+    params: Params,
+    inputs: Tensor,
+    labels: Tensor,
+    *,
+    kind: TaskKind,
+    settings: ANILSettings,
+    batched: bool = False,
+    return_trajectory: bool = False,
+) -> Params | tuple[Params, list[Params]]:
+    """ANIL's inner loop: the head takes ``inner_steps`` gradient steps, the body stays at θ.
+
+    Differentiable in ``params`` (second order unless ``settings.first_order``) when they require
+    gradients; otherwise (evaluation) no graph is kept.
+    """
+    return adapt_with_step_sizes(
+        model,
+        params,
+        inputs,
+        labels,
+        kind=kind,
+        steps=settings.inner_steps,
+        step_sizes=head_step_sizes(params, settings.inner_step_size),
+        create_graph=not settings.first_order,
+        batched=batched,
+        return_trajectory=return_trajectory,
+    )
+
+
+def meta_gradient(
+    model: nn.Module, params: Params, batch: TaskBatch, kind: TaskKind, settings: ANILSettings
+) -> MetaGradient:
+    """∇θ mean_i L(D'ᵢ; θ̃ᵢ) with θ̃ᵢ = θ with its head adapted on Dᵢ, over one meta-batch."""
+    leaves = {name: p.detach().requires_grad_(True) for name, p in params.items()}
+    loss, score = backward_target_loss(
+        model,
+        leaves,
+        head_step_sizes(leaves, settings.inner_step_size),
+        batch,
+        kind,
+        steps=settings.inner_steps,
+        create_graph=not settings.first_order,
+        task_chunk_size=settings.task_chunk_size,
+    )
+    return MetaGradient(
+        gradients={name: leaf.grad for name, leaf in leaves.items()},  # type: ignore[misc]
+        target_loss=loss,
+        target_score=score,
+    )
+
+
+def adapt_for_evaluation(
+    model: nn.Module,
+    params: Params,
+    support_inputs: Tensor,
+    support_labels: Tensor,
+    *,
+    kind: TaskKind,
+    settings: ANILSettings,
+    batched: bool = False,
+    return_trajectory: bool = False,
+) -> Params | tuple[Params, list[Params]]:
+    """θ̃ of one task: the head adapted as in training, the body left at θ.
+
+    ``batched``: θ and the data carry a leading task axis (θ may be ``expand``-ed views).
+    """
+    return adapt_head(
+        model,
+        {n: p.detach() for n, p in params.items()},
+        support_inputs,
+        support_labels,
+        kind=kind,
+        settings=settings,
+        batched=batched,
+        return_trajectory=return_trajectory,
+    )
+
+
+class ANILLearner:
+    """θ and its Adam optimizer; :meth:`step` applies one ANIL meta-update."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        params: Params,
+        kind: TaskKind,
+        settings: ANILSettings,
+        meta_learning_rate: float,
+    ) -> None:
+        self.model = model
+        self.kind = kind
+        self.settings = settings
+        self.params = {name: p.detach().clone().requires_grad_(True) for name, p in params.items()}
+        head_step_sizes(self.params, settings.inner_step_size)  # refuse a model without a head
+        self.optimizer = torch.optim.Adam(self.params.values(), lr=meta_learning_rate)
+
+    def step(self, batch: TaskBatch) -> MetaGradient:
+        """One meta-update on ``batch``; returns the meta-gradient and the batch's target loss."""
+        result = meta_gradient(self.model, self.params, batch, self.kind, self.settings)
+        for name, p in self.params.items():
+            p.grad = result.gradients[name]
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return result
+
+    def parameters_to_save(self) -> Params:
+        """θ, detached."""
+        return {name: p.detach() for name, p in self.params.items()}

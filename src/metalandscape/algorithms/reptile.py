@@ -1,0 +1,254 @@
+"""Reptile (Nichol, Achiam & Schulman 2018): move θ toward the task-adapted parameters.
+
+Each task of a meta-batch adapts from θ with k steps on its support set, θ̃ᵢ; the meta-update is
+θ ← θ + εₜ · meanᵢ(θ̃ᵢ − θ) — no gradient flows through the inner loop.
+
+Choices (documented here once):
+
+* Inner loop: k full-batch steps of plain gradient descent on the support loss (``inner_optimizer
+  ="sgd"``, the default; the paper's sinusoid runs use SGD), i.e. MAML's inner loop with the
+  run's ``inner_step_size``. ``"adam"`` is the paper's Omniglot/Mini-ImageNet inner optimizer
+  (its code uses Adam with β1 = 0): here β1 = 0, β2 = 0.999, ε = 1e-8 with PyTorch's bias
+  correction, fresh moments for every task. The paper draws inner mini-batches from the task's
+  data; we take full-batch steps on the support set, as MAML's inner loop does.
+* Outer step size: ``outer_step_size`` ε₀, fixed, or with ``anneal_iterations`` = N annealed
+  linearly, εₜ = ε₀ · (1 − t/N) (0 from t = N on), as in the paper (ε₀ = 1 annealed to 0 over
+  training for its few-shot classification runs).
+* Evaluation adapts by gradient descent, the paper's protocol: k steps of the inner loop with the
+  run's step size — SGD even for an Adam-trained run, so the landscape metrics see the same
+  full-batch gradient-descent adaptation as for MAML (:func:`adapt_for_evaluation`).
+
+Tasks go in chunks of ``task_chunk_size`` as in :mod:`metalandscape.algorithms.maml`: per-task
+views of θ, forward passes mapped with ``vmap`` (exact with BatchNorm), chunk 1 the plain loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from metalandscape.algorithms.maml import _chunks, _expand, _task_split
+from metalandscape.data.tasks import TaskBatch, TaskKind
+from metalandscape.functional import (
+    Params,
+    adapt,
+    forward,
+    gradient,
+    loss_from_outputs,
+    score_from_outputs,
+)
+
+InnerOptimizer = Literal["sgd", "adam"]
+INNER_OPTIMIZERS: tuple[InnerOptimizer, ...] = ("sgd", "adam")
+ADAM_BETA2 = 0.999
+ADAM_EPSILON = 1e-8
+
+
+@dataclass(frozen=True)
+class ReptileSettings:
+    """One Reptile meta-update (see the module docstring for each choice)."""
+
+    inner_steps: int
+    inner_step_size: float
+    outer_step_size: float = 1.0
+    anneal_iterations: int | None = None
+    inner_optimizer: InnerOptimizer = "sgd"
+    task_chunk_size: int | None = 1
+
+    def __post_init__(self) -> None:
+        if self.inner_steps < 1:
+            raise ValueError(f"inner_steps must be at least 1, got {self.inner_steps}")
+        if self.inner_optimizer not in INNER_OPTIMIZERS:
+            raise ValueError(
+                f"unknown inner_optimizer {self.inner_optimizer!r}; use {INNER_OPTIMIZERS}"
+            )
+        if self.outer_step_size <= 0:
+            raise ValueError(f"outer_step_size must be positive, got {self.outer_step_size}")
+        if self.anneal_iterations is not None and self.anneal_iterations < 1:
+            raise ValueError(
+                f"anneal_iterations must be positive or None, got {self.anneal_iterations}"
+            )
+        if self.task_chunk_size is not None and self.task_chunk_size < 1:
+            raise ValueError(
+                f"task_chunk_size must be positive or None, got {self.task_chunk_size}"
+            )
+
+    def outer_step_size_at(self, iteration: int) -> float:
+        """εₜ: ε₀, or ε₀ · max(0, 1 − t/N) when annealed over N iterations."""
+        if self.anneal_iterations is None:
+            return self.outer_step_size
+        return self.outer_step_size * max(0.0, 1.0 - iteration / self.anneal_iterations)
+
+
+@dataclass(frozen=True)
+class ReptileUpdate:
+    """The new θ, the mean displacement meanᵢ(θ̃ᵢ − θ), and mean target loss and score at θ̃ᵢ."""
+
+    params: Params
+    mean_displacement: Params
+    target_loss: float
+    target_score: float
+
+
+def adapt_task(
+    model: nn.Module,
+    params: Params,
+    inputs: Tensor,
+    labels: Tensor,
+    *,
+    kind: TaskKind,
+    settings: ReptileSettings,
+    batched: bool = False,
+) -> Params:
+    """Reptile's inner loop from ``params`` (no graph): SGD via MAML's loop, or Adam (β1 = 0)."""
+    start = {name: p.detach() for name, p in params.items()}
+    if settings.inner_optimizer == "sgd":
+        return adapt(
+            model,
+            start,
+            inputs,
+            labels,
+            kind=kind,
+            steps=settings.inner_steps,
+            step_size=settings.inner_step_size,
+            batched=batched,
+        )
+    current = start
+    second_moment = {name: torch.zeros_like(p) for name, p in start.items()}
+    for step in range(1, settings.inner_steps + 1):
+        grads = gradient(model, current, inputs, labels, kind, batched=batched)
+        correction = 1.0 - ADAM_BETA2**step
+        updated: Params = {}
+        for name, p in current.items():
+            g = grads[name]
+            second_moment[name] = ADAM_BETA2 * second_moment[name] + (1 - ADAM_BETA2) * g * g
+            denominator = (second_moment[name] / correction).sqrt() + ADAM_EPSILON
+            updated[name] = p - settings.inner_step_size * g / denominator
+        current = updated
+    return current
+
+
+def reptile_update(
+    model: nn.Module,
+    params: Params,
+    batch: TaskBatch,
+    kind: TaskKind,
+    settings: ReptileSettings,
+    iteration: int,
+) -> ReptileUpdate:
+    """θ + εₜ · meanᵢ(θ̃ᵢ − θ) over one meta-batch (εₜ from ``iteration``)."""
+    theta = {name: p.detach() for name, p in params.items()}
+    tasks = len(batch)
+    displacement_sum = {name: torch.zeros_like(p) for name, p in theta.items()}
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    score_sum = torch.zeros((), dtype=torch.float64)
+    for start, stop in _chunks(tasks, settings.task_chunk_size):
+        support_inputs, support_labels, target_inputs, target_labels = _task_split(
+            batch, start, stop
+        )
+        batched = stop - start > 1
+        if batched:
+            starts = _expand(theta, stop - start)
+        else:  # one task: no task axis, no vmap (the plain per-task loop)
+            starts = theta
+            support_inputs, support_labels = support_inputs[0], support_labels[0]
+            target_inputs, target_labels = target_inputs[0], target_labels[0]
+        adapted = adapt_task(
+            model,
+            starts,
+            support_inputs,
+            support_labels,
+            kind=kind,
+            settings=settings,
+            batched=batched,
+        )
+        with torch.no_grad():
+            for name, value in adapted.items():
+                step = value - theta[name]
+                displacement_sum[name] += step.sum(dim=0) if batched else step
+            if batched:
+                outputs = torch.func.vmap(lambda p, x: forward(model, p, x))(adapted, target_inputs)
+                losses = torch.func.vmap(lambda o, y: loss_from_outputs(o, y, kind))(
+                    outputs, target_labels
+                )
+                scores = torch.func.vmap(lambda o, y: score_from_outputs(o, y, kind))(
+                    outputs, target_labels
+                )
+            else:
+                outputs = forward(model, adapted, target_inputs)
+                losses = loss_from_outputs(outputs, target_labels, kind)[None]
+                scores = score_from_outputs(outputs, target_labels, kind)[None]
+        loss_sum += losses.double().sum()
+        score_sum += scores.double().sum()
+    epsilon = settings.outer_step_size_at(iteration)
+    mean_displacement = {name: total / tasks for name, total in displacement_sum.items()}
+    return ReptileUpdate(
+        params={name: theta[name] + epsilon * mean_displacement[name] for name in theta},
+        mean_displacement=mean_displacement,
+        target_loss=float(loss_sum) / tasks,
+        target_score=float(score_sum) / tasks,
+    )
+
+
+def adapt_for_evaluation(
+    model: nn.Module,
+    params: Params,
+    support_inputs: Tensor,
+    support_labels: Tensor,
+    *,
+    kind: TaskKind,
+    settings: ReptileSettings,
+    batched: bool = False,
+    return_trajectory: bool = False,
+) -> Params | tuple[Params, list[Params]]:
+    """θ̃ of one task: ``inner_steps`` gradient-descent steps of ``inner_step_size``.
+
+    ``batched``: θ and the data carry a leading task axis (θ may be ``expand``-ed views).
+
+    The paper's evaluation protocol; plain SGD whatever the training inner optimizer.
+    """
+    return adapt(
+        model,
+        {n: p.detach() for n, p in params.items()},
+        support_inputs,
+        support_labels,
+        kind=kind,
+        steps=settings.inner_steps,
+        step_size=settings.inner_step_size,
+        batched=batched,
+        return_trajectory=return_trajectory,  # type: ignore[call-overload]
+    )
+
+
+class ReptileLearner:
+    """θ and the meta-iteration count (for ε's schedule); :meth:`step` applies one update."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        params: Params,
+        kind: TaskKind,
+        settings: ReptileSettings,
+        iteration: int = 0,
+    ) -> None:
+        self.model = model
+        self.kind = kind
+        self.settings = settings
+        self.params = {name: p.detach().clone() for name, p in params.items()}
+        self.iteration = iteration
+
+    def step(self, batch: TaskBatch) -> ReptileUpdate:
+        """One Reptile meta-update on ``batch``; returns it (new θ, mean displacement, losses)."""
+        update = reptile_update(
+            self.model, self.params, batch, self.kind, self.settings, self.iteration
+        )
+        self.params = {name: value.clone() for name, value in update.params.items()}
+        self.iteration += 1
+        return update
+
+    def parameters_to_save(self) -> Params:
+        """θ, detached (resume needs the iteration count too, for ε's schedule)."""
+        return dict(self.params)
