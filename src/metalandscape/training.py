@@ -17,9 +17,9 @@ from tqdm import tqdm
 
 from metalandscape.algorithms.finetune import SupervisedLearner
 from metalandscape.algorithms.maml import MetaLearner
-from metalandscape.checkpoints import RunWriter, partial_path, read_run_info
+from metalandscape.checkpoints import RunWriter, partial_path, read_run_info, remove_partial
 from metalandscape.config import RunConfig
-from metalandscape.data.tasks import TaskSampler, task_rng
+from metalandscape.data.tasks import TaskSampler, TaskSource, task_rng
 from metalandscape.experiment import initial_params, make_model, make_task_source, meta_settings
 
 log = logging.getLogger(__name__)
@@ -45,12 +45,33 @@ def train_run(
     out_path = Path(out_path)
     if out_path.exists() and read_run_info(out_path).finished:
         log.info("%s is already finished; nothing to do", out_path)
+        remove_partial(out_path)
         return out_path
     device = torch.device(device)
-    writer = RunWriter(out_path, config.to_json(), config.epochs)
+    # Data and model first: a bad dataset or config must fail before any run file appears.
     source = make_task_source(config)
     sampler = TaskSampler(source, config.seed)
     model = make_model(config, source).to(device)
+    writer = RunWriter(out_path, config.to_json(), config.epochs)
+    try:
+        return _train_epochs(
+            config, writer, source, sampler, model, device, progress, stop_after_epoch
+        )
+    finally:
+        writer.close()
+
+
+def _train_epochs(
+    config: RunConfig,
+    writer: RunWriter,
+    source: TaskSource,
+    sampler: TaskSampler,
+    model: torch.nn.Module,
+    device: torch.device,
+    progress: bool,
+    stop_after_epoch: int | None,
+) -> Path:
+    out_path = writer.final_path
     is_finetune = config.algorithm == "finetune"
     kind = source.kind
 
