@@ -28,7 +28,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
-import io
 import json
 import logging
 import os
@@ -186,10 +185,10 @@ def _write_whole(path: Path, data: bytes) -> None:
 
 def _hdf5_bytes(fill: Callable[[h5py.File], None]) -> bytes:
     """The bytes of an HDF5 file built in memory by ``fill``."""
-    buffer = io.BytesIO()
-    with h5py.File(buffer, "w") as handle:
+    with h5py.File(f"in-memory-{id(fill)}.h5", "w", driver="core", backing_store=False) as handle:
         fill(handle)
-    return buffer.getvalue()
+        handle.flush()
+        return handle.id.get_file_image()
 
 
 def _remove_stale_temporaries(folder: Path, name: str) -> None:
