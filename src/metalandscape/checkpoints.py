@@ -332,26 +332,33 @@ class RunWriter:
                 f"{self.final_path} is in use by another 'metalandscape train' (lock "
                 f"{self.path / LOCK}); wait for it to finish or stop it"
             ) from None
+        try:
+            self.header = self._prepare(config_json, epochs_planned)
+        except BaseException:
+            self.close()
+            raise
+
+    def _prepare(self, config_json: str, epochs_planned: int) -> dict[str, Any]:
+        """Clear stale temporaries; check the header or write a new one."""
         _remove_stale_temporaries(self.path, "*")
         _remove_stale_temporaries(self.final_path.parent, self.final_path.name)
         if (self.path / HEADER).exists():
             header = _read_header(self.path)
             if header["config"] != config_json:
-                self.close()
                 raise CheckpointError(
                     f"{self.path} was started with another config; delete it to start over"
                 )
-            self.header = header
-        else:
-            self.header = {
-                "format": FORMAT,
-                "config": config_json,
-                "package_version": str(metalandscape.__version__),
-                "torch_version": str(torch.__version__),
-                "git_commit": git_commit(),
-                "epochs_planned": epochs_planned,
-            }
-            _write_whole(self.path / HEADER, json.dumps(self.header, indent=1).encode())
+            return header
+        header = {
+            "format": FORMAT,
+            "config": config_json,
+            "package_version": str(metalandscape.__version__),
+            "torch_version": str(torch.__version__),
+            "git_commit": git_commit(),
+            "epochs_planned": epochs_planned,
+        }
+        _write_whole(self.path / HEADER, json.dumps(header, indent=1).encode())
+        return header
 
     def close(self) -> None:
         """Release the lock (the partial folder stays for a later resume)."""
