@@ -278,10 +278,11 @@ def small_tmpfs(tmp_path):
 
 def test_disk_full_is_one_line_and_the_rerun_resumes(tmp_path, small_tmpfs, capsys):
     reference = tmp_path / "reference.h5"
-    assert main(["train", *TINY[:-3], "--set", "epochs=3", "--quiet", "--out", str(reference)]) == 0
+    assert main(["train", *TINY, "--set", "epochs=3", "--out", str(reference)]) == 0
+    assert read_run_info(reference).epochs == (0, 1, 2, 3)
     capsys.readouterr()
     out = small_tmpfs / "run.h5"
-    command = ["train", *TINY[:-3], "--set", "epochs=3", "--quiet", "--out", str(out)]
+    command = ["train", *TINY, "--set", "epochs=3", "--out", str(out)]
     assert main(command) == 2
     line = one_line_error(capsys)
     assert "no space left" in line and "rerun" in line
