@@ -16,8 +16,9 @@ import torch
 from tqdm import tqdm
 
 from metalandscape.algorithms import load_algorithm
-from metalandscape.checkpoints import RunWriter, partial_path, read_run_info
+from metalandscape.checkpoints import RunWriter, partial_path, read_run_info, remove_partial
 from metalandscape.config import RunConfig
+from metalandscape.data.tasks import TaskSource
 from metalandscape.experiment import initial_params, make_model, make_task_source
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,29 @@ def train_run(
     out_path = Path(out_path)
     if out_path.exists() and read_run_info(out_path).finished:
         log.info("%s is already finished; nothing to do", out_path)
+        remove_partial(out_path)
         return out_path
     device = torch.device(device)
-    writer = RunWriter(out_path, config.to_json(), config.epochs)
+    # Data and model first: a bad dataset or config must fail before any run file appears.
     source = make_task_source(config)
     model = make_model(config, source).to(device)
+    writer = RunWriter(out_path, config.to_json(), config.epochs)
+    try:
+        return _train_epochs(config, writer, source, model, device, progress, stop_after_epoch)
+    finally:
+        writer.close()
+
+
+def _train_epochs(
+    config: RunConfig,
+    writer: RunWriter,
+    source: TaskSource,
+    model: torch.nn.Module,
+    device: torch.device,
+    progress: bool,
+    stop_after_epoch: int | None,
+) -> Path:
+    out_path = writer.final_path
     kind = source.kind
 
     resume = writer.load_resume()
