@@ -18,7 +18,6 @@ from workflow_copy import copy_workflow
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = (sys.executable, "-m", "snakemake")
-PAPER_DRY_RUN_SECONDS = 30  # the paper grid (~1,500 jobs) plans in ~4 s on two loaded cores
 
 
 @pytest.fixture(scope="module")
@@ -168,11 +167,9 @@ def test_default_dry_run_plans_the_default_grid(workdir: Path) -> None:
 
 def test_paper_preset_dry_run(workdir: Path) -> None:
     config = load_config("workflow/presets/paper.yaml")
-    start = time.perf_counter()
     result = snakemake(
         workdir, "-n", "--cores", "16", "--configfile", "workflow/presets/paper.yaml"
     )
-    seconds = time.perf_counter() - start
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     stats = job_stats(output)
@@ -187,7 +184,6 @@ def test_paper_preset_dry_run(workdir: Path) -> None:
     assert "results/figures/fig2_overtraining.pdf" in output
     # device: cuda -> train and metrics jobs each ask for one GPU
     assert re.search(r"rule train:.*?resources: [^\n]*gpu=1", output, re.DOTALL)
-    assert seconds < PAPER_DRY_RUN_SECONDS, f"paper dry run took {seconds:.1f} s"
 
 
 def write_config(directory: Path, name: str, config: dict[str, Any]) -> str:
