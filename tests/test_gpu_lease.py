@@ -179,6 +179,7 @@ def test_auto_takes_a_free_gpu_or_runs_on_the_cpu(
     first = lease_for_device("auto")
     assert first is not None and os.environ[gpu_lease.VISIBLE_ENV] == "0"
     monkeypatch.delenv(gpu_lease.VISIBLE_ENV)  # as in another process of the machine
+
     def no_waiting(seconds: float) -> None:
         raise AssertionError(f"auto waited {seconds} s for a busy GPU")
 
