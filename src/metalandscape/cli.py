@@ -101,7 +101,13 @@ def _command_data_inspect(args: argparse.Namespace) -> int:
         from metalandscape.data.fontglot import describe_fontglot
 
         print(json.dumps(describe_fontglot(args.path), indent=2, default=str))
-    splits = load_class_images(args.dataset, str(args.path), args.resize)
+    if args.dataset == "omniglot":
+        from metalandscape.data.omniglot import find_omniglot_layout
+
+        print(json.dumps(find_omniglot_layout(args.path).describe(), indent=2))
+    splits = load_class_images(
+        args.dataset, str(args.path), args.resize, args.omniglot_proportional_split
+    )
     summary = {
         split: {"classes": data.images.shape[0], "image_shape": list(data.images.shape[1:])}
         for split, data in splits.items()
@@ -259,6 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("--path", required=True)
     inspect.add_argument("--resize", default="lanczos", choices=["lanczos", "nearest"])
+    inspect.add_argument(
+        "--omniglot-proportional-split",
+        action="store_true",
+        help="split an incomplete Omniglot in Finn's proportions instead of refusing it",
+    )
     inspect.set_defaults(handler=_command_data_inspect)
 
     train = commands.add_parser(
