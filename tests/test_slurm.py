@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from conftest import TinyRun
 from workflow_copy import copy_workflow as copy_to
 
 REPO = Path(__file__).resolve().parents[1]
@@ -231,7 +232,7 @@ def assert_same_parameters(local: Path, remote: Path) -> int:
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_tiny_preset_on_slurm_matches_a_local_run(
-    slurm_env: dict[str, str], tmp_path: Path
+    slurm_env: dict[str, str], tiny_run: TinyRun, tmp_path: Path
 ) -> None:
     settings = profile()
     # The profile's per-rule resources, plus one (fake) GPU for every train and metrics job:
@@ -242,15 +243,9 @@ def test_tiny_preset_on_slurm_matches_a_local_run(
         for name, value in values.items()
     ] + ["train:gpu=1", "metrics:gpu=1"]
 
-    local = copy_workflow(tmp_path / "local")
-    result = subprocess.run(
-        [*SNAKEMAKE, "--cores", "2", "--configfile", TINY],
-        cwd=local,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-    )
-    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    # the local run every workflow test shares (tests/conftest.py)
+    assert tiny_run.returncode == 0, tiny_run.output[-5000:]
+    local = tiny_run.directory
 
     remote = copy_workflow(tmp_path / "slurm")
     started = time.monotonic()

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import TinyRun
 from workflow_copy import copy_workflow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -236,34 +237,15 @@ def test_figure_without_its_data_is_not_scheduled(workdir: Path) -> None:
 # ---- the tiny grid end to end ---------------------------------------------------------------
 
 
-def figure_command_missing() -> str | None:
-    """Why the end-to-end run cannot work here, or None."""
-    for command in (["figure", "--list"], ["aggregate", "--help"]):
-        result = subprocess.run(
-            [sys.executable, "-m", "metalandscape.cli", *command],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if result.returncode != 0:
-            return f"`metalandscape {' '.join(command)}` is not available yet"
-    return None
-
-
 @pytest.mark.slow
-def test_tiny_run_end_to_end(tmp_path: Path) -> None:
-    missing = figure_command_missing()
-    if missing:
-        pytest.skip(f"end-to-end run needs the aggregate and figure commands: {missing}")
-    directory = copy_workflow(tmp_path / "wf")
+def test_tiny_run_end_to_end(tiny_run: TinyRun) -> None:
+    directory = tiny_run.directory
     preset = ("--configfile", "workflow/presets/tiny.yaml")
     config = load_config("workflow/presets/tiny.yaml")
 
-    result = snakemake(directory, "--cores", "2", *preset)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    assert planned(job_stats(output)) == expected_jobs(config)
-    results = directory / "results"
+    assert tiny_run.returncode == 0, tiny_run.output
+    assert planned(job_stats(tiny_run.output)) == expected_jobs(config)
+    results = tiny_run.results
     for name in ("fig2", "fig5", "fig8"):
         assert (results / "figures" / f"{name}.pdf").stat().st_size > 0
         assert (results / "figures" / f"{name}.png").stat().st_size > 0
@@ -280,7 +262,7 @@ def test_tiny_run_end_to_end(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stdout + again.stderr
     assert "Nothing to be done" in again.stdout + again.stderr
 
-    (results / "figures" / "fig5.pdf").unlink()
+    (results / "figures" / "fig5.pdf").unlink()  # redrawn below: the shared run stays whole
     redraw = snakemake(directory, "--cores", "2", *preset)
     output = redraw.stdout + redraw.stderr
     assert redraw.returncode == 0, output
