@@ -224,7 +224,7 @@ def parse_settings(cls: type[Metric], raw: dict[str, Any]) -> Any:
             problem = None
         if problem:
             raise MetricError(
-                f"metric setting {cls.name}.{key} {problem}, got {value!r}; "
+                f"metric {cls.name!r} setting {key!r} {problem}, got {value!r}; "
                 f"fix metrics: {cls.name}: {key} in the config (or --set {cls.name}.{key}=...)"
             )
         if isinstance(value, list):
