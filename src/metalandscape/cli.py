@@ -390,14 +390,16 @@ _HDF5_ERRNO = re.compile(r"errno = (\d+)")
 
 def describe_os_error(error: OSError) -> str:
     """One line for a file-system error: what failed on which path, and the fix."""
+    text = " ".join(str(error).split())[:300]
     code = error.errno
     if code is None:  # HDF5 (h5py) reports the system errno inside its message
-        match = _HDF5_ERRNO.search(str(error))
+        match = _HDF5_ERRNO.search(text)
         code = int(match[1]) if match else None
-    reason = os.strerror(code) if code else (error.strerror or str(error))
-    where = f" ({error.filename})" if error.filename else ""
-    if not where and code is not None and error.strerror is None:
-        where = f" ({' '.join(str(error).split())[:300]})"
+    reason = os.strerror(code) if code else text
+    if error.filename:
+        where = f" ({error.filename})"
+    else:  # the message names the file, if anything does
+        where = f" ({text})" if code and error.errno is None else ""
     fix = _OS_ERROR_FIXES.get(code or 0, "check the path and the file system")
     return f"{reason}{where}; {fix}"
 
