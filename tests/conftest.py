@@ -1,8 +1,47 @@
-"""Shared test settings."""
+"""Shared test settings, and the one tiny-preset workflow run the workflow tests share."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
 import torch
+from workflow_copy import WORKFLOW_FILES, copy_workflow
 
 # One intra-op thread per test process: oversubscribed cores slow small kernels by far.
 torch.set_num_threads(1)
+
+TINY_PRESET = "workflow/presets/tiny.yaml"
+
+
+@dataclass(frozen=True)
+class TinyRun:
+    """A finished ``snakemake --cores 2 --configfile workflow/presets/tiny.yaml`` in a copy."""
+
+    directory: Path
+    returncode: int
+    output: str
+
+    @property
+    def results(self) -> Path:
+        return self.directory / "results"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
+    """The tiny preset run once per session (with the local default profile) for every test
+    that only reads its outputs. Tests that change files put them back as they were."""
+    directory = copy_workflow(
+        tmp_path_factory.mktemp("tiny_run") / "wf", (*WORKFLOW_FILES, "profiles")
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", TINY_PRESET],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    return TinyRun(directory, result.returncode, result.stdout + result.stderr)

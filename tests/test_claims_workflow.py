@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import TinyRun
 from workflow_copy import copy_workflow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,18 +105,16 @@ def test_bad_claims_or_figures_fail_before_any_job(
 
 
 @pytest.mark.slow
-def test_tiny_report_shows_the_claims_table(tmp_path: Path) -> None:
-    directory = copy_workflow(tmp_path / "wf")
-    preset = ("--configfile", "workflow/presets/tiny.yaml")
-    code, output = snakemake(directory, "--cores", "2", *preset)
-    assert code == 0, output
-    results = directory / "results"
+def test_tiny_report_shows_the_claims_table(tiny_run: TinyRun) -> None:
+    assert tiny_run.returncode == 0, tiny_run.output
+    results = tiny_run.results
     table = (results / "claims.csv").read_text()
     assert table.startswith("claim,") and "verdict" in table
     assert (results / "claims.md").read_text().startswith("# Claims")
     assert "<table" in (results / "claims.html").read_text()
     assert (results / "logs" / "claims.log").is_file()
-    code, output = snakemake(directory, *preset, "--report", "report.html")
+    preset = ("--configfile", "workflow/presets/tiny.yaml")
+    code, output = snakemake(tiny_run.directory, *preset, "--report", "claims_report.html")
     assert code == 0, output
-    report = (directory / "report.html").read_text()
+    report = (tiny_run.directory / "claims_report.html").read_text()
     assert "Claims" in report and "claims.html" in report

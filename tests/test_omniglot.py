@@ -44,7 +44,7 @@ def roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def loaded(roots: dict[str, Path]) -> dict[str, dict[str, ClassImages]]:
-    return {layout: load_omniglot(root) for layout, root in roots.items()}
+    return {layout: load_omniglot(root, proportional_split=True) for layout, root in roots.items()}
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_original_zip_and_torchvision_layouts_agree(
 def test_nearest_reproduces_finn_preprocessing(
     roots: dict[str, Path], loaded: dict[str, dict[str, ClassImages]]
 ) -> None:
-    nearest = load_omniglot(roots["original"], resize="nearest")
+    nearest = load_omniglot(roots["original"], resize="nearest", proportional_split=True)
     for split in SPLITS:
         np.testing.assert_array_equal(nearest[split].images, loaded["finn"][split].images)
     # Finn's script: Pillow "Lanczos" on the mode '1' PNG, which is nearest neighbour.
@@ -121,13 +121,13 @@ def test_lanczos_gives_grey_antialiased_strokes(train: ClassImages) -> None:
 
 
 def test_loading_is_deterministic(roots: dict[str, Path], train: ClassImages) -> None:
-    again = load_omniglot(roots["original"])
+    again = load_omniglot(roots["original"], proportional_split=True)
     np.testing.assert_array_equal(again["train"].images, train.images)
     assert again["train"].class_names == train.class_names
 
 
 def test_image_size(roots: dict[str, Path]) -> None:
-    splits = load_omniglot(roots["zipped"], image_size=20)
+    splits = load_omniglot(roots["zipped"], image_size=20, proportional_split=True)
     assert splits["test"].images.shape == (3, DRAWERS, 20, 20)
 
 
@@ -213,7 +213,7 @@ def assert_lists_layouts(error: pytest.ExceptionInfo[DataError], path: Path) -> 
 def test_missing_path(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     with pytest.raises(DataError) as error:
-        load_omniglot(missing)
+        load_omniglot(missing, proportional_split=True)
     assert_lists_layouts(error, missing)
 
 
@@ -221,7 +221,7 @@ def test_folder_without_omniglot(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not omniglot")
     (tmp_path / "empty_folder").mkdir()
     with pytest.raises(DataError) as error:
-        load_omniglot(tmp_path)
+        load_omniglot(tmp_path, proportional_split=True)
     assert_lists_layouts(error, tmp_path)
 
 
@@ -229,7 +229,7 @@ def test_file_instead_of_folder(tmp_path: Path) -> None:
     file = tmp_path / "omniglot.tar"
     file.write_bytes(b"")
     with pytest.raises(DataError) as error:
-        load_omniglot(file)
+        load_omniglot(file, proportional_split=True)
     assert_lists_layouts(error, file)
 
 
@@ -237,10 +237,10 @@ def test_one_half_only(tmp_path: Path) -> None:
     root = small_copy(tmp_path)
     (root / "images_evaluation").rename(tmp_path.parent / f"{tmp_path.name}_moved")
     with pytest.raises(DataError, match="lacks images_evaluation") as error:
-        load_omniglot(root)
+        load_omniglot(root, proportional_split=True)
     assert_lists_layouts(error, root)
     with pytest.raises(DataError, match="one half"):
-        load_omniglot(root / "images_background")
+        load_omniglot(root / "images_background", proportional_split=True)
 
 
 def test_character_with_a_missing_drawing(tmp_path: Path) -> None:
@@ -248,7 +248,7 @@ def test_character_with_a_missing_drawing(tmp_path: Path) -> None:
     folder = next((root / "images_evaluation").glob("*/character02"))
     next(folder.glob("*.png")).unlink()
     with pytest.raises(DataError, match="same count") as error:
-        load_omniglot(root)
+        load_omniglot(root, proportional_split=True)
     assert str(folder) in str(error.value)
 
 
@@ -257,12 +257,12 @@ def test_corrupt_png(tmp_path: Path) -> None:
     png = next((root / "images_background").glob("*/character01/*.png"))
     png.write_bytes(b"not a png")
     with pytest.raises(DataError, match="cannot read Omniglot image") as error:
-        load_omniglot(root)
+        load_omniglot(root, proportional_split=True)
     assert png.name in str(error.value)
 
 
 def test_bad_arguments(roots: dict[str, Path]) -> None:
     with pytest.raises(DataError, match="resize"):
-        load_omniglot(roots["finn"], resize="bicubic")  # type: ignore[arg-type]
+        load_omniglot(roots["finn"], resize="bicubic", proportional_split=True)  # type: ignore[arg-type]
     with pytest.raises(DataError, match="image_size"):
-        load_omniglot(roots["finn"], image_size=0)
+        load_omniglot(roots["finn"], image_size=0, proportional_split=True)

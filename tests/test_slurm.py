@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from conftest import TinyRun
 from workflow_copy import copy_workflow as copy_to
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +34,6 @@ WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "envs", "profiles")
 SNAKEMAKE = (sys.executable, "-m", "snakemake")
 TINY = "workflow/presets/tiny.yaml"
 PAPER = "workflow/presets/paper.yaml"
-PAPER_PLAN_SECONDS = 30  # ~5 s on two loaded cores
 REQUIRE = os.environ.get("METALANDSCAPE_REQUIRE_SLURM") == "1"
 START_TIMEOUT = 300  # the first start installs Slurm with apt-get (well under a minute)
 RUN_TIMEOUT = 600
@@ -97,13 +97,17 @@ def test_profile_leaves_site_settings_and_gpu_caps_to_the_user() -> None:
         assert re.search(rf"^\s*#\s*{key}:", text, re.MULTILINE), f"{key} placeholder missing"
         assert not re.search(rf"^\s*{key}:", text, re.MULTILINE), f"{key} must be left unset"
     assert int(settings["retries"]) >= 1 and settings["slurm-requeue"] is True
-    assert not (REPO / "profiles" / "default").exists()  # an empty default profile is an error
+    # local runs get the default profile; it makes a rerun after a crash just work
+    local = yaml.safe_load((REPO / "profiles" / "default" / "profile.yaml").read_text())
+    assert local["rerun-incomplete"] is True and "executor" not in local
 
 
 def test_paper_dry_run_with_the_profile(tmp_path: Path) -> None:
-    """The paper grid plans quickly; jobs ask for GPUs, runtimes and memory; few submissions."""
+    """The paper grid's jobs ask for GPUs, runtimes and memory; few submissions.
+
+    How long planning takes is measured by benchmarks/bench_planning.py, not asserted here.
+    """
     directory = copy_workflow(tmp_path / "paper")
-    started = time.monotonic()
     result = subprocess.run(
         [*SNAKEMAKE, "-n", "--workflow-profile", "profiles/slurm", "--configfile", PAPER],
         cwd=directory,
@@ -111,11 +115,9 @@ def test_paper_dry_run_with_the_profile(tmp_path: Path) -> None:
         text=True,
         timeout=300,
     )
-    seconds = time.monotonic() - started
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:]
     assert "Using workflow specific profile profiles/slurm" in output
-    assert seconds < PAPER_PLAN_SECONDS, f"planning took {seconds:.1f}s"
 
     stats = job_stats(output)
     assert stats["train"] > 100 and stats["metrics"] > stats["train"]
@@ -144,7 +146,7 @@ def test_paper_dry_run_with_the_profile(tmp_path: Path) -> None:
     assert submissions < snakemake_jobs / 2
     print(
         f"paper grid: {sum(stats.values())} Snakemake jobs, {snakemake_jobs} run on SLURM "
-        f"as {submissions} SLURM jobs; planned in {seconds:.1f}s"
+        f"as {submissions} SLURM jobs"
     )
 
 
@@ -230,7 +232,7 @@ def assert_same_parameters(local: Path, remote: Path) -> int:
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_tiny_preset_on_slurm_matches_a_local_run(
-    slurm_env: dict[str, str], tmp_path: Path
+    slurm_env: dict[str, str], tiny_run: TinyRun, tmp_path: Path
 ) -> None:
     settings = profile()
     # The profile's per-rule resources, plus one (fake) GPU for every train and metrics job:
@@ -241,15 +243,9 @@ def test_tiny_preset_on_slurm_matches_a_local_run(
         for name, value in values.items()
     ] + ["train:gpu=1", "metrics:gpu=1"]
 
-    local = copy_workflow(tmp_path / "local")
-    result = subprocess.run(
-        [*SNAKEMAKE, "--cores", "2", "--configfile", TINY],
-        cwd=local,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-    )
-    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    # the local run every workflow test shares (tests/conftest.py)
+    assert tiny_run.returncode == 0, tiny_run.output[-5000:]
+    local = tiny_run.directory
 
     remote = copy_workflow(tmp_path / "slurm")
     started = time.monotonic()

@@ -377,8 +377,10 @@ def write_aggregate(
     nc_path, csv_path = Path(nc_path), Path(csv_path)
     table = tidy_table(dataset)
     encoding = {name: {"zlib": True, "complevel": 4} for name in dataset.data_vars}
+    # Built in memory, written with plain file I/O: HDF5 writing to a full disk crashes at exit.
+    data = dataset.to_netcdf(engine="h5netcdf", encoding=encoding)
     with atomic_output(nc_path) as nc_temporary, atomic_output(csv_path) as csv_temporary:
-        dataset.to_netcdf(nc_temporary, engine="h5netcdf", encoding=encoding)
+        nc_temporary.write_bytes(data)
         table.to_csv(csv_temporary, index=False)
     return nc_path, csv_path
 

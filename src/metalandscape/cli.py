@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -22,12 +24,38 @@ class UsageError(ValueError):
     """A bad command-line argument."""
 
 
-def _parse_value(text: str) -> Any:
-    """``--set key=value`` values are YAML scalars or lists (``[2, 3]``, ``0.1``, ``maml``)."""
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with a usage error reported as one line (and exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_integer(text: str) -> int:
+    """The argument type of ``--threads`` and ``--workers``: an integer >= 1."""
     try:
-        return yaml.safe_load(text)
+        threads = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if threads < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return threads
+
+
+# YAML 1.1 (PyYAML) reads 1e-3 and 5E+2 as text: a float needs a dot there. YAML 1.2 reads both
+# as numbers, and so does ``--set``.
+_EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _parse_value(text: str) -> Any:
+    """``--set key=value`` values are YAML scalars or lists (``[2, 3]``, ``1e-3``, ``maml``)."""
+    try:
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 def run_config_from_arguments(config_file: str | None, settings: Sequence[str]) -> dict[str, Any]:
@@ -73,7 +101,13 @@ def _command_data_inspect(args: argparse.Namespace) -> int:
         from metalandscape.data.fontglot import describe_fontglot
 
         print(json.dumps(describe_fontglot(args.path), indent=2, default=str))
-    splits = load_class_images(args.dataset, str(args.path), args.resize)
+    if args.dataset == "omniglot":
+        from metalandscape.data.omniglot import find_omniglot_layout
+
+        print(json.dumps(find_omniglot_layout(args.path).describe(), indent=2))
+    splits = load_class_images(
+        args.dataset, str(args.path), args.resize, args.omniglot_proportional_split
+    )
     summary = {
         split: {"classes": data.images.shape[0], "image_shape": list(data.images.shape[1:])}
         for split, data in splits.items()
@@ -204,12 +238,12 @@ def _command_claims(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="metalandscape",
         description="Loss-landscape study of gradient-based meta-learning (arXiv 1907.07287).",
     )
     parser.add_argument("--version", action="version", version=f"metalandscape {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
+    common = ArgumentParser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -222,8 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fontglot.add_argument("--out", required=True, help="output .npz path")
     fontglot.add_argument("--seed", type=int, default=0)
-    fontglot.add_argument("--classes", type=int, default=1623)
-    fontglot.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    fontglot.add_argument("--classes", type=positive_integer, default=1623)
+    fontglot.add_argument(
+        "--workers", type=positive_integer, default=2, help="processes (default 2)"
+    )
     fontglot.set_defaults(handler=_command_data_fontglot)
     inspect = data_commands.add_parser(
         "inspect", help="load a data set and summarise its splits", parents=[common]
@@ -233,6 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("--path", required=True)
     inspect.add_argument("--resize", default="lanczos", choices=["lanczos", "nearest"])
+    inspect.add_argument(
+        "--omniglot-proportional-split",
+        action="store_true",
+        help="split an incomplete Omniglot in Finn's proportions instead of refusing it",
+    )
     inspect.set_defaults(handler=_command_data_inspect)
 
     train = commands.add_parser(
@@ -244,7 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--out", required=True, help="run file (.h5)")
     train.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    train.add_argument("--threads", type=int, default=1, help="PyTorch threads (default 1)")
+    train.add_argument(
+        "--threads", type=positive_integer, default=1, help="PyTorch threads (default 1)"
+    )
     train.add_argument(
         "--stop-after-epoch", type=int, default=None, help="stop (resumable) after this epoch"
     )
@@ -265,7 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     metrics.add_argument("--evaluation-seed", type=int, default=0, help="seed of the task set")
     metrics.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    metrics.add_argument("--threads", type=int, default=1, help="PyTorch threads (default 1)")
+    metrics.add_argument(
+        "--threads", type=positive_integer, default=1, help="PyTorch threads (default 1)"
+    )
     metrics.set_defaults(handler=_command_metrics)
 
     claims = commands.add_parser(
@@ -334,6 +379,35 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+_OS_ERROR_FIXES = {
+    errno.ENOSPC: "free space there and rerun",
+    errno.EDQUOT: "free space (disk quota) and rerun",
+    errno.EROFS: "that file system is read-only; choose another output path",
+    errno.EACCES: "fix the permissions of that path or choose another one",
+    errno.EPERM: "fix the permissions of that path or choose another one",
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "check the path",
+    errno.EISDIR: "check the path",
+}
+_HDF5_ERRNO = re.compile(r"errno = (\d+)")
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line for a file-system error: what failed on which path, and the fix."""
+    text = " ".join(str(error).split())[:300]
+    code = error.errno
+    if code is None:  # HDF5 (h5py) reports the system errno inside its message
+        match = _HDF5_ERRNO.search(text)
+        code = int(match[1]) if match else None
+    reason = os.strerror(code) if code else text
+    if error.filename:
+        where = f" ({error.filename})"
+    else:  # the message names the file, if anything does
+        where = f" ({text})" if code and error.errno is None else ""
+    fix = _OS_ERROR_FIXES.get(code or 0, "check the path and the file system")
+    return f"{reason}{where}; {fix}"
+
+
 def _limit_library_threads(threads: int | None) -> None:
     """Cap BLAS/OpenMP threads before numpy or torch load them (one job per core)."""
     if threads and threads > 0:
@@ -351,6 +425,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except _user_errors() as error:
         print(f"metalandscape {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # the file system refused: read-only, full, missing, no permission
+        print(f"metalandscape {args.command}: error: {describe_os_error(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"metalandscape {args.command}: interrupted", file=sys.stderr)

@@ -17,8 +17,13 @@ from metalandscape.models import Conv4, SinusoidMLP
 
 
 @cache
-def load_class_images(dataset: str, path: str, resize: str) -> dict[str, ClassImages]:
-    """The per-split class images of a character or MiniImagenet data set (cached per process)."""
+def load_class_images(
+    dataset: str, path: str, resize: str, proportional_split: bool = False
+) -> dict[str, ClassImages]:
+    """The per-split class images of a character or MiniImagenet data set (cached per process).
+
+    ``proportional_split`` lets an incomplete Omniglot be split in Finn's proportions.
+    """
     if dataset == "fontglot":
         from metalandscape.data.fontglot import load_fontglot
 
@@ -26,7 +31,7 @@ def load_class_images(dataset: str, path: str, resize: str) -> dict[str, ClassIm
     if dataset == "omniglot":
         from metalandscape.data.omniglot import load_omniglot
 
-        return load_omniglot(path, resize=resize)
+        return load_omniglot(path, resize=resize, proportional_split=proportional_split)
     from metalandscape.data.miniimagenet import load_miniimagenet
 
     return load_miniimagenet(path)
@@ -44,7 +49,9 @@ def make_task_source(config: RunConfig) -> TaskSource:
             test_phase=config.test_phase,
         )
     assert config.data_path is not None and config.query is not None
-    splits = load_class_images(config.dataset, config.data_path, config.resize)
+    splits = load_class_images(
+        config.dataset, config.data_path, config.resize, config.omniglot_proportional_split
+    )
     return ImageClassificationSource(
         splits=splits,
         n_way=config.n_way,

@@ -11,6 +11,10 @@ Accepted layouts under ``path`` (auto-detected, see :data:`OMNIGLOT_LAYOUTS`):
 
 Class keys are ``"Alphabet/characterNN"``; all classes are split with
 :func:`~metalandscape.data.splits.finn_split`. Images are inverted: 255 is stroke, 0 background.
+A copy with fewer than Omniglot's 1,623 characters (a missing alphabet) is refused unless
+``proportional_split=True`` (the run config's ``omniglot_proportional_split``), which splits it
+in the 1100/100/423 proportions. Where a folder and its zip both exist (torchvision keeps both),
+the folder is read only if it holds every image of the zip: a half-extracted folder is ignored.
 
 Resizing. Pillow resizes mode '1' images with nearest neighbour whatever filter is asked for, so
 Finn's ``resize((28, 28), LANCZOS)`` on the original PNGs produced nearest-neighbour, binary
@@ -22,9 +26,11 @@ pixel. Images already ``image_size`` square (Finn's layout at 28) are not resamp
 from __future__ import annotations
 
 import io
+import logging
 import os
 import threading
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +43,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from metalandscape.data.splits import finn_split
+from metalandscape.data.splits import OMNIGLOT_CLASSES, finn_split
 from metalandscape.data.tasks import SPLITS, ClassImages, DataError
 
 ResizeMode = Literal["lanczos", "nearest"]
@@ -53,11 +59,37 @@ OMNIGLOT_LAYOUTS: tuple[str, ...] = (
 )
 
 RESIZE_MODES: tuple[ResizeMode, ...] = ("lanczos", "nearest")
+ORIGINAL, TORCHVISION, FINN = (text.split(":")[0] for text in OMNIGLOT_LAYOUTS)
+
+log = logging.getLogger(__name__)
 
 
 def describe_layouts() -> str:
     """The accepted Omniglot layouts, on one line."""
     return "; ".join(f"({number}) {text}" for number, text in enumerate(OMNIGLOT_LAYOUTS, 1))
+
+
+@dataclass
+class OmniglotLayout:
+    """What :func:`find_omniglot_layout` found: the layout read and the copies it ignored."""
+
+    root: Path
+    layout: str
+    sources: list[str]
+    ignored: list[str]
+    characters: int = 0
+    alphabets: int = 0
+
+    def describe(self) -> dict[str, object]:
+        """JSON-ready summary (``metalandscape data inspect`` prints it)."""
+        return {
+            "layout": self.layout,
+            "read": self.sources,
+            "ignored": self.ignored,
+            "alphabets": self.alphabets,
+            "characters": self.characters,
+            "complete": self.characters >= OMNIGLOT_CLASSES,
+        }
 
 
 @dataclass(frozen=True)
@@ -70,14 +102,32 @@ class _CharacterFolder:
     read: Callable[[str], bytes]
 
 
+def find_omniglot_layout(path: str | Path) -> OmniglotLayout:
+    """The layout :func:`load_omniglot` would read at ``path``, without decoding any image."""
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise DataError(
+            f"Omniglot path {root} does not exist; accepted layouts: {describe_layouts()}"
+        )
+    with ExitStack() as archives:
+        layout = OmniglotLayout(root, "", [], [])
+        _find_characters(root, archives, layout)
+    return layout
+
+
 def load_omniglot(
-    path: str | Path, *, image_size: int = 28, resize: ResizeMode = "lanczos"
+    path: str | Path,
+    *,
+    image_size: int = 28,
+    resize: ResizeMode = "lanczos",
+    proportional_split: bool = False,
 ) -> dict[str, ClassImages]:
     """Load Omniglot from any accepted layout as Finn's train/val/test character split.
 
     Returns uint8 images ``(classes, drawers, image_size, image_size)`` per split, 255 = stroke.
-    Raises :class:`DataError` for a missing path, an unknown layout, unreadable images, or
-    characters with differing numbers of drawings.
+    Raises :class:`DataError` for a missing path, an unknown layout, unreadable images or zip
+    members, characters with differing numbers of drawings, or fewer than 1,623 characters
+    unless ``proportional_split``.
     """
     if not isinstance(image_size, int) or image_size < 1:
         raise DataError(f"image_size must be a positive integer, got {image_size!r}")
@@ -89,7 +139,9 @@ def load_omniglot(
             f"Omniglot path {root} does not exist; accepted layouts: {describe_layouts()}"
         )
     with ExitStack() as archives:
-        characters = _find_characters(root, archives)
+        layout = OmniglotLayout(root, "", [], [])
+        characters = _find_characters(root, archives, layout)
+        _check_complete(layout, proportional_split)
         _check_equal_counts(characters)
         images = _load_images(characters, image_size, resize)
     index = {character.key: number for number, character in enumerate(characters)}
@@ -105,8 +157,23 @@ def load_omniglot(
     }
 
 
-def _find_characters(root: Path, archives: ExitStack) -> list[_CharacterFolder]:
-    """The character folders of the layout found at ``root``; zips opened go on ``archives``."""
+def _check_complete(layout: OmniglotLayout, proportional_split: bool) -> None:
+    if layout.characters < OMNIGLOT_CLASSES and not proportional_split:
+        raise DataError(
+            f"Omniglot at {layout.root} ({layout.layout} layout) has {layout.characters} of "
+            f"{OMNIGLOT_CLASSES} characters ({layout.alphabets} of 50 alphabets), so Finn's "
+            "1100/100/423 split cannot be made; complete the copy, or set the run config key "
+            "omniglot_proportional_split: true to split it in those proportions"
+        )
+
+
+def _find_characters(
+    root: Path, archives: ExitStack, layout: OmniglotLayout
+) -> list[_CharacterFolder]:
+    """The character folders of the layout found at ``root``; zips opened go on ``archives``.
+
+    Fills ``layout`` with the layout read, what it read and what it ignored.
+    """
     if root.name in HALVES or root.name in {f"{half}.zip" for half in HALVES}:
         raise DataError(
             f"Omniglot path {root} is one half of the data set; point at the folder that holds "
@@ -114,8 +181,8 @@ def _find_characters(root: Path, archives: ExitStack) -> list[_CharacterFolder]:
         )
     if not root.is_dir():
         raise DataError(f"Omniglot path {root} is not a folder; {_layouts_hint()}")
-    for candidate in (root, root / TORCHVISION_FOLDER):
-        halves = [_find_half(candidate, half, archives) for half in HALVES]
+    for candidate, name in ((root, ORIGINAL), (root / TORCHVISION_FOLDER, TORCHVISION)):
+        halves = [_find_half(candidate, half, archives, layout) for half in HALVES]
         if any(found is not None for found in halves):
             missing = [half for half, found in zip(HALVES, halves, strict=True) if found is None]
             if missing:
@@ -125,22 +192,55 @@ def _find_characters(root: Path, archives: ExitStack) -> list[_CharacterFolder]:
                 )
             characters = [character for found in halves for character in found or []]
             _check_unique_keys(characters)
-            return characters
+            layout.layout = name
+            if name == ORIGINAL and (root / TORCHVISION_FOLDER).is_dir():
+                layout.ignored.append(f"{root / TORCHVISION_FOLDER} (the original layout wins)")
+            return _counted(characters, layout)
     characters = _characters_in_folder(root)
     if not characters:
         raise DataError(f"no Omniglot images found at {root}; {_layouts_hint()}")
+    layout.layout = FINN
+    layout.sources.append(str(root))
+    return _counted(characters, layout)
+
+
+def _counted(characters: list[_CharacterFolder], layout: OmniglotLayout) -> list[_CharacterFolder]:
+    layout.characters = len(characters)
+    layout.alphabets = len({character.key.split("/")[0] for character in characters})
     return characters
 
 
-def _find_half(folder: Path, half: str, archives: ExitStack) -> list[_CharacterFolder] | None:
-    """The characters of ``half`` in ``folder`` (a directory, else its zip), or None."""
+def _find_half(
+    folder: Path, half: str, archives: ExitStack, layout: OmniglotLayout
+) -> list[_CharacterFolder] | None:
+    """The characters of ``half`` in ``folder`` (its directory, else its zip), or None.
+
+    Where both exist the directory is read only if it holds every image the zip lists (a
+    half-extracted directory is ignored, with a warning).
+    """
     directory = folder / half
+    zip_path = folder / f"{half}.zip"
     if directory.is_dir():
         if (directory / half).is_dir():  # unzipped into a folder of the same name
             directory = directory / half
         characters = _characters_in_folder(directory)
-    elif (folder / f"{half}.zip").is_file():
-        characters = _characters_in_zip(folder / f"{half}.zip", half, archives)
+        if zip_path.is_file():
+            zipped = _characters_in_zip(zip_path, half, archives)
+            if _image_counts(characters) != _image_counts(zipped):
+                found, listed = (
+                    sum(_image_counts(characters).values()),
+                    sum(_image_counts(zipped).values()),
+                )
+                reason = f"incomplete: {found} of the zip's {listed} images"
+                log.warning("ignoring %s (%s); reading %s", directory, reason, zip_path)
+                layout.ignored.append(f"{directory} ({reason})")
+                characters, directory = zipped, zip_path
+            else:
+                layout.ignored.append(f"{zip_path} (its folder holds the same images)")
+        layout.sources.append(str(directory))
+    elif zip_path.is_file():
+        characters = _characters_in_zip(zip_path, half, archives)
+        layout.sources.append(str(zip_path))
     else:
         return None
     if not characters:
@@ -150,16 +250,28 @@ def _find_half(folder: Path, half: str, archives: ExitStack) -> list[_CharacterF
     return characters
 
 
+def _image_counts(characters: Sequence[_CharacterFolder]) -> dict[str, int]:
+    return {character.key: len(character.members) for character in characters}
+
+
 def _characters_in_zip(zip_path: Path, half: str, archives: ExitStack) -> list[_CharacterFolder]:
     try:
         archive = archives.enter_context(zipfile.ZipFile(zip_path))
     except (zipfile.BadZipFile, OSError) as error:
-        raise DataError(f"cannot open Omniglot zip {zip_path}: {error}") from error
+        raise DataError(
+            f"cannot open Omniglot zip {zip_path}: {error}; download it again"
+        ) from error
     lock = threading.Lock()
 
     def read(member: str) -> bytes:
         with lock:
-            return archive.read(member)
+            try:
+                return archive.read(member)
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as error:
+                raise DataError(
+                    f"Omniglot zip {zip_path}: member {member} is corrupt ({error}); "
+                    "download the zip again"
+                ) from None
 
     members: dict[tuple[str, str], list[str]] = {}
     for name in archive.namelist():

@@ -101,8 +101,109 @@ def make_metric(name: str, settings: Mapping[str, Any] | None = None) -> Metric:
     return cls(parse_settings(cls, dict(settings or {})))
 
 
+SETTING_RULE = "metalandscape.setting"  # the dataclass field metadata key of a SettingRule
+
+
+@dataclass(frozen=True)
+class SettingRule:
+    """What values a metric setting takes: its type, bounds or choices, and whether null is ok.
+
+    Declared once next to the Settings field (see :func:`setting`); :func:`parse_settings`
+    enforces it and :meth:`json_schema` gives the workflow schema's entry for it.
+    """
+
+    kind: type  # int, float, str, or tuple (a non-empty list of distinct ``choices``)
+    minimum: float | None = None
+    exclusive_minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] | None = None
+    nullable: bool = False
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is not allowed (None if it is)."""
+        if value is None:
+            return None if self.nullable else f"must be {self.describe()}"
+        if not _same_kind(self.kind(), value):
+            return f"must be {self.describe()}"
+        if self.kind is tuple:
+            bad = [item for item in value if item not in (self.choices or ())]
+            if not value or bad or len(set(value)) != len(value):
+                return f"must be {self.describe()}"
+            return None
+        if self.choices is not None and value not in self.choices:
+            return f"must be {self.describe()}"
+        if self.kind is str:
+            return None
+        if not math.isfinite(value) or not self._in_bounds(value):
+            return f"must be {self.describe()}"
+        return None
+
+    def _in_bounds(self, value: float) -> bool:
+        return not (
+            (self.minimum is not None and value < self.minimum)
+            or (self.exclusive_minimum is not None and value <= self.exclusive_minimum)
+            or (self.maximum is not None and value > self.maximum)
+        )
+
+    def describe(self) -> str:
+        """The allowed values in words."""
+        if self.kind is tuple:
+            text = f"a non-empty list of distinct values of {', '.join(self.choices or ())}"
+        elif self.choices is not None:
+            text = f"one of {', '.join(self.choices)}"
+        else:
+            text = {int: "an integer", float: "a finite number", str: "a string"}[self.kind]
+            bounds = [
+                f">= {self.minimum:g}" if self.minimum is not None else "",
+                f"> {self.exclusive_minimum:g}" if self.exclusive_minimum is not None else "",
+                f"<= {self.maximum:g}" if self.maximum is not None else "",
+            ]
+            text = " ".join([text, " and ".join(b for b in bounds if b)]).strip()
+        return f"{text} or null" if self.nullable else text
+
+    def json_schema(self) -> dict[str, Any]:
+        """This rule as a JSON-schema entry (the workflow's config.schema.yaml holds it)."""
+        if self.kind is tuple:
+            schema: dict[str, Any] = {
+                "type": "array",
+                "minItems": 1,
+                "uniqueItems": True,
+                "items": {"type": "string", "enum": list(self.choices or ())},
+            }
+        elif self.choices is not None:
+            schema = {"type": "string", "enum": list(self.choices)}
+        else:
+            schema = {"type": {int: "integer", float: "number", str: "string"}[self.kind]}
+            for key, bound in (
+                ("minimum", self.minimum),
+                ("exclusiveMinimum", self.exclusive_minimum),
+                ("maximum", self.maximum),
+            ):
+                if bound is not None:
+                    schema[key] = bound
+        return {"anyOf": [{"type": "null"}, schema]} if self.nullable else schema
+
+
+def setting(default: Any, *, kind: type | None = None, **rule: Any) -> Any:
+    """A Settings field with its :class:`SettingRule` (``kind`` defaults to the default's type)."""
+    kind = kind or (tuple if isinstance(default, tuple | list) else type(default))
+    return dataclasses.field(
+        default=default, metadata={SETTING_RULE: SettingRule(kind=kind, **rule)}
+    )
+
+
+def settings_json_schema(cls: type[Metric]) -> dict[str, Any]:
+    """The JSON schema of ``cls.Settings``: one entry per field that declares a rule."""
+    properties = {
+        field.name: field.metadata[SETTING_RULE].json_schema()
+        for field in dataclasses.fields(cls.Settings)
+        if SETTING_RULE in field.metadata
+    }
+    return {"type": "object", "additionalProperties": False, "properties": properties}
+
+
 def parse_settings(cls: type[Metric], raw: dict[str, Any]) -> Any:
-    """Build ``cls.Settings`` from a dict, naming any unknown or mistyped key."""
+    """Build ``cls.Settings`` from a dict, naming any unknown, mistyped or out-of-range key."""
     fields = {f.name: f for f in dataclasses.fields(cls.Settings)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
@@ -111,12 +212,23 @@ def parse_settings(cls: type[Metric], raw: dict[str, Any]) -> Any:
             f"its settings: {', '.join(sorted(fields)) or 'none'}"
         )
     defaults = cls.Settings()
+    raw = dict(raw)
     for key, value in raw.items():
+        rule = fields[key].metadata.get(SETTING_RULE)
         default = getattr(defaults, key)
-        if default is not None and not _same_kind(default, value):
+        if rule is not None:
+            problem = rule.problem(value)
+        elif default is not None and not _same_kind(default, value):
+            problem = f"must be like {default!r}"
+        else:
+            problem = None
+        if problem:
             raise MetricError(
-                f"metric {cls.name!r} setting {key!r} must be like {default!r}, got {value!r}"
+                f"metric {cls.name!r} setting {key!r} {problem}, got {value!r}; "
+                f"fix metrics: {cls.name}: {key} in the config (or --set {cls.name}.{key}=...)"
             )
+        if isinstance(value, list):
+            raw[key] = tuple(value)
     try:
         return cls.Settings(**raw)
     except (TypeError, ValueError) as error:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import get_args
 
 import numpy as np
 import torch
 
+from metalandscape.data.tasks import Split
 from metalandscape.functional import loss_from_outputs
 from metalandscape.metrics.base import (
     EvaluationContext,
@@ -16,8 +18,11 @@ from metalandscape.metrics.base import (
     MetricError,
     Quantity,
     mean_and_ci95,
+    setting,
 )
 from metalandscape.metrics.eigen import BACKENDS, top_eigenvalues
+
+SPLITS: tuple[str, ...] = get_args(Split)
 
 
 def _with_summary(name: str, values: np.ndarray, long_name: str, units: str) -> dict[str, Quantity]:
@@ -48,8 +53,8 @@ class Accuracy(Metric):
     class Settings:
         """``tasks`` evaluation tasks of each split in ``splits``."""
 
-        tasks: int = 600
-        splits: tuple[str, ...] = ("test", "train")
+        tasks: int = setting(600, minimum=1)
+        splits: tuple[str, ...] = setting(("test", "train"), choices=SPLITS)
 
     def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
         out: dict[str, Quantity] = {}
@@ -76,8 +81,8 @@ class SupportLoss(Metric):
     class Settings:
         """``tasks`` meta-test tasks."""
 
-        tasks: int = 600
-        split: str = "test"
+        tasks: int = setting(600, minimum=1)
+        split: str = setting("test", choices=SPLITS)
 
     def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
         values = context.support_losses(self.settings.split, self.settings.tasks)
@@ -94,18 +99,12 @@ class Hessian(Metric):
     class Settings:
         """``backend``: ``lanczos_batched`` (tasks in lockstep), ``lanczos`` or ``pyhessian``."""
 
-        tasks: int = 60
-        split: str = "test"
-        backend: str = "lanczos_batched"
-        tol: float | None = None
-        max_hessian_vector_products: int | None = None
-        seed: int = 0
-
-        def __post_init__(self) -> None:
-            if self.backend not in BACKENDS:
-                raise ValueError(
-                    f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}"
-                )
+        tasks: int = setting(60, minimum=1)
+        split: str = setting("test", choices=SPLITS)
+        backend: str = setting("lanczos_batched", choices=BACKENDS)
+        tol: float | None = setting(None, kind=float, exclusive_minimum=0, maximum=1, nullable=True)
+        max_hessian_vector_products: int | None = setting(None, kind=int, minimum=1, nullable=True)
+        seed: int = setting(0, minimum=0)
 
     def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
         settings = self.settings
@@ -152,8 +151,8 @@ class TrajectoryCoherence(Metric):
     class Settings:
         """``tasks`` meta-test tasks (the paper: 500)."""
 
-        tasks: int = 500
-        split: str = "test"
+        tasks: int = setting(500, minimum=2)  # coherence averages over task pairs
+        split: str = setting("test", choices=SPLITS)
 
     def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
         steps = context.displacements(self.settings.split, self.settings.tasks).double()
@@ -184,8 +183,8 @@ class GradientCoherence(Metric):
     class Settings:
         """``tasks`` meta-test tasks (the paper: 500)."""
 
-        tasks: int = 500
-        split: str = "test"
+        tasks: int = setting(500, minimum=2)  # coherence averages over task pairs
+        split: str = setting("test", choices=SPLITS)
 
     def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
         gradients = -context.start_gradients(self.settings.split, self.settings.tasks).double()

@@ -13,7 +13,7 @@ import torch
 import xarray as xr
 
 from metalandscape.algorithms import HeadMode, load_algorithm
-from metalandscape.atomic import atomic_output
+from metalandscape.atomic import write_netcdf_atomically
 from metalandscape.checkpoints import load_epoch_params, read_run_info
 from metalandscape.config import RunConfig, resolve_run_config
 from metalandscape.data.tasks import TaskSampler
@@ -124,9 +124,7 @@ def _settings_dict(metric: Metric) -> dict[str, Any]:
 
 def write_netcdf(dataset: xr.Dataset, path: str | Path) -> Path:
     """Write ``dataset`` to ``path`` (h5netcdf) whole or not at all."""
-    with atomic_output(path) as temporary:
-        dataset.to_netcdf(temporary, engine="h5netcdf")
-    return Path(path)
+    return write_netcdf_atomically(dataset, path)
 
 
 def evaluate(

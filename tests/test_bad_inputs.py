@@ -1,0 +1,342 @@
+"""Every class of bad input gets one line naming the key, file or path, exit code 2, and leaves
+no output and no ``.partial`` behind: metric settings, argument types, file-system errors
+(read-only folder, full disk) and damaged or incomplete Omniglot copies.
+
+File-system cases mount small tmpfs folders and run as root only (skipped otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import yaml
+from fake_datasets import write_omniglot_original, write_omniglot_torchvision
+
+from metalandscape.cli import main, metric_settings_from_arguments, run_config_from_arguments
+from metalandscape.metrics.base import available_metrics, settings_json_schema
+from metalandscape.metrics.builtin import (
+    Accuracy,
+    GradientCoherence,
+    Hessian,
+    SupportLoss,
+    TrajectoryCoherence,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SINUSOID_RUN = ["--set", "dataset=sinusoid", "--set", "algorithm=maml", "--set", "seed=0"]
+
+
+def run_cli(arguments: Sequence[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    """Exit code and non-empty stderr lines of ``metalandscape ARGUMENTS`` (in process)."""
+    capsys.readouterr()
+    try:
+        code = main(list(arguments))
+    except SystemExit as exit:  # argparse refuses an argument before any handler runs
+        code = int(exit.code or 0)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    return code, lines
+
+
+def files_under(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def assert_one_line_error(code: int, lines: list[str], *named: str) -> None:
+    assert code == 2, lines
+    assert len(lines) == 1, lines
+    assert "Traceback" not in lines[0] and "error" in lines[0], lines
+    for text in named:
+        assert text in lines[0], (text, lines[0])
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-epoch sinusoid run file."""
+    out = tmp_path_factory.mktemp("run") / "run.h5"
+    settings = [*SINUSOID_RUN, "--set", "epochs=1", "--set", "iterations_per_epoch=2"]
+    assert main(["train", *settings, "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def metrics_arguments(checkpoint: Path, out_dir: Path, metric: str = "accuracy") -> list[str]:
+    return [
+        "metrics",
+        "--checkpoint",
+        str(checkpoint),
+        "--epoch",
+        "1",
+        "--metric",
+        metric,
+        "--set",
+        f"{metric}.tasks=3",
+        "--out-dir",
+        str(out_dir),
+        "--quiet",
+    ]
+
+
+@pytest.fixture(scope="module")
+def metric_file(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out_dir = tmp_path_factory.mktemp("metrics")
+    assert main(metrics_arguments(checkpoint, out_dir)) == 0
+    return out_dir / "accuracy" / "epoch_0001.nc"
+
+
+# ---- metric settings: typed, bounded, finite -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("metric", "settings", "named"),
+    [
+        ("hessian", ["--set", "hessian.tasks=0"], "hessian.tasks"),
+        ("accuracy", ["--set", "accuracy.tasks=0"], "accuracy.tasks"),
+        ("accuracy", ["--set", "accuracy.tasks=-5"], "accuracy.tasks"),
+        ("hessian", ["--set", "hessian.tol=.nan"], "hessian.tol"),
+        ("hessian", ["--settings-json", '{"hessian": {"tol": NaN}}'], "hessian.tol"),
+        ("hessian", ["--set", "hessian.tol=.inf"], "hessian.tol"),
+        ("hessian", ["--set", "hessian.tol=high"], "hessian.tol"),
+        ("hessian", ["--set", "hessian.tol=0"], "hessian.tol"),
+        ("hessian", ["--set", "hessian.backend=arpack"], "hessian.backend"),
+        ("hessian", ["--set", "hessian.max_hessian_vector_products=0"], "hessian"),
+        ("hessian", ["--set", "hessian.seed=-1"], "hessian.seed"),
+        ("hessian", ["--set", "hessian.tasks=true"], "hessian.tasks"),
+        ("accuracy", ["--set", "accuracy.splits=[]"], "accuracy.splits"),
+        ("accuracy", ["--set", "accuracy.splits=[test, dev]"], "accuracy.splits"),
+        ("support_loss", ["--set", "support_loss.split=dev"], "support_loss.split"),
+        ("trajectory_coherence", ["--set", "trajectory_coherence.tasks=1"], "tasks"),
+        ("gradient_coherence", ["--set", "gradient_coherence.tasks=2.5"], "tasks"),
+        ("hessian", ["--set", "hessian.tasks"], "hessian.tasks"),
+        ("hessian", ["--set", "hessian.bogus=1"], "bogus"),
+        ("hessian", ["--settings-json", "{not json"], "--settings-json"),
+    ],
+)
+def test_bad_metric_setting(
+    checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    metric: str,
+    settings: list[str],
+    named: str,
+) -> None:
+    out_dir = tmp_path / "out"
+    arguments = [
+        "metrics",
+        "--checkpoint",
+        str(checkpoint),
+        "--epoch",
+        "1",
+        "--metric",
+        metric,
+        *settings,
+        "--out-dir",
+        str(out_dir),
+        "--quiet",
+    ]
+    code, lines = run_cli(arguments, capsys)
+    assert_one_line_error(code, lines, named)
+    assert not out_dir.exists() or not files_under(out_dir)
+
+
+def test_schema_bounds_are_the_settings_rules() -> None:
+    """config.schema.yaml's metrics entries equal what each Settings field declares."""
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    entries = schema["properties"]["metrics"]["properties"]
+
+    def without_descriptions(value: object) -> object:
+        if isinstance(value, dict):
+            return {k: without_descriptions(v) for k, v in value.items() if k != "description"}
+        if isinstance(value, list):
+            return [without_descriptions(v) for v in value]
+        return value
+
+    builtins = (Accuracy, SupportLoss, Hessian, TrajectoryCoherence, GradientCoherence)
+    assert set(entries) == {cls.name for cls in builtins}
+    for cls in builtins:
+        assert available_metrics()[cls.name] is cls
+        assert without_descriptions(entries[cls.name]) == settings_json_schema(cls), cls.name
+
+
+def test_exponent_numbers_are_numbers() -> None:
+    """YAML 1.1 reads 1e-3 as text; --set reads it as the number it means."""
+    raw = run_config_from_arguments(None, ["meta_learning_rate=1e-3", "inner_step_size=4E-1"])
+    assert raw == {"meta_learning_rate": 0.001, "inner_step_size": 0.4}
+    assert metric_settings_from_arguments(None, ["hessian.tol=1e-4"]) == {"hessian": {"tol": 1e-4}}
+    assert run_config_from_arguments(None, ["variant=1e3x"]) == {"variant": "1e3x"}
+
+
+# ---- argument types -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        (["metrics", "--threads", "0", "--list"], "--threads"),
+        (["metrics", "--threads", "-3", "--list"], "--threads"),
+        (["metrics", "--threads", "two", "--list"], "--threads"),
+        (["train", *SINUSOID_RUN, "--threads", "0", "--out", "OUT/r.h5"], "--threads"),
+        (["data", "fontglot", "--workers", "0", "--out", "OUT/f.npz"], "--workers"),
+        (["data", "fontglot", "--classes", "-1", "--out", "OUT/f.npz"], "--classes"),
+        (["metrics", "--epoch", "one", "--list"], "--epoch"),
+    ],
+)
+def test_bad_argument(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], arguments: list[str], named: str
+) -> None:
+    arguments = [a.replace("OUT", str(tmp_path)) for a in arguments]
+    code, lines = run_cli(arguments, capsys)
+    assert_one_line_error(code, lines, named)
+    assert not files_under(tmp_path)
+
+
+# ---- file-system errors ---------------------------------------------------------------------
+
+
+def mount_tmpfs(folder: Path, options: str) -> None:
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root")
+    folder.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs with 4 KiB left; ``<it>/filler`` takes the rest (delete it to free)."""
+    folder = tmp_path / "full"
+    mount_tmpfs(folder, "size=1m")
+    try:
+        free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+        (folder / "filler").write_bytes(b"\0" * (free - 4096))
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+@pytest.fixture
+def read_only(tmp_path: Path) -> Iterator[Path]:
+    folder = tmp_path / "read_only"
+    mount_tmpfs(folder, "ro,size=1m")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+def file_system_commands(kind: str, checkpoint: Path, metric_file: Path, out: Path) -> list[str]:
+    if kind == "metrics":
+        return metrics_arguments(checkpoint, out / "m")
+    if kind == "aggregate":
+        return ["aggregate", "--inputs", str(metric_file), "--out", str(out / "agg.nc"), "--quiet"]
+    return ["data", "fontglot", "--out", str(out / "fg.npz"), "--classes", "12", "--quiet"]
+
+
+@pytest.mark.parametrize("kind", ["metrics", "aggregate", "fontglot"])
+def test_read_only_output_folder(
+    read_only: Path,
+    checkpoint: Path,
+    metric_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    kind: str,
+) -> None:
+    arguments = file_system_commands(kind, checkpoint, metric_file, read_only)
+    code, lines = run_cli(arguments, capsys)
+    assert_one_line_error(code, lines, "Read-only file system", str(read_only))
+    assert not files_under(read_only)
+
+
+@pytest.mark.parametrize("kind", ["metrics", "aggregate", "fontglot"])
+def test_full_disk_then_rerun_after_freeing_space(
+    full_disk: Path,
+    checkpoint: Path,
+    metric_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    kind: str,
+) -> None:
+    arguments = file_system_commands(kind, checkpoint, metric_file, full_disk)
+    code, lines = run_cli(arguments, capsys)
+    assert_one_line_error(code, lines, "No space left on device", str(full_disk), "free space")
+    assert files_under(full_disk) == ["filler"]  # no half-written output, no temporary file
+    (full_disk / "filler").unlink()
+    code, lines = run_cli(arguments, capsys)
+    assert code == 0, lines
+    assert files_under(full_disk) and not [n for n in files_under(full_disk) if ".tmp" in n]
+
+
+# ---- damaged or incomplete Omniglot ---------------------------------------------------------
+
+
+def inspect_omniglot(root: Path, *extra: str) -> list[str]:
+    return ["data", "inspect", "--dataset", "omniglot", "--path", str(root), *extra]
+
+
+def corrupt_member(zip_path: Path, how: str) -> str:
+    """Damage one PNG member of ``zip_path``; returns its name."""
+    with zipfile.ZipFile(zip_path) as archive:
+        info = next(i for i in archive.infolist() if i.filename.endswith(".png"))
+    data = bytearray(zip_path.read_bytes())
+    if how == "crc":  # the central directory's CRC-32 of the member no longer matches
+        central = data.index(b"PK\x01\x02")
+        while data[central + 46 : central + 46 + len(info.filename)] != info.filename.encode():
+            central = data.index(b"PK\x01\x02", central + 4)
+        data[central + 16 : central + 20] = struct.pack("<I", info.CRC ^ 0xFFFFFFFF)
+    else:  # a reserved deflate block type: zlib refuses the stream
+        name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26 :][:4])
+        start = info.header_offset + 30 + name_length + extra_length
+        data[start] = 0xFF
+    zip_path.write_bytes(bytes(data))
+    return info.filename
+
+
+@pytest.mark.parametrize("how", ["crc", "deflate"])
+def test_corrupt_zip_member_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], how: str
+) -> None:
+    root = write_omniglot_original(tmp_path / "omniglot", alphabets=2, characters=2, zipped=True)
+    member = corrupt_member(root / "images_background.zip", how)
+    code, lines = run_cli(inspect_omniglot(root, "--omniglot-proportional-split"), capsys)
+    assert_one_line_error(code, lines, "images_background.zip", member, "download")
+
+
+def test_incomplete_omniglot_is_refused_unless_allowed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = write_omniglot_original(tmp_path / "omniglot", alphabets=2, characters=2, drawers=3)
+    code, lines = run_cli(inspect_omniglot(root), capsys)
+    assert_one_line_error(code, lines, str(root), "1623", "omniglot_proportional_split")
+    code, lines = run_cli(inspect_omniglot(root, "--omniglot-proportional-split"), capsys)
+    assert code == 0, lines
+
+
+def test_half_extracted_folder_loses_to_its_zip(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """torchvision keeps each zip beside its folder; an interrupted extraction must not win."""
+    root = write_omniglot_torchvision(tmp_path / "tv", alphabets=2, characters=2, drawers=3)
+    inner = root / "omniglot-py"
+    write_omniglot_original(tmp_path / "zips", alphabets=2, characters=2, drawers=3, zipped=True)
+    for half in ("images_background", "images_evaluation"):
+        shutil.copy(tmp_path / "zips" / f"{half}.zip", inner / f"{half}.zip")
+    broken = next((inner / "images_background").glob("*/*"))
+    shutil.rmtree(broken)  # one character never extracted
+    capsys.readouterr()
+    assert main(inspect_omniglot(root, "--omniglot-proportional-split")) == 0
+    out = capsys.readouterr().out
+    layout = json.loads(out[: out.index("\n}\n") + 2])
+    assert layout["layout"] == "torchvision" and layout["characters"] == 4
+    assert str(inner / "images_background.zip") in layout["read"]
+    assert any(str(inner / "images_background") in entry for entry in layout["ignored"])
+    assert any("images_evaluation.zip" in entry for entry in layout["ignored"])  # same images
