@@ -9,21 +9,25 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib as mpl
 import numpy as np
-import seaborn as sns
-import xarray as xr
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from scipy import stats
 
 from metalandscape.atomic import atomic_output
 from metalandscape.figures import FigureError
+from metalandscape.figures.spec import lazy_import
+
+if TYPE_CHECKING:
+    import xarray as xr
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+mpl = lazy_import("matplotlib")
+sns = lazy_import("seaborn")
+stats = lazy_import("scipy.stats")
 
 MAML_FAMILY = ("maml", "fomaml", "regmaml")
 ALGORITHM_ORDER = ("maml", "fomaml", "regmaml", "finetune")
@@ -69,22 +73,6 @@ class Setting:
             "way": self.way,
             "shot": self.shot,
         }
-
-
-@dataclass(frozen=True)
-class FigureSpec:
-    """A registered figure: how to draw it and what it needs from the aggregate."""
-
-    name: str
-    description: str
-    draw: Callable[[xr.Dataset], Figure]
-    variables: tuple[str, ...]
-    missing: Callable[[xr.Dataset], str | None]
-    optional_variables: tuple[str, ...] = ()
-
-    def is_drawable(self, dataset: xr.Dataset) -> bool:
-        """Whether ``dataset`` holds everything this figure needs."""
-        return self.missing(dataset) is None
 
 
 def algorithm_label(algorithm: str) -> str:
@@ -234,6 +222,9 @@ def figure_style() -> Iterator[None]:
 
 def new_figure(width: float, height: float) -> Figure:
     """A constrained-layout figure on the Agg canvas (no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(figure)
     return figure
