@@ -206,9 +206,9 @@ def test_a_skipped_figure_is_one_line_at_planning_and_as_a_target(workdir: Path)
     result = snakemake(workdir, "-n", "--cores", "1", "results/figures/fig3.pdf")
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
-    assert output.startswith("fig3 skipped: no run of variant 'long'\n"), output
     assert "KeyError" not in output
-    assert output.count("fig3 skipped: no run of variant 'long'") == 2  # planning, then target
+    # once when the workflow is parsed, once as the reason the target cannot be made
+    assert output.count("fig3 skipped: no run of variant 'long'\n") == 2, output
 
 
 @pytest.mark.parametrize(
@@ -240,21 +240,21 @@ def test_names_are_checked_against_the_registries(workdir: Path, change: Any, li
 
 
 def test_shell_values_are_quoted(workdir: Path) -> None:
+    crafted = "device='cpu $(touch pwned)'"
     result = snakemake(
         workdir,
+        "results/metrics/sinusoid-default-1way2shot-maml-seed0/accuracy.nc",
         "-n",
         "-p",
         "--cores",
         "1",
         "--set-resources",
-        "train:device=cpu; touch pwned",
-        "--set-resources",
-        "metrics__accuracy__gradient_coherence:device=cpu; touch pwned",
-        "results/metrics/sinusoid-default-1way2shot-maml-seed0/accuracy.nc",
+        f"train:{crafted}",
+        f"metrics__accuracy__gradient_coherence:{crafted}",
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert output.count("--device 'cpu; touch pwned'") == 2, output
+    assert output.count("--device 'cpu $(touch pwned)'") == 2, output
 
 
 def test_a_separate_metric_gets_its_own_bundle_and_settings(workdir: Path) -> None:

@@ -60,12 +60,17 @@ def render_claims_html(md_text: str, table: pd.DataFrame) -> str:
     return "\n".join(parts) + "\n"
 
 
-def write_claims_html(md: str | Path, csv: str | Path, out: str | Path) -> int:
-    """Write ``out`` (whole or not at all) from the claims files; the number of claim rows."""
+def write_claims_html(
+    md: str | Path, csv: str | Path, out: str | Path, log: str | Path | None = None
+) -> int:
+    """Write ``out`` (whole or not at all) from the claims files, and a one-line ``log``;
+    the number of claim rows."""
     import pandas as pd
 
     table = pd.read_csv(csv)
     page = render_claims_html(Path(md).read_text(), table)
     with atomic_output(out) as temporary:
         temporary.write_text(page)
+    if log is not None:
+        Path(log).write_text(f"{len(table)} claim rows rendered to {out}\n")
     return len(table)

@@ -38,6 +38,4 @@ rule claims_html:
     run:
         from metalandscape.claims_html import write_claims_html
 
-        rows = write_claims_html(input.md, input.csv, output[0])
-        with open(log[0], "w") as handle:
-            handle.write(f"{rows} claim rows rendered to {output[0]}\n")
+        write_claims_html(input.md, input.csv, output[0], log[0])
