@@ -43,7 +43,6 @@ report: "workflow/report/workflow.rst"
 
 wildcard_constraints:
     run=RUN_ID_PATTERN,
-    metric=r"[A-Za-z0-9_]+",
     family=r"[A-Za-z0-9]+",
 
 
