@@ -27,6 +27,8 @@
 
 from snakemake.utils import min_version, validate
 
+from metalandscape.runs import RUN_ID_PATTERN
+
 min_version("9.0")
 
 
@@ -40,8 +42,7 @@ report: "workflow/report/workflow.rst"
 
 
 wildcard_constraints:
-    run=r"[a-z]+-[A-Za-z0-9]+-\d+way\d+shot-[a-z]+-seed\d+",
-    metric=r"[A-Za-z0-9_]+",
+    run=RUN_ID_PATTERN,
     family=r"[A-Za-z0-9]+",
 
 
@@ -56,7 +57,6 @@ include: "workflow/rules/claims.smk"
 
 localrules:
     all,
-    aggregate_inputs,
 
 
 rule all:

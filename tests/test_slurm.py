@@ -10,7 +10,6 @@ this test started is stopped at the end, one that was already running is left ru
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import shutil
@@ -26,6 +25,9 @@ import pytest
 import yaml
 from conftest import TinyRun
 from workflow_copy import copy_workflow as copy_to
+
+from metalandscape.figures import FIGURES
+from metalandscape.grid import build_grid, bundle_name
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm"
@@ -60,25 +62,21 @@ def job_stats(output: str) -> dict[str, int]:
     return counts
 
 
-def expected_submissions(stats: dict[str, int], groups: dict[str, str], sizes: dict[str, int]):
-    """SLURM jobs the profile's grouping makes of these Snakemake jobs (local rules excluded).
+def expected_submissions(stats: dict[str, int]) -> int:
+    """SLURM jobs the workflow's grouping makes of these Snakemake jobs (local rules excluded).
 
-    Ungrouped jobs are one SLURM job each; the metrics group packs ``sizes['metrics']`` jobs;
-    the summary group makes one SLURM job per family (an aggregate and its figures).
+    Ungrouped jobs (training, one metrics job per run and bundle) are one SLURM job each; the
+    summary group (the aggregate and figure rules declare it) makes one per family.
     """
     local = {"all", "aggregate_inputs", "claims_html"}
-    single = sum(n for rule, n in stats.items() if rule not in local and rule not in groups)
-    metrics = math.ceil(stats.get("metrics", 0) / sizes.get("metrics", 1))
-    return single + metrics + stats.get("aggregate", 0)
+    summary = {"aggregate", *FIGURES}
+    single = sum(n for rule, n in stats.items() if rule not in local and rule not in summary)
+    return single + stats.get("aggregate", 0)
 
 
-def parse_groups(settings: dict) -> tuple[dict[str, str], dict[str, int]]:
-    groups = dict(item.split("=") for item in settings.get("groups", []))
-    sizes = {
-        name: int(size)
-        for name, size in (item.split("=") for item in settings.get("group-components", []))
-    }
-    return groups, sizes
+def metric_jobs(stats: dict[str, int]) -> int:
+    """Jobs of the metrics rules (one rule per metric bundle: metrics__<metric>__...)."""
+    return sum(count for rule, count in stats.items() if rule.startswith("metrics__"))
 
 
 # ---- the profile, no cluster needed ------------------------------------------------------
@@ -120,7 +118,7 @@ def test_paper_dry_run_with_the_profile(tmp_path: Path) -> None:
     assert "Using workflow specific profile profiles/slurm" in output
 
     stats = job_stats(output)
-    assert stats["train"] > 100 and stats["metrics"] > stats["train"]
+    assert stats["train"] > 100 and metric_jobs(stats) == stats["train"]
 
     def resources(rule: str) -> str:
         match = re.search(rf"^\s*rule {rule}:\n(?:.*\n)*?\s*resources: (.*)$", output, re.M)
@@ -130,20 +128,17 @@ def test_paper_dry_run_with_the_profile(tmp_path: Path) -> None:
     train = resources("train")
     for expected in ("gpu=1", "device=cuda", "runtime=1440", "mem_mb=16000", "cpus_per_task=2"):
         assert expected in train, train
-    metrics = resources("metrics")
+    metrics = resources("metrics__[a-z_]+")
     for expected in ("gpu=1", "runtime=240", "cpus_per_task=2"):
         assert expected in metrics, metrics
     assert "gpu" not in resources("fig2") and "gpu" not in resources("aggregate")
 
-    groups, sizes = parse_groups(profile())
-    counted = {
-        name: len(re.findall(rf"Group job {name} ", output)) for name in set(groups.values())
-    }
-    assert counted["metrics"] == math.ceil(stats["metrics"] / sizes["metrics"])
-    assert counted["summary"] == stats["aggregate"]
-    submissions = expected_submissions(stats, groups, sizes)
+    assert len(re.findall(r"Group job summary ", output)) == stats["aggregate"]
+    submissions = expected_submissions(stats)
     snakemake_jobs = sum(stats.values()) - stats.get("all", 0) - stats.get("aggregate_inputs", 0)
-    assert submissions < snakemake_jobs / 2
+    # one SLURM job per training run, per run's metric bundle, per family's summary, and the rest
+    others = stats["check_data"] + stats["claims"]
+    assert submissions == stats["train"] + metric_jobs(stats) + stats["aggregate"] + others
     print(
         f"paper grid: {sum(stats.values())} Snakemake jobs, {snakemake_jobs} run on SLURM "
         f"as {submissions} SLURM jobs"
@@ -241,7 +236,12 @@ def test_tiny_preset_on_slurm_matches_a_local_run(
         f"{rule}:{name}={value}"
         for rule, values in settings["set-resources"].items()
         for name, value in values.items()
-    ] + ["train:gpu=1", "metrics:gpu=1"]
+    ] + ["train:gpu=1"]
+    tiny = yaml.safe_load((REPO / TINY).read_text())
+    tiny_config = {**yaml.safe_load((REPO / "config.yaml").read_text()), **tiny}
+    set_resources += [
+        f"metrics__{bundle_name(bundle)}:gpu=1" for bundle in build_grid(tiny_config).bundle_runs()
+    ]
 
     # the local run every workflow test shares (tests/conftest.py)
     assert tiny_run.returncode == 0, tiny_run.output[-5000:]
@@ -286,10 +286,9 @@ def test_tiny_preset_on_slurm_matches_a_local_run(
     # It went through SLURM, grouped as the profile says.
     stats = job_stats(output)
     submissions = output.count("sbatch call:")
-    groups, sizes = parse_groups(settings)
-    assert submissions == expected_submissions(stats, groups, sizes), submissions
+    assert submissions == expected_submissions(stats), submissions
     logs = remote / "results" / "logs" / "slurm"
-    assert list(logs.glob("group_metrics_*/*.log")) and list(logs.glob("group_summary_*/*.log"))
+    assert list(logs.glob("group_summary_*/*.log"))
     # SLURM, not the shell, chose the GPU: the jobstep logs its environment with --verbose.
     # (Without cgroup device confinement SLURM passes the node's own index, 0 or 1 here.)
     train_logs = list(logs.glob("rule_train/*/*.log"))

@@ -5,6 +5,7 @@ folder, so nothing is written into the repository's results/."""
 from __future__ import annotations
 
 import copy
+import json
 import re
 import subprocess
 import sys
@@ -15,6 +16,8 @@ import pytest
 import yaml
 from conftest import TinyRun
 from workflow_copy import copy_workflow
+
+from metalandscape.grid import build_grid, bundle_name
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = (sys.executable, "-m", "snakemake")
@@ -50,7 +53,7 @@ def job_stats(output: str) -> dict[str, int]:
     return counts
 
 
-# ---- the expected grid, computed from the config independently of common.smk -------------
+# ---- the jobs the grid (metalandscape.grid) says the workflow must plan --------------------
 
 
 def merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -71,68 +74,26 @@ def load_config(preset: str | None = None) -> dict[str, Any]:
     return config
 
 
-FIGURES = {
-    "fig2": ("classification", {"maml", "fomaml"}, {"hessian", "accuracy"}),
-    "fig5": ("classification", None, {"trajectory_coherence", "accuracy"}),
-    "fig8": ("regression", None, {"gradient_coherence", "accuracy"}),
-}
-
-
-# Figures 3, 4, 6, 7 and 9-12 and the claims rules: tests/test_claims_workflow.py checks them.
-OTHER_RULES = {f"fig{n}" for n in (3, 4, 6, 7, 9, 10, 11, 12)} | {"claims", "claims_html"}
-
-
-def planned(stats: dict[str, int]) -> dict[str, int]:
-    """``stats`` without the rules that tests/test_claims_workflow.py checks."""
-    return {name: count for name, count in stats.items() if name not in OTHER_RULES}
-
-
 def expected_jobs(config: dict[str, Any]) -> dict[str, int]:
-    runs: dict[tuple, dict[str, Any]] = {}
-    for group in config["experiments"]:
-        dataset = group["dataset"]
-        for way in group.get("ways", [1]):
-            for shot in group["shots"]:
-                for algorithm in group["algorithms"]:
-                    for seed in group["seeds"]:
-                        key = (dataset, group.get("variant", "default"), way, shot, algorithm, seed)
-                        run = runs.setdefault(
-                            key, {"metrics": set(), "families": set(), "algorithm": algorithm}
-                        )
-                        run["metrics"].update(group["metrics"])
-                        run["families"].add(group.get("family", dataset))
-    families: dict[str, list[dict[str, Any]]] = {}
-    for (dataset, *_), run in runs.items():
-        run["kind"] = "regression" if dataset == "sinusoid" else "classification"
-        for family in run["families"]:
-            families.setdefault(family, []).append(run)
+    """``{rule: jobs}`` of a full run of ``config``, from the grid module."""
+    grid = build_grid(config)
     jobs = {
-        "train": len(runs),
-        "metrics": sum(len(run["metrics"]) for run in runs.values()),
-        "aggregate_inputs": len(families),
-        "aggregate": len(families),
+        "train": len(grid.runs),
+        "aggregate_inputs": len(grid.families),
+        "aggregate": len(grid.families),
+        "claims": 1,
+        "claims_html": 1,
         "all": 1,
     }
-    datasets = {key[0] for key in runs}
+    for bundle, run_ids in grid.bundle_runs().items():
+        jobs[f"metrics__{bundle_name(bundle)}"] = len(run_ids)
+    datasets = {run.key.dataset for run in grid.runs.values()}
     if "fontglot" in datasets:
         jobs["fontglot"] = 1
     if datasets & {"omniglot", "miniimagenet"}:
         jobs["check_data"] = len(datasets & {"omniglot", "miniimagenet"})
-    for figure in config["figures"]:
-        if figure not in FIGURES:
-            continue
-        kind, algorithms, metrics = FIGURES[figure]
-        count = sum(
-            any(
-                run["kind"] == kind
-                and (algorithms is None or run["algorithm"] in algorithms)
-                and metrics <= run["metrics"]
-                for run in members
-            )
-            for members in families.values()
-        )
-        if count:
-            jobs[figure] = count
+    for scheduled in grid.figures.values():
+        jobs[scheduled.figure] = jobs.get(scheduled.figure, 0) + 1
     return jobs
 
 
@@ -150,12 +111,18 @@ def test_default_dry_run_plans_the_default_grid(workdir: Path) -> None:
     result = snakemake(workdir, "-n", "--cores", "2")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert planned(job_stats(output)) == expected_jobs(load_config())
+    stats = job_stats(output)
+    assert stats == expected_jobs(load_config())
+    # 14 runs: one metrics job each, measuring all its metrics
+    assert (
+        stats["train"] == 14 and sum(n for r, n in stats.items() if r.startswith("metrics")) == 14
+    )
+    assert sum(stats.values()) == 45
     for path in (
         "results/data/fontglot.npz",
         "results/runs/fontglot-default-5way1shot-maml-seed0.h5",
-        "results/metrics/fontglot-default-5way1shot-maml-seed0/hessian",
-        "results/metrics/sinusoid-default-1way10shot-maml-seed1/gradient_coherence",
+        "results/metrics/fontglot-default-5way1shot-maml-seed0/hessian.nc",
+        "results/metrics/sinusoid-default-1way10shot-maml-seed1/gradient_coherence.nc",
         "results/aggregate/fontglot.nc",
         "results/figures/fig2.pdf",
         "results/figures/fig8.png",
@@ -173,7 +140,8 @@ def test_paper_preset_dry_run(workdir: Path) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     stats = job_stats(output)
-    assert planned(stats) == expected_jobs(config)
+    assert stats == expected_jobs(config)
+    assert sum(stats.values()) == 568
     # 120 Omniglot + 60 MiniImagenet + 5 long + 5 regularized + 70 sinusoid runs
     assert stats["train"] == 260
     assert stats["fig2"] == 4 and stats["fig8"] == 1
@@ -184,6 +152,7 @@ def test_paper_preset_dry_run(workdir: Path) -> None:
     assert "results/figures/fig2_overtraining.pdf" in output
     # device: cuda -> train and metrics jobs each ask for one GPU
     assert re.search(r"rule train:.*?resources: [^\n]*gpu=1", output, re.DOTALL)
+    assert re.search(r"rule metrics__[a-z_]+:.*?resources: [^\n]*gpu=1", output, re.DOTALL)
 
 
 def write_config(directory: Path, name: str, config: dict[str, Any]) -> str:
@@ -234,6 +203,79 @@ def test_figure_without_its_data_is_not_scheduled(workdir: Path) -> None:
     assert stats["fig2"] == stats["fig5"] == 1
 
 
+def test_a_skipped_figure_is_one_line_at_planning_and_as_a_target(workdir: Path) -> None:
+    result = snakemake(workdir, "-n", "--cores", "1", "results/figures/fig3.pdf")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "KeyError" not in output
+    # once when the workflow is parsed, once as the reason the target cannot be made
+    assert output.count("fig3 skipped: no run of variant 'long'\n") == 2, output
+
+
+@pytest.mark.parametrize(
+    ("change", "line"),
+    [
+        (
+            lambda c: c.update(figures=["fig2", "fig13"]),
+            "invalid workflow config: figures: unknown figure 'fig13'; known: fig2, fig3,",
+        ),
+        (
+            lambda c: c["experiments"][0].update(algorithms=["reptile"]),
+            "invalid workflow config: experiments[0] (sinusoid): unknown algorithm 'reptile'",
+        ),
+        (
+            lambda c: c.update(figures=[{"figure": "fig9", "family": "fontglot"}]),
+            "figures: fig9 cannot be drawn from family 'fontglot': no setting with runs of each",
+        ),
+    ],
+)
+def test_names_are_checked_against_the_registries(workdir: Path, change: Any, line: str) -> None:
+    config = load_config()
+    change(config)
+    name = write_config(workdir, "bad_names.yaml", config)
+    result = snakemake(workdir, "-n", "--cores", "1", "--configfile", name)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert line in output
+    assert "Traceback" not in output
+
+
+def test_shell_values_are_quoted(workdir: Path) -> None:
+    crafted = "device='cpu $(touch pwned)'"
+    result = snakemake(
+        workdir,
+        "results/metrics/sinusoid-default-1way2shot-maml-seed0/accuracy.nc",
+        "-n",
+        "-p",
+        "--cores",
+        "1",
+        "--set-resources",
+        f"train:{crafted}",
+        f"metrics__accuracy__gradient_coherence:{crafted}",
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert output.count("--device 'cpu $(touch pwned)'") == 2, output
+
+
+def test_a_separate_metric_gets_its_own_bundle_and_settings(workdir: Path) -> None:
+    config = load_config("workflow/presets/tiny.yaml")
+    name = write_config(workdir, "separate.yaml", {**config, "separate_metrics": ["hessian"]})
+    result = snakemake(workdir, "-n", "-p", "--cores", "1", "--configfile", name)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    stats = job_stats(output)
+    assert stats["metrics__hessian"] == 1 and stats["metrics__accuracy__trajectory_coherence"] == 1
+    # the Hessian job carries only the Hessian's settings, the other only its own metrics'
+    hessian = re.search(r"--metric hessian --epoch.*?--settings-json '([^']*)'", output)
+    assert hessian and list(json.loads(hessian.group(1))) == ["hessian"]
+    shared = re.search(
+        r"--metric accuracy --metric trajectory_coherence --epoch.*?--settings-json '([^']*)'",
+        output,
+    )
+    assert shared and list(json.loads(shared.group(1))) == ["accuracy", "trajectory_coherence"]
+
+
 # ---- the tiny grid end to end ---------------------------------------------------------------
 
 
@@ -244,7 +286,7 @@ def test_tiny_run_end_to_end(tiny_run: TinyRun) -> None:
     config = load_config("workflow/presets/tiny.yaml")
 
     assert tiny_run.returncode == 0, tiny_run.output
-    assert planned(job_stats(tiny_run.output)) == expected_jobs(config)
+    assert job_stats(tiny_run.output) == expected_jobs(config)
     results = tiny_run.results
     for name in ("fig2", "fig5", "fig8"):
         assert (results / "figures" / f"{name}.pdf").stat().st_size > 0
@@ -253,10 +295,11 @@ def test_tiny_run_end_to_end(tiny_run: TinyRun) -> None:
         assert (results / "aggregate" / f"{family}.nc").is_file()
         assert (results / "aggregate" / f"{family}.csv").is_file()
     run = "fontglot-default-3way1shot-maml-seed0"
-    measured = sorted(p.name for p in (results / "metrics" / run / "hessian").glob("epoch_*"))
-    assert measured == ["epoch_0000.nc", "epoch_0001.nc", "epoch_0002.nc"]
+    measured = sorted(p.name for p in (results / "metrics" / run).iterdir())
+    assert measured == ["accuracy.nc", "hessian.nc", "trajectory_coherence.nc"]
     assert (results / "benchmarks" / "train" / f"{run}.tsv").is_file()
-    assert (results / "logs" / "metrics" / run / "hessian.log").is_file()
+    bundle = "accuracy__hessian__trajectory_coherence"
+    assert (results / "logs" / "metrics" / run / f"{bundle}.log").is_file()
 
     again = snakemake(directory, "-n", "--cores", "2", *preset)
     assert again.returncode == 0, again.stdout + again.stderr

@@ -15,15 +15,15 @@ rule claims:
     log:
         "results/logs/claims.log",
     params:
-        inputs=lambda wildcards, input: " ".join(f"--input {path}" for path in input),
+        inputs=lambda wildcards, input: [text for path in input for text in ("--input", path)],
         thresholds=claims_thresholds_json(),
         config_name=lambda wildcards: " + ".join(os.path.relpath(p) for p in workflow.configfiles),
     conda:
         ENV_FILE
     shell:
-        "metalandscape claims {params.inputs} --thresholds-json {params.thresholds:q}"
-        " --config-name {params.config_name:q} --out-csv {output.csv} --out-md {output.md}"
-        " > {log} 2>&1"
+        "metalandscape claims {params.inputs:q} --thresholds-json {params.thresholds:q}"
+        " --config-name {params.config_name:q} --out-csv {output.csv:q} --out-md {output.md:q}"
+        " > {log:q} 2>&1"
 
 
 rule claims_html:
@@ -36,4 +36,6 @@ rule claims_html:
         "results/logs/claims_html.log",
     localrule: True
     run:
+        from metalandscape.claims_html import write_claims_html
+
         write_claims_html(input.md, input.csv, output[0], log[0])

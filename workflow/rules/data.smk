@@ -15,8 +15,8 @@ rule fontglot:
     conda:
         ENV_FILE
     shell:
-        "metalandscape data fontglot --out {output} --seed {params.seed}"
-        " --classes {params.classes} --workers {threads} --quiet > {log} 2>&1"
+        "metalandscape data fontglot --out {output:q} --seed {params.seed:q}"
+        " --classes {params.classes:q} --workers {threads} --quiet > {log:q} 2>&1"
 
 
 rule check_data:
@@ -25,11 +25,11 @@ rule check_data:
     log:
         "results/logs/data/{dataset}.check.log",
     params:
-        path=lambda wildcards: data_path(wildcards.dataset),
+        path=lambda wildcards: data_path(config, wildcards.dataset),
     wildcard_constraints:
         dataset="omniglot|miniimagenet",
     conda:
         ENV_FILE
     shell:
         "metalandscape data inspect --dataset {wildcards.dataset} --path {params.path:q}"
-        " > {output} 2> {log}"
+        " > {output:q} 2> {log:q}"

@@ -22,5 +22,5 @@ rule train:
     conda:
         ENV_FILE
     shell:
-        "metalandscape train {params.settings} --out {output} --device {resources.device}"
-        " --threads {threads} --quiet > {log} 2>&1"
+        "metalandscape train {params.settings:q} --out {output:q} --device {resources.device:q}"
+        " --threads {threads} --quiet > {log:q} 2>&1"

@@ -1,7 +1,8 @@
 """The paper's figures, drawn only from an aggregated Dataset; a registry and the figure CLI.
 
 Importing this package is cheap (the CLI registers its subcommand on every call): the registry
-``FIGURES`` and the drawing modules, which need matplotlib and seaborn, load on first use.
+``FIGURES`` (each figure module's :class:`~metalandscape.figures.spec.FigureSpec`) loads on first
+use, and the drawing modules import matplotlib, seaborn and xarray only when they draw.
 """
 
 from __future__ import annotations
@@ -14,25 +15,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import xarray as xr
 
-    from metalandscape.figures.common import FigureSpec
+    from metalandscape.figures.spec import FigureSpec
 
     FIGURES: dict[str, FigureSpec]
+    FIGURE_NAMES: tuple[str, ...]
 
 log = logging.getLogger(__name__)
-
-FIGURE_NAMES = (
-    "fig2",
-    "fig3",
-    "fig4",
-    "fig5",
-    "fig6",
-    "fig7",
-    "fig8",
-    "fig9",
-    "fig10",
-    "fig11",
-    "fig12",
-)
 
 
 class FigureError(ValueError):
@@ -57,8 +45,10 @@ def __getattr__(name: str) -> Any:
         registry = _registry()
         globals()["FIGURES"] = registry
         return registry
+    if name == "FIGURE_NAMES":
+        return tuple(__getattr__("FIGURES"))
     if name == "FigureSpec":
-        from metalandscape.figures.common import FigureSpec
+        from metalandscape.figures.spec import FigureSpec
 
         return FigureSpec
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -71,7 +61,7 @@ def figure_spec(name: str) -> FigureSpec:
         return registry[name]
     except KeyError:
         raise FigureError(
-            f"unknown figure {name!r}; known figures: {', '.join(FIGURE_NAMES)}"
+            f"unknown figure {name!r}; known figures: {', '.join(registry)}"
         ) from None
 
 
@@ -104,7 +94,7 @@ def _command_figure(args: argparse.Namespace) -> int:
 
 def figure_spec_list() -> list[FigureSpec]:
     """Every registered figure, in order."""
-    return [figure_spec(name) for name in FIGURE_NAMES]
+    return list(__getattr__("FIGURES").values())
 
 
 def add_figure_parser(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -114,7 +104,7 @@ def add_figure_parser(subparsers: Any, common: argparse.ArgumentParser) -> None:
         help="draw one of the paper's figures from an aggregate .nc (PDF and PNG)",
         parents=[common],
     )
-    parser.add_argument("name", nargs="?", metavar="NAME", help=f"one of {', '.join(FIGURE_NAMES)}")
+    parser.add_argument("name", nargs="?", metavar="NAME", help="a figure name (see --list)")
     parser.add_argument("--list", action="store_true", help="list the figures and their needs")
     parser.add_argument("--input", help="aggregate .nc written by 'metalandscape aggregate'")
     parser.add_argument("--out", help="figure .pdf to write (the .png goes next to it)")

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import seaborn as sns
-import xarray as xr
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure, SubFigure
-from matplotlib.lines import Line2D
 
 from metalandscape.figures import FigureError
 from metalandscape.figures.common import (
-    FigureSpec,
     Setting,
     algorithm_label,
     algorithms_with_data,
@@ -25,7 +21,16 @@ from metalandscape.figures.common import (
     settings_with_data,
     variable_bounds,
 )
+from metalandscape.figures.spec import FigureSpec, Needs, lazy_import
 from metalandscape.statistics import per_seed_correlation, scalar_interval
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure, SubFigure
+
+sns = lazy_import("seaborn")
+stats = lazy_import("scipy.stats")
+xr = lazy_import("xarray")
 
 TRAJECTORY_COHERENCE = "trajectory_coherence"
 TEST_ACCURACY = "test_target_accuracy_mean"
@@ -34,9 +39,14 @@ TEST_MSE = "test_target_mse_mean"
 FIG5_VARIABLES = (TRAJECTORY_COHERENCE, TEST_ACCURACY)
 FIG8_VARIABLES = (GRADIENT_COHERENCE, TEST_MSE)
 MIN_EPOCHS_FOR_CORRELATION = 3
-_PALETTE = sns.color_palette("colorblind", 10)
-LEFT_COLOR = _PALETTE[0]
-RIGHT_COLOR = _PALETTE[3]
+
+
+def _left_color() -> tuple[float, float, float]:
+    return sns.color_palette("colorblind", 10)[0]
+
+
+def _right_color() -> tuple[float, float, float]:
+    return sns.color_palette("colorblind", 10)[3]
 
 
 def _missing(name: str, dataset: xr.Dataset, variables: tuple[str, ...], what: str) -> str | None:
@@ -76,18 +86,21 @@ def _twin_panel(
     left_bounds = variable_bounds(str(left.name))
     low, high = variable_bounds(str(right.name))
     right_bounds = (low, high) if right_sign > 0 else (-high, -low)
-    plot_mean_band(axes, left["epoch"].values, left.values, color=LEFT_COLOR, bounds=left_bounds)
+    plot_mean_band(axes, left["epoch"].values, left.values, color=_left_color(), bounds=left_bounds)
     twin = axes.twinx()
     plot_mean_band(
         twin,
         right["epoch"].values,
         right_sign * right.values,
-        color=RIGHT_COLOR,
+        color=_right_color(),
         marker="s",
         linestyle="--",
         bounds=right_bounds,
     )
-    for side, label, color in ((axes, left_label, LEFT_COLOR), (twin, right_label, RIGHT_COLOR)):
+    for side, label, color in (
+        (axes, left_label, _left_color()),
+        (twin, right_label, _right_color()),
+    ):
         side.set_ylabel(label, color=color)
         side.tick_params(axis="y", colors=color)
     twin.grid(False)
@@ -96,9 +109,13 @@ def _twin_panel(
 
 
 def _series_legend(figure: Figure, left_label: str, right_label: str) -> None:
+    from matplotlib.lines import Line2D
+
     handles = [
-        Line2D([], [], color=LEFT_COLOR, marker="o", markersize=3.5, label=left_label),
-        Line2D([], [], color=RIGHT_COLOR, marker="s", markersize=3.5, ls="--", label=right_label),
+        Line2D([], [], color=_left_color(), marker="o", markersize=3.5, label=left_label),
+        Line2D(
+            [], [], color=_right_color(), marker="s", markersize=3.5, ls="--", label=right_label
+        ),
     ]
     figure.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
 
@@ -242,25 +259,25 @@ def _fig8_finals(
         final_axes,
         shots,
         [coherence for coherence, _ in finals],
-        color=LEFT_COLOR,
+        color=_left_color(),
         marker="o",
         linestyle="-",
         dodge=0.97,
     )
-    final_axes.set_ylabel("gradient coherence", color=LEFT_COLOR)
-    final_axes.tick_params(axis="y", colors=LEFT_COLOR)
+    final_axes.set_ylabel("gradient coherence", color=_left_color())
+    final_axes.tick_params(axis="y", colors=_left_color())
     final_twin = final_axes.twinx()
     _plot_points(
         final_twin,
         shots,
         [negative_mse for _, negative_mse in finals],
-        color=RIGHT_COLOR,
+        color=_right_color(),
         marker="s",
         linestyle="--",
         dodge=1.03,
     )
-    final_twin.set_ylabel("−MSE", color=RIGHT_COLOR)
-    final_twin.tick_params(axis="y", colors=RIGHT_COLOR)
+    final_twin.set_ylabel("−MSE", color=_right_color())
+    final_twin.tick_params(axis="y", colors=_right_color())
     final_twin.grid(False)
     _k_axis(final_axes, shots)
     final_axes.set_title("(b) at the final epoch, across K")
@@ -334,6 +351,16 @@ FIG5 = FigureSpec(
     draw=draw_fig5,
     variables=FIG5_VARIABLES,
     missing=missing_for_fig5,
+    needs=(
+        Needs(("trajectory_coherence", "accuracy"), kind="classification", roles=("meta-learner",)),
+    ),
+    title="Trajectory coherence (fig. 5)",
+    caption="""\
+**Coherence of adaptation trajectories** (the paper's figure 5). The mean cosine similarity
+E[θ̂ᵢᵀθ̂ⱼ] of the adaptation directions θ̂ᵢ = (θ̃ᵢ − θs)/‖θ̃ᵢ − θs‖ over pairs of meta-test tasks,
+against the meta-test accuracy of the same checkpoints. The paper finds that coherence rises with
+accuracy: meta-test solutions that generalize are reached by similar adaptation trajectories.
+""",
 )
 FIG8 = FigureSpec(
     name="fig8",
@@ -341,6 +368,14 @@ FIG8 = FigureSpec(
     draw=draw_fig8,
     variables=FIG8_VARIABLES,
     missing=missing_for_fig8,
+    needs=(Needs(("gradient_coherence", "accuracy"), kind="regression", roles=("meta-learner",)),),
+    title="Gradient coherence (fig. 8)",
+    caption="""\
+**Gradient coherence on sinusoid regression** (the paper's figure 8). The mean inner product
+E[gᵢᵀgⱼ] of support-loss gradients at the meta-train solution θs over pairs of meta-test tasks,
+against the negative target MSE after adaptation, for each number of support points k. In the
+paper the two correlate: where task gradients agree, adaptation generalizes better.
+""",
 )
 
 __all__ = ["FIG5", "FIG8", "draw_fig5", "draw_fig8", "missing_for_fig5", "missing_for_fig8"]

@@ -10,23 +10,28 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib as mpl
 import numpy as np
-import seaborn as sns
-import xarray as xr
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from metalandscape.algorithms import ALGORITHMS, algorithm_names
 from metalandscape.atomic import atomic_output
 from metalandscape.figures import FigureError
+from metalandscape.figures.spec import lazy_import
 from metalandscape.runs import RUN_DIMS, RunKey
 from metalandscape.statistics import mean_interval
+
+if TYPE_CHECKING:
+    import xarray as xr
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+mpl = lazy_import("matplotlib")
+sns = lazy_import("seaborn")
+stats = lazy_import("scipy.stats")
 
 META_LEARNERS = algorithm_names("meta-learner")
 BASELINES = algorithm_names("baseline")
@@ -73,22 +78,6 @@ class Setting:
     def run(self, algorithm: str, seed: int) -> RunKey:
         """The run of ``algorithm`` and ``seed`` in this setting."""
         return RunKey(**self.select(), algorithm=algorithm, seed=seed)  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class FigureSpec:
-    """A registered figure: how to draw it and what it needs from the aggregate."""
-
-    name: str
-    description: str
-    draw: Callable[[xr.Dataset], Figure]
-    variables: tuple[str, ...]
-    missing: Callable[[xr.Dataset], str | None]
-    optional_variables: tuple[str, ...] = ()
-
-    def is_drawable(self, dataset: xr.Dataset) -> bool:
-        """Whether ``dataset`` holds everything this figure needs."""
-        return self.missing(dataset) is None
 
 
 def algorithm_label(algorithm: str) -> str:
@@ -256,6 +245,9 @@ def figure_style() -> Iterator[None]:
 
 def new_figure(width: float, height: float) -> Figure:
     """A constrained-layout figure on the Agg canvas (no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(figure)
     return figure

@@ -9,18 +9,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import seaborn as sns
-import xarray as xr
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 
 from metalandscape.figures import FigureError
 from metalandscape.figures.common import (
     META_LEARNERS,
-    FigureSpec,
     Setting,
     algorithm_label,
     algorithms_with_data,
@@ -34,7 +29,16 @@ from metalandscape.figures.overtraining import (
     panel_title,
     wrapped_axes,
 )
+from metalandscape.figures.spec import FigureSpec, Needs, lazy_import
 from metalandscape.statistics import per_seed_correlation, scalar_interval
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+sns = lazy_import("seaborn")
+stats = lazy_import("scipy.stats")
+xr = lazy_import("xarray")
 
 ACCURACY = "test_target_accuracy_mean"
 GRADIENT_COHERENCE = "gradient_coherence"
@@ -139,6 +143,8 @@ def draw_coherence_accuracy(
     dataset: xr.Dataset, panels: Sequence[Panel], coherence: str, title: str
 ) -> Figure:
     """Small multiples of accuracy against ``coherence``, one line per seed over epochs."""
+    from matplotlib.lines import Line2D
+
     columns = min(len(panels), MAX_COLUMNS)
     rows = math.ceil(len(panels) / columns)
     seeds = dataset["seed"].values.tolist()
@@ -217,6 +223,17 @@ FIG7 = FigureSpec(
     draw=draw_fig7,
     variables=(GRADIENT_COHERENCE, ACCURACY),
     missing=missing_for_fig7,
+    needs=(
+        Needs(("gradient_coherence", "accuracy"), kind="classification", roles=("meta-learner",)),
+    ),
+    title="Gradient coherence, T = 1 (fig. 7)",
+    caption="""\
+**Gradient coherence and generalization with one inner step** (the paper's figure 7). For models
+meta-trained with T = 1 inner step (variant ``T1``; in a grid without it, every MAML-family
+classification setting), the gradient coherence E[gᵢᵀgⱼ] at the meta-train solution θs against
+the meta-test target accuracy of the same checkpoint: one line per seed over the epochs, the last
+epoch starred, and R the mean over seeds of the Pearson correlation over epochs.
+""",
 )
 FIG11 = FigureSpec(
     name="fig11",
@@ -224,6 +241,16 @@ FIG11 = FigureSpec(
     draw=draw_fig11,
     variables=(TRAJECTORY_COHERENCE, ACCURACY),
     missing=missing_for_fig11,
+    needs=(
+        Needs(("trajectory_coherence", "accuracy"), kind="classification", roles=("meta-learner",)),
+    ),
+    title="Trajectory coherence, every setting (fig. 11)",
+    caption="""\
+**Trajectory coherence against accuracy, every setting** (the paper's figure 11, the full set
+behind figure 5). For each setting and MAML-family algorithm, the trajectory coherence
+E[θ̂ᵢᵀθ̂ⱼ] against the meta-test target accuracy: one line per seed over the epochs, the last
+epoch starred, and R the mean over seeds of the Pearson correlation over epochs.
+""",
 )
 FIG12 = FigureSpec(
     name="fig12",
@@ -231,6 +258,16 @@ FIG12 = FigureSpec(
     draw=draw_fig12,
     variables=(GRADIENT_COHERENCE, ACCURACY),
     missing=missing_for_fig12,
+    needs=(
+        Needs(("gradient_coherence", "accuracy"), kind="classification", roles=("meta-learner",)),
+    ),
+    title="Gradient coherence, every setting (fig. 12)",
+    caption="""\
+**Gradient coherence against accuracy, every setting** (the paper's figure 12, the appendix
+version of figure 7). For each setting and MAML-family algorithm, the gradient coherence
+E[gᵢᵀgⱼ] at θs against the meta-test target accuracy: one line per seed over the epochs, the
+last epoch starred, and R the mean over seeds of the Pearson correlation over epochs.
+""",
 )
 
 __all__ = [

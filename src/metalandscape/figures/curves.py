@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import math
-
-import xarray as xr
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
+from typing import TYPE_CHECKING
 
 from metalandscape.figures import FigureError
 from metalandscape.figures.common import (
-    FigureSpec,
     algorithm_color,
     algorithm_label,
     algorithms_with_data,
@@ -25,6 +21,11 @@ from metalandscape.figures.overtraining import (
     panel_title,
     wrapped_axes,
 )
+from metalandscape.figures.spec import FigureSpec, Needs
+
+if TYPE_CHECKING:
+    import xarray as xr
+    from matplotlib.figure import Figure
 
 TRAIN_ACCURACY = "train_target_accuracy_mean"
 TEST_ACCURACY = "test_target_accuracy_mean"
@@ -49,6 +50,8 @@ def missing_for_fig10(dataset: xr.Dataset) -> str | None:
 
 def draw_fig10(dataset: xr.Dataset) -> Figure:
     """Meta-train (dashed) and meta-test (solid) target accuracy vs epoch per setting."""
+    from matplotlib.lines import Line2D
+
     reason = missing_for_fig10(dataset)
     if reason:
         raise FigureError(reason)
@@ -98,6 +101,21 @@ FIG10 = FigureSpec(
     draw=draw_fig10,
     variables=FIG10_VARIABLES,
     missing=missing_for_fig10,
+    needs=(
+        Needs(
+            ("accuracy",),
+            kind="classification",
+            algorithms=ALGORITHMS,
+            accuracy_splits=("train", "test"),
+        ),
+    ),
+    title="Meta-train and meta-test accuracy (fig. 10)",
+    caption="""\
+**Meta-train and meta-test accuracy** (the paper's figure 10). The target accuracy after
+adaptation on meta-train tasks (dashed) and on meta-test tasks (solid) of every MAML and
+First-Order MAML setting against the epoch (mean ± 95% CI over seeds): how far meta-training
+fits its own tasks beyond what carries over to new ones.
+""",
 )
 
 __all__ = ["FIG10", "draw_fig10", "missing_for_fig10"]

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import math
-
-import xarray as xr
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING
 
 from metalandscape.figures import FigureError
 from metalandscape.figures.common import (
-    FigureSpec,
     Setting,
     algorithm_color,
     algorithm_label,
@@ -21,6 +18,11 @@ from metalandscape.figures.common import (
     plot_seed_band,
     settings_with_data,
 )
+from metalandscape.figures.spec import FigureSpec, Needs
+
+if TYPE_CHECKING:
+    import xarray as xr
+    from matplotlib.figure import Figure
 
 FLATNESS = "hessian_top_eigenvalue_mean"
 CONTEXT_VARIABLES = {
@@ -127,4 +129,13 @@ FIG2 = FigureSpec(
     variables=(FLATNESS,),
     optional_variables=("test_target_accuracy_mean", "test_target_mse_mean"),
     missing=missing_for_fig2,
+    needs=(Needs(("hessian",), roles=("meta-learner",)),),
+    title="Flatness (fig. 2)",
+    caption="""\
+**Flatness over meta-training** (the paper's figure 2). For MAML and First-Order MAML, the mean
+top eigenvalue E[λmax] of the support-loss Hessian at the task-adapted parameters θ̃ᵢ of meta-test
+tasks, against the training epoch, beside the meta-test accuracy. In the paper the adapted
+solutions get flatter (λmax falls) while accuracy rises, and keep getting flatter even when
+meta-test accuracy no longer improves: flatness alone does not explain generalization.
+""",
 )

@@ -1,0 +1,373 @@
+"""The experiment grid: from the validated workflow config to runs, metric bundles and figures.
+
+:func:`build_grid` reads the config (config.yaml merged with a preset, after the schema check)
+and returns a :class:`Grid`: every training run (a :class:`~metalandscape.runs.RunKey` with its
+RunConfig settings), what is measured on it and at which epochs, the metric bundles (the metrics
+one job measures in one pass), the aggregate families and the figures that can be drawn, each
+skipped figure with the reason. An impossible grid raises one :class:`GridError` with a
+one-line message. The workflow's rules read only this; importing it is cheap (no torch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+import yaml
+
+from metalandscape.algorithms import ALGORITHMS
+from metalandscape.config import ConfigError, resolve_run_config
+from metalandscape.figures.spec import FigureSpec, Needs
+from metalandscape.runs import RunKey
+
+#: Data sets read from a folder the config names (``data.<dataset>_path``), checked once.
+FOLDER_DATASETS = ("omniglot", "miniimagenet")
+#: The embedded data set, built by the workflow.
+FONTGLOT_FILE = "results/data/fontglot.npz"
+
+
+class GridError(ValueError):
+    """A config that passes the schema but describes an impossible grid."""
+
+
+@dataclass
+class Run:
+    """One training run: its key, RunConfig settings, and what is measured on it."""
+
+    key: RunKey
+    settings: dict[str, Any]
+    kind: str
+    epochs: int
+    metrics: set[str] = field(default_factory=set)
+    measured_epochs: set[int] = field(default_factory=set)
+    families: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        """The run id (file names, the ``run`` wildcard)."""
+        return self.key.id
+
+    def train_arguments(self) -> list[str]:
+        """``metalandscape train`` arguments: ``--set key=value`` per setting, sorted by key."""
+        arguments = []
+        for key in sorted(self.settings):
+            arguments += ["--set", f"{key}={yaml_scalar(self.settings[key])}"]
+        return arguments
+
+    def epoch_arguments(self) -> list[str]:
+        """``--epoch E`` of every measured epoch, in order."""
+        return [text for epoch in sorted(self.measured_epochs) for text in ("--epoch", str(epoch))]
+
+
+@dataclass(frozen=True)
+class ScheduledFigure:
+    """One figure to draw: its output name (results/figures/<name>.pdf) and source family."""
+
+    name: str
+    figure: str
+    family: str
+
+
+@dataclass
+class Grid:
+    """Everything the workflow schedules, in config order."""
+
+    runs: dict[str, Run]
+    families: dict[str, list[str]]
+    separate_metrics: frozenset[str]
+    figures: dict[str, ScheduledFigure]
+    skipped: dict[str, str]
+
+    def bundles(self, run_id: str) -> list[tuple[str, ...]]:
+        """The metric bundles of a run: each a sorted tuple of metrics measured by one job."""
+        metrics = self.runs[run_id].metrics
+        shared = tuple(sorted(metrics - self.separate_metrics))
+        own = [(name,) for name in sorted(metrics & self.separate_metrics)]
+        return ([shared] if shared else []) + own
+
+    def bundle_runs(self) -> dict[tuple[str, ...], list[str]]:
+        """``{bundle: [run ids]}``: every distinct bundle and the runs measured with it."""
+        found: dict[tuple[str, ...], list[str]] = {}
+        for run_id in self.runs:
+            for bundle in self.bundles(run_id):
+                found.setdefault(bundle, []).append(run_id)
+        return found
+
+    def metric_files(self, family: str) -> list[str]:
+        """Every metric file of ``family`` (one per run and metric), the aggregate's inputs."""
+        return [
+            metric_file(run_id, name)
+            for run_id in self.families[family]
+            for name in sorted(self.runs[run_id].metrics)
+        ]
+
+    def data_inputs(self, run_id: str) -> list[str]:
+        """The data file or check a run needs before it starts (nothing for sinusoid)."""
+        dataset = self.runs[run_id].key.dataset
+        if dataset == "fontglot":
+            return [FONTGLOT_FILE]
+        if dataset in FOLDER_DATASETS:
+            return [f"results/data/{dataset}.check.json"]
+        return []
+
+
+def metric_file(run_id: str, metric: str) -> str:
+    """Where one run's measurements of one metric go (every measured epoch in one file)."""
+    return f"results/metrics/{run_id}/{metric}.nc"
+
+
+def bundle_name(bundle: Sequence[str]) -> str:
+    """A bundle's name in rule, log and benchmark names: its metrics joined by ``__``."""
+    return "__".join(bundle)
+
+
+def yaml_scalar(value: Any) -> str:
+    """A value as the YAML text ``metalandscape train --set key=...`` parses back to it."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    return text.removesuffix("...").strip()
+
+
+def data_path(config: Mapping[str, Any], dataset: str) -> str | None:
+    """The ``data_path`` a run of ``dataset`` trains on (None for sinusoid)."""
+    if dataset == "sinusoid":
+        return None
+    if dataset == "fontglot":
+        return FONTGLOT_FILE
+    path = (config.get("data") or {}).get(f"{dataset}_path")
+    if not path:
+        raise GridError(
+            f"an experiment uses {dataset} but data.{dataset}_path is not set; "
+            f"point it at the {dataset} folder (see README's data layouts)"
+        )
+    return path
+
+
+def measured_epochs(selection: Any, epochs: int, where: str) -> set[int]:
+    """The checkpoint epochs to measure of a run with ``epochs`` epochs."""
+    if isinstance(selection, Mapping):
+        chosen = set(range(0, epochs + 1, selection["every"])) | {epochs}
+    else:
+        chosen = {epoch for epoch in selection if epoch <= epochs}
+    if not chosen:
+        raise GridError(f"{where}: metric_epochs {selection} selects no epoch of 0..{epochs}")
+    return chosen
+
+
+def registered_metrics() -> set[str]:
+    """Names of the metric plugins (entry points ``metalandscape.metrics``)."""
+    return {entry.name for entry in entry_points(group="metalandscape.metrics")}
+
+
+def _check_names(config: Mapping[str, Any], known_metrics: set[str]) -> None:
+    """Every algorithm and metric name of ``config`` is registered."""
+    for index, group in enumerate(config["experiments"]):
+        where = f"experiments[{index}] ({group['dataset']})"
+        for name in group["algorithms"]:
+            if name not in ALGORITHMS:
+                raise GridError(
+                    f"{where}: unknown algorithm {name!r} in 'algorithms'; "
+                    f"registered: {', '.join(ALGORITHMS)}"
+                )
+        for name in group["metrics"]:
+            if name not in known_metrics:
+                raise GridError(
+                    f"{where}: unknown metric {name!r} in 'metrics'; "
+                    f"available: {', '.join(sorted(known_metrics))}"
+                )
+    for key in ("metrics", "separate_metrics"):
+        for name in config.get(key) or ():
+            if name not in known_metrics:
+                raise GridError(
+                    f"unknown metric {name!r} under the top-level {key!r} key; "
+                    f"available: {', '.join(sorted(known_metrics))}"
+                )
+
+
+def _runs_of(config: Mapping[str, Any], index: int, group: Mapping[str, Any]) -> list[Run]:
+    """The runs of one experiment group, each checked by metalandscape.config."""
+    dataset = group["dataset"]
+    where = f"experiments[{index}] ({dataset})"
+    ways = group.get("ways", [1] if dataset == "sinusoid" else None)
+    if ways is None:
+        raise GridError(f"{where}: 'ways' is required for {dataset}")
+    if dataset == "sinusoid" and list(ways) != [1]:
+        raise GridError(f"{where}: sinusoid regression has ways [1], got {ways}")
+    path = data_path(config, dataset)
+    variant = group.get("variant", "default")
+    runs = []
+    for way in ways:
+        for shot in group["shots"]:
+            for algorithm in group["algorithms"]:
+                for seed in group["seeds"]:
+                    key = RunKey(dataset, variant, int(way), int(shot), algorithm, int(seed))
+                    settings = {
+                        "dataset": dataset,
+                        "algorithm": algorithm,
+                        "seed": seed,
+                        "variant": variant,
+                        "n_way": way,
+                        "k_shot": shot,
+                        **(group.get("overrides") or {}),
+                    }
+                    if path is not None:
+                        settings["data_path"] = path
+                    try:
+                        resolved = resolve_run_config(settings)
+                    except ConfigError as error:
+                        raise GridError(f"{where} run {key.id}: {error}") from None
+                    runs.append(Run(key, settings, resolved.kind, resolved.epochs))
+    return runs
+
+
+def build_runs(config: Mapping[str, Any]) -> tuple[dict[str, Run], dict[str, list[str]]]:
+    """``({run id: Run}, {family: [run ids]})`` of every experiment group, deduplicated."""
+    runs: dict[str, Run] = {}
+    families: dict[str, list[str]] = {}
+    for index, group in enumerate(config["experiments"]):
+        where = f"experiments[{index}] ({group['dataset']})"
+        family = group.get("family", group["dataset"])
+        selection = group.get("metric_epochs", config.get("metric_epochs", {"every": 1}))
+        for fresh in _runs_of(config, index, group):
+            run = runs.setdefault(fresh.id, fresh)
+            if run.settings != fresh.settings:
+                raise GridError(
+                    f"{where}: run {run.id} is also in an earlier experiment with other "
+                    "overrides; give one of them another variant"
+                )
+            run.metrics.update(group["metrics"])
+            run.measured_epochs |= measured_epochs(selection, run.epochs, where)
+            if family not in run.families:
+                run.families.append(family)
+                families.setdefault(family, []).append(run.id)
+    return runs, families
+
+
+def accuracy_splits(config: Mapping[str, Any]) -> set[str]:
+    """The splits the accuracy metric measures (its Settings default: test and train)."""
+    settings = (config.get("metrics") or {}).get("accuracy") or {}
+    return set(settings.get("splits", ("test", "train")))
+
+
+def _algorithm_matches(needs: Needs, algorithm: str) -> bool:
+    if not needs.roles and not needs.algorithms:
+        return True
+    return algorithm in needs.algorithms or ALGORITHMS[algorithm].role in needs.roles
+
+
+def why_not(needs: Needs, runs: Sequence[Run], splits: set[str]) -> str | None:
+    """Why ``runs`` cannot supply ``needs`` (the first requirement none meets), or None."""
+    if "accuracy" in needs.metrics and not set(needs.accuracy_splits) <= splits:
+        lacking = sorted(set(needs.accuracy_splits) - splits)
+        return f"metrics.accuracy.splits lacks {lacking}"
+    steps = [
+        (needs.kind is not None, lambda run: run.kind == needs.kind, f"no {needs.kind} run"),
+        (
+            bool(needs.roles or needs.algorithms),
+            lambda run: _algorithm_matches(needs, run.key.algorithm),
+            f"no run of {' or '.join([*needs.roles, *needs.algorithms])}",
+        ),
+        (
+            bool(needs.variants),
+            lambda run: run.key.variant in needs.variants,
+            f"no run of variant {' or '.join(repr(v) for v in needs.variants)}",
+        ),
+        (
+            True,
+            lambda run: set(needs.metrics) <= run.metrics,
+            f"no such run measured with {list(needs.metrics)}",
+        ),
+    ]
+    left = list(runs)
+    for applies, keep, reason in steps:
+        if applies:
+            left = [run for run in left if keep(run)]
+            if not left:
+                return reason
+    if needs.together:
+        settings: dict[tuple[Any, ...], set[str]] = {}
+        for run in left:
+            setting = (run.key.dataset, run.key.variant, run.key.way, run.key.shot)
+            settings.setdefault(setting, set()).add(run.key.algorithm)
+        if not any(set(needs.algorithms) <= found for found in settings.values()):
+            return f"no setting with runs of each of {list(needs.algorithms)}"
+    return None
+
+
+def figure_reason(spec: FigureSpec, runs: Sequence[Run], splits: set[str]) -> str | None:
+    """Why ``spec`` cannot be drawn from ``runs`` (one family's), or None when it can."""
+    reasons = [why_not(needs, runs, splits) for needs in spec.needs]
+    if any(reason is None for reason in reasons):
+        return None
+    return "; or ".join(dict.fromkeys(reason for reason in reasons if reason))
+
+
+def _figure_registry() -> dict[str, FigureSpec]:
+    from metalandscape.figures import FIGURES
+
+    return FIGURES
+
+
+def schedule_figures(
+    config: Mapping[str, Any],
+    runs: Mapping[str, Run],
+    families: Mapping[str, list[str]],
+    registry: Mapping[str, FigureSpec] | None = None,
+) -> tuple[dict[str, ScheduledFigure], dict[str, str]]:
+    """``({output name: ScheduledFigure}, {figure: skip line})`` of the config's figures."""
+    registry = _figure_registry() if registry is None else registry
+    splits = accuracy_splits(config)
+    instances: list[tuple[str, str]] = []
+    skipped: dict[str, str] = {}
+    for entry in config.get("figures") or ():
+        figure = entry if isinstance(entry, str) else entry["figure"]
+        spec = registry.get(figure)
+        if spec is None:
+            raise GridError(f"figures: unknown figure {figure!r}; known: {', '.join(registry)}")
+        if isinstance(entry, str):
+            reasons = {}
+            for family, run_ids in families.items():
+                reason = figure_reason(spec, [runs[r] for r in run_ids], splits)
+                if reason is None:
+                    instances.append((figure, family))
+                else:
+                    reasons[family] = reason
+            if len(reasons) == len(families):
+                reason = figure_reason(spec, list(runs.values()), splits) or "; ".join(
+                    f"family {name}: {text}" for name, text in reasons.items()
+                )
+                skipped[figure] = f"{figure} skipped: {reason}"
+            continue
+        family = entry["family"]
+        if family not in families:
+            raise GridError(
+                f"figures: {figure} asks for family {family!r}, which no experiment has"
+            )
+        reason = figure_reason(spec, [runs[r] for r in families[family]], splits)
+        if reason is not None:
+            raise GridError(f"figures: {figure} cannot be drawn from family {family!r}: {reason}")
+        instances.append((figure, family))
+    instances = list(dict.fromkeys(instances))
+    counts: dict[str, int] = {}
+    for figure, _ in instances:
+        counts[figure] = counts.get(figure, 0) + 1
+    scheduled = {}
+    for figure, family in instances:
+        name = figure if counts[figure] == 1 else f"{figure}_{family}"
+        scheduled[name] = ScheduledFigure(name, figure, family)
+    return scheduled, skipped
+
+
+def build_grid(config: Mapping[str, Any], known_metrics: set[str] | None = None) -> Grid:
+    """The grid of a validated workflow config; :class:`GridError` when it is impossible.
+
+    ``known_metrics``: the metric names to accept (default: the registered metric plugins).
+    """
+    if known_metrics is None:
+        known_metrics = registered_metrics()
+    _check_names(config, known_metrics)
+    runs, families = build_runs(config)
+    figures, skipped = schedule_figures(config, runs, families)
+    separate = frozenset(config.get("separate_metrics") or ())
+    return Grid(runs, families, separate, figures, skipped)
