@@ -257,7 +257,7 @@ def test_skipped_figures_get_one_line_each() -> None:
     grid = build_grid(load_config("workflow/presets/tiny.yaml"))
     assert grid.skipped == {
         "fig3": "fig3 skipped: no run of variant 'long'",
-        "fig4": "fig4 skipped: no run of finetune",
+        "fig4": "fig4 skipped: no run of baseline",
         "fig7": "fig7 skipped: no such run measured with ['gradient_coherence', 'accuracy']",
         "fig9": "fig9 skipped: no setting with runs of each of ['maml', 'regmaml']",
         "fig10": "fig10 skipped: metrics.accuracy.splits lacks ['train']",
