@@ -21,8 +21,8 @@ from metalandscape.metrics.eigen import (
     BACKENDS,
     EigenResult,
     Params,
-    _BatchedHessianVectorProduct,
-    _HessianVectorProduct,
+    BatchedHessianVectorProduct,
+    TaskHessianVectorProduct,
     dense_hessian_eigenvalues,
     top_eigenvalue,
     top_eigenvalue_lanczos,
@@ -461,7 +461,7 @@ def assert_same_results(first: list[EigenResult], second: list[EigenResult]) -> 
 
 
 def test_batched_hvp_equals_per_task_hvp(tasks: Tasks) -> None:
-    products = _BatchedHessianVectorProduct(
+    products = BatchedHessianVectorProduct(
         tasks.model, tasks.params, tasks.inputs, tasks.labels, F.cross_entropy
     )
     size = sum(value.numel() for value in tasks.params[0].values())
@@ -469,7 +469,7 @@ def test_batched_hvp_equals_per_task_hvp(tasks: Tasks) -> None:
     vectors = torch.randn(TASKS, size, generator=generator, dtype=DTYPE)
     batched = products(vectors)
     for index, problem in enumerate(tasks.problems):
-        expected = _HessianVectorProduct(problem.loss_of_params, problem.params).tensor_product(
+        expected = TaskHessianVectorProduct(problem.loss_of_params, problem.params).tensor_product(
             vectors[index]
         )
         assert float((batched[index] - expected).norm() / expected.norm()) < 1e-12
@@ -490,14 +490,14 @@ def test_batched_hvp_equals_per_task_hvp_on_a_tiny_conv4() -> None:
     labels = torch.arange(3).repeat(3, 1)
     size = sum(value.numel() for value in params[0].values())
     vectors = torch.randn(3, size, generator=generator, dtype=DTYPE)
-    batched = _BatchedHessianVectorProduct(model, params, inputs, labels, F.cross_entropy)(vectors)
+    batched = BatchedHessianVectorProduct(model, params, inputs, labels, F.cross_entropy)(vectors)
     for index in range(3):
 
         def loss(candidate: Params, index: int = index) -> Tensor:
             outputs = torch.func.functional_call(model, candidate, (inputs[index],))
             return F.cross_entropy(outputs, labels[index])
 
-        expected = _HessianVectorProduct(loss, params[index]).tensor_product(vectors[index])
+        expected = TaskHessianVectorProduct(loss, params[index]).tensor_product(vectors[index])
         assert float((batched[index] - expected).norm() / expected.norm()) < 1e-12
 
 

@@ -141,6 +141,9 @@ class EvaluationContext:
     ``start_params`` is θs (for the finetune baseline: body plus a fresh seeded n-way head). Task
     ``i`` of ``split`` is task ``i`` of ``TaskSampler(source, evaluation_seed)``, the same at every
     epoch. Every cache grows on demand: asking for 60 tasks after 600 reuses the first 60.
+    ``carried`` is a dict handed from the previous measured epoch's context to this one's (same
+    run, epochs in order): metrics keep warm-start state there (e.g. each task's top Hessian
+    eigenvector), under their own keys; it starts empty.
     """
 
     def __init__(
@@ -155,6 +158,7 @@ class EvaluationContext:
         device: torch.device | str = "cpu",
         task_chunk_size: int | None = 1,
         progress: bool = False,
+        carried: dict[str, Any] | None = None,
     ) -> None:
         self.model = model.to(device)
         self.device = torch.device(device)
@@ -167,6 +171,7 @@ class EvaluationContext:
         self.task_chunk_size = task_chunk_size
         self.progress = progress
         self.adaptations = 0
+        self.carried: dict[str, Any] = {} if carried is None else carried
         self._tasks: dict[str, list] = {}
         self._adapted: dict[str, list[Params]] = {}
         self._start_gradients: dict[str, list[Tensor]] = {}

@@ -92,7 +92,11 @@ class Hessian(Metric):
 
     @dataclass(frozen=True)
     class Settings:
-        """``backend``: ``lanczos_batched`` (tasks in lockstep), ``lanczos`` or ``pyhessian``."""
+        """``backend``: ``lanczos_batched`` (tasks in lockstep), ``lanczos`` or ``pyhessian``.
+
+        ``warm_start`` (``lanczos_batched``): start each task's solve from its converged top
+        eigenvector at the previous measured epoch of the job, at random where there is none.
+        """
 
         tasks: int = 60
         split: str = "test"
@@ -100,6 +104,7 @@ class Hessian(Metric):
         tol: float | None = None
         max_hessian_vector_products: int | None = None
         seed: int = 0
+        warm_start: bool = True
 
         def __post_init__(self) -> None:
             if self.backend not in BACKENDS:
@@ -110,6 +115,9 @@ class Hessian(Metric):
     def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
         settings = self.settings
         batch = context.tasks(settings.split, settings.tasks)
+        previous: dict[int, torch.Tensor] = {}
+        if settings.warm_start and settings.backend == "lanczos_batched":
+            previous = context.carried.setdefault(f"{self.name}/{settings.split}", {})
         results = top_eigenvalues(
             settings.backend,
             context.model,
@@ -120,7 +128,13 @@ class Hessian(Metric):
             tol=settings.tol,
             max_hvps=settings.max_hessian_vector_products,
             seed=settings.seed,
+            start_vectors=[previous.get(i) for i in range(settings.tasks)] if previous else None,
         )
+        if settings.warm_start and settings.backend == "lanczos_batched":
+            previous.clear()
+            previous.update(
+                {i: r.vector for i, r in enumerate(results) if r.converged and r.vector is not None}
+            )
         values = [result.value for result in results]
         products = [result.hessian_vector_products for result in results]
         converged = [result.converged for result in results]
