@@ -705,3 +705,53 @@ def test_hessian_metric_backends_agree() -> None:
     assert np.all(out["lanczos_batched"]["hessian_converged"].values == 1)
     with pytest.raises(ValueError, match="lanczos_batched"):
         make_metric("hessian", {"backend": "power"})
+
+
+# ------------------------------------------------------------------------------ warm starts
+
+
+def test_warm_start_equals_cold_start_along_consecutive_parameters() -> None:
+    """Each step warm-starts from the previous step's Ritz vector, as a job walking epochs does."""
+    tasks = Tasks("mlp", count=3)
+    generator = torch.Generator().manual_seed(11)
+    directions = [
+        {name: torch.randn(v.shape, generator=generator, dtype=DTYPE) for name, v in p.items()}
+        for p in tasks.params
+    ]
+    previous: list[EigenResult] | None = None
+    cold_products = warm_products = 0
+    for step in range(5):
+        params = [
+            {name: (value + 0.02 * step * direction[name]).detach() for name, value in p.items()}
+            for p, direction in zip(tasks.params, directions, strict=True)
+        ]
+        arguments = (tasks.model, params, tasks.inputs, tasks.labels, F.cross_entropy)
+        cold = top_eigenvalues_batched(*arguments, tol=1e-6)
+        starts = None if previous is None else [result.vector for result in previous]
+        warm = top_eigenvalues_batched(*arguments, tol=1e-6, start_vectors=starts)
+        for index, (cold_result, warm_result) in enumerate(zip(cold, warm, strict=True)):
+            problem = tasks.problems[index]
+
+            def loss(candidate: Params, problem: Problem = problem) -> Tensor:
+                outputs = torch.func.functional_call(problem.model, candidate, (problem.inputs,))
+                return F.cross_entropy(outputs, problem.labels)
+
+            top = float(dense_hessian_eigenvalues(loss, params[index])[-1])
+            assert warm_result.converged and cold_result.converged
+            assert relative_error(warm_result.value, top) < 1e-6
+            assert relative_error(cold_result.value, top) < 1e-6
+            assert warm_result.vector is not None
+            assert float(warm_result.vector.norm()) == pytest.approx(1.0, rel=1e-12)
+        if step:
+            cold_products += sum(r.hessian_vector_products for r in cold)
+            warm_products += sum(r.hessian_vector_products for r in warm)
+        previous = warm
+    assert warm_products < cold_products
+
+
+def test_missing_warm_starts_start_at_random_and_wrong_sizes_are_refused(tasks: Tasks) -> None:
+    assert_same_results(tasks.batched(), tasks.batched(start_vectors=[None] * TASKS))
+    with pytest.raises(ValueError, match="start vectors"):
+        tasks.batched(start_vectors=[None])
+    with pytest.raises(ValueError, match="entries"):
+        tasks.batched(start_vectors=[torch.ones(3, dtype=DTYPE)] * TASKS)
