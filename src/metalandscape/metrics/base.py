@@ -267,16 +267,17 @@ class EvaluationContext:
         if len(cache) < count:
             batch = self.tasks(split, count)
             adapted = self.adapted(split, count)
+            results = []
             with torch.no_grad():
                 for index in range(len(cache), count):
                     outputs = forward(self.model, adapted[index], batch.target_inputs[index])
                     labels = batch.target_labels[index]
-                    cache.append(
-                        (
-                            float(loss_from_outputs(outputs, labels, self.kind)),
-                            float(score_from_outputs(outputs, labels, self.kind)),
-                        )
+                    loss = loss_from_outputs(outputs, labels, self.kind)
+                    results.append(
+                        torch.stack([loss, score_from_outputs(outputs, labels, self.kind)])
                     )
+            # One transfer to the host for all new tasks, not two per task.
+            cache.extend(map(tuple, torch.stack(results).double().cpu().tolist()))
         values = np.asarray(cache[:count], dtype=np.float64)
         return values[:, 0], values[:, 1]
 
@@ -285,18 +286,17 @@ class EvaluationContext:
         batch = self.tasks(split, count)
         adapted = self.adapted(split, count)
         with torch.no_grad():
-            return np.asarray(
+            losses = torch.stack(
                 [
-                    float(
-                        loss_from_outputs(
-                            forward(self.model, adapted[i], batch.support_inputs[i]),
-                            batch.support_labels[i],
-                            self.kind,
-                        )
+                    loss_from_outputs(
+                        forward(self.model, adapted[i], batch.support_inputs[i]),
+                        batch.support_labels[i],
+                        self.kind,
                     )
                     for i in range(count)
                 ]
             )
+        return losses.double().cpu().numpy()
 
 
 def mean_and_ci95(values: np.ndarray) -> tuple[float, float]:

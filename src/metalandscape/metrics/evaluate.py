@@ -17,6 +17,7 @@ from metalandscape.atomic import atomic_output
 from metalandscape.checkpoints import load_epoch_params, read_run_info
 from metalandscape.config import RunConfig, resolve_run_config
 from metalandscape.data.tasks import TaskSampler
+from metalandscape.devices import task_chunk_size
 from metalandscape.experiment import make_model, make_task_source
 from metalandscape.metrics import GRID_DIMS
 from metalandscape.metrics.base import EvaluationContext, Metric, MetricError, Quantity
@@ -55,7 +56,7 @@ def make_context(
         inner_steps=config.inner_steps,
         inner_step_size=config.inner_step_size,
         device=device,
-        task_chunk_size=config.task_chunk_size,
+        task_chunk_size=task_chunk_size(config.task_chunk_size, device),
         progress=progress,
         carried=carried,
     )
