@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from functools import partial
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import xarray as xr
 
 from metalandscape.data.sinusoid import SinusoidSource
 from metalandscape.data.tasks import TaskSampler
@@ -97,3 +103,39 @@ def test_batched_lanczos_on_cuda_equals_cpu():
         assert all(r.vector is not None and r.vector.device.type == device for r in results)
         values[device] = [r.value for r in results]
     np.testing.assert_allclose(values["cuda"], values["cpu"], rtol=1e-4)
+
+
+GPU_CHECK = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+
+
+def write_aggregate_file(path: Path, values: list[float]) -> Path:
+    xr.Dataset({"x_mean": ("epoch", np.asarray(values))}, coords={"epoch": [0, 1]}).to_netcdf(
+        path, engine="h5netcdf"
+    )
+    return path
+
+
+def test_gpu_check_compares_aggregates_to_float_tolerance(tmp_path):
+    reference = write_aggregate_file(tmp_path / "cpu.nc", [1.0, 2.0])
+    close = write_aggregate_file(tmp_path / "close.nc", [1.0 + 1e-6, 2.0])
+    far = write_aggregate_file(tmp_path / "far.nc", [1.1, 2.0])
+    run = partial(subprocess.run, capture_output=True, text=True)
+    assert run(["bash", str(GPU_CHECK), "--compare", str(close), str(reference)]).returncode == 0
+    differs = run(["bash", str(GPU_CHECK), "--compare", str(far), str(reference)])
+    assert differs.returncode == 1 and "DIFFERS: x_mean" in differs.stdout
+
+
+def test_gpu_check_dry_run_prints_its_plan_and_runs_the_cuda_tests(tmp_path):
+    result = subprocess.run(
+        ["bash", str(GPU_CHECK), "--dry"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GPU_CHECK_WORK": str(tmp_path)},
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = result.stdout[result.stdout.index("gpu_check on: none") :]
+    for step in ("cuda-tests", "bench-maml", "bench-hessian", "bench-hessian-warm", "tiny-preset"):
+        assert f"\n{step} " in table
+    assert "skipped" in (tmp_path / "cuda-tests.log").read_text()
+    assert "--walk-epochs 3" in (tmp_path / "bench-hessian-warm.log").read_text()
