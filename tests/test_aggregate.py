@@ -22,9 +22,9 @@ from metalandscape.aggregate import (
 )
 from metalandscape.cli import build_parser
 from metalandscape.config import resolve_run_config
+from metalandscape.metrics import GRID_DIMS
 from metalandscape.metrics.base import Quantity, make_metric
 from metalandscape.metrics.evaluate import to_dataset, write_netcdf
-from metalandscape.metrics import GRID_DIMS
 from metalandscape.runs import RUN_DIMS
 
 ALGORITHMS = ("maml", "fomaml")
@@ -116,7 +116,7 @@ def aggregated(metric_files) -> xr.Dataset:
 
 
 def test_grid_dims_are_the_run_dims_then_epoch():
-    assert aggregate_module.GRID_DIMS == (*RUN_DIMS, "epoch")
+    assert (*RUN_DIMS, "epoch") == aggregate_module.GRID_DIMS
 
 
 def test_one_file_per_run_and_metric_holds_every_epoch(metric_files):

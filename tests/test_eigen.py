@@ -19,9 +19,9 @@ from metalandscape.metrics.base import EvaluationContext, make_metric
 from metalandscape.metrics.builtin import Hessian
 from metalandscape.metrics.eigen import (
     BACKENDS,
+    BatchedHessianVectorProduct,
     EigenResult,
     Params,
-    BatchedHessianVectorProduct,
     TaskHessianVectorProduct,
     dense_hessian_eigenvalues,
     top_eigenvalue,

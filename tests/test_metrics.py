@@ -26,8 +26,8 @@ from metalandscape.metrics.base import (
 )
 from metalandscape.metrics.builtin import off_diagonal_mean
 from metalandscape.metrics.evaluate import evaluate, write_netcdf
-from metalandscape.runs import RUN_DIMS
 from metalandscape.models import SinusoidMLP
+from metalandscape.runs import RUN_DIMS
 from metalandscape.training import train_run
 
 BUILTINS = {"accuracy", "support_loss", "hessian", "trajectory_coherence", "gradient_coherence"}
