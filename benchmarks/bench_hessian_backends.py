@@ -22,7 +22,8 @@ is). Without ``--checkpoint`` a small checkpoint is trained first: MAML, T = 1, 
 on fontglot (an existing ``results/data/fontglot.npz`` or ``/tmp/fg/fontglot.npz``, else a
 200-class one built into ``--work-dir``); both are cached there for the next run.
 
-Usage: ``python benchmarks/bench_hessian_backends.py [--quick] [--checkpoint RUN.h5 --epoch K]``.
+Usage: ``python benchmarks/bench_hessian_backends.py [--quick] [--checkpoint RUN.h5 --epoch K]
+[--walk-epochs N] [--device cuda]`` (``--walk-epochs``: warm vs cold starts over N epochs).
 """
 
 from __future__ import annotations
