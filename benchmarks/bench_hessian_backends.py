@@ -22,7 +22,8 @@ is). Without ``--checkpoint`` a small checkpoint is trained first: MAML, T = 1, 
 on fontglot (an existing ``results/data/fontglot.npz`` or ``/tmp/fg/fontglot.npz``, else a
 200-class one built into ``--work-dir``); both are cached there for the next run.
 
-Usage: ``python benchmarks/bench_hessian_backends.py [--quick] [--checkpoint RUN.h5 --epoch K]``.
+Usage: ``python benchmarks/bench_hessian_backends.py [--quick] [--checkpoint RUN.h5 --epoch K]
+[--walk-epochs N] [--device cuda]`` (``--walk-epochs``: warm vs cold starts over N epochs).
 """
 
 from __future__ import annotations
@@ -81,8 +82,10 @@ REFERENCE_TOL = 1e-10
 REFERENCE_MAX_HVPS = 5000
 GOAL_SPEEDUP = 3.0
 GOAL_ERROR = 1e-4
+GOAL_WARM_MEDIAN_HVPS = 8
 DENSE_SEEDS = (0, 1, 2)
 DENSE_TASKS = 3
+DEVICE = "cpu"  # --device: where tasks, parameters and products live
 
 
 @dataclass
@@ -158,11 +161,15 @@ def find_or_build_data(work_dir: Path, data: Path | None) -> Path:
     return built
 
 
-def train_checkpoint(work_dir: Path, data: Path) -> tuple[Path, int]:
+def train_checkpoint(
+    work_dir: Path, data: Path, overrides: dict[str, int] | None = None
+) -> tuple[Path, int]:
     """A short MAML run (cached by its config in ``work_dir``) and its last epoch."""
     from metalandscape.training import train_run
 
-    config = resolve_run_config({**RUN_CONFIG, "data_path": str(data.resolve())})
+    config = resolve_run_config(
+        {**RUN_CONFIG, **(overrides or {}), "data_path": str(data.resolve())}
+    )
     digest = hashlib.sha256(config.to_json().encode()).hexdigest()[:12]
     run_path = work_dir / f"conv4-maml-{digest}.h5"
     if not (run_path.exists() and read_run_info(run_path).finished):
@@ -175,7 +182,7 @@ def train_checkpoint(work_dir: Path, data: Path) -> tuple[Path, int]:
 
 def load_tasks(run_path: Path, epoch: int, count: int) -> Tasks:
     """The first ``count`` meta-test tasks of ``run_path`` at ``epoch``, adapted."""
-    config, context = make_context(run_path, epoch)
+    config, context = make_context(run_path, epoch, device=DEVICE)
     batch = context.tasks("test", count)
     adapted = context.adapted("test", count)
     print(
@@ -386,6 +393,68 @@ def report(
     )
 
 
+# ------------------------------------------------------------------------------ warm starts
+
+
+def walk_epochs(run_path: Path, epochs: Sequence[int], count: int) -> None:
+    """PyHessian, cold and warm-started lanczos_batched over consecutive epochs, one table.
+
+    Warm: each task starts from its Ritz vector at the previous epoch (as the hessian metric does
+    when a job walks epochs); cold: a random start. Errors against the float64 reference.
+    """
+    rows = []
+    previous: list[EigenResult] | None = None
+    for epoch in epochs:
+        tasks = load_tasks(run_path, epoch, count)
+        largest, _ = references(tasks)
+        arguments = (tasks.model, tasks.params, tasks.inputs, tasks.labels, tasks.criterion)
+        timed: dict[str, tuple[float, list[EigenResult]]] = {}
+        starts = None if previous is None else [r.vector if r.converged else None for r in previous]
+        for label, backend, start_vectors in (
+            ("pyhessian", "pyhessian", None),
+            ("lanczos_batched cold", "lanczos_batched", None),
+            ("lanczos_batched warm", "lanczos_batched", starts),
+        ):
+            gc.collect()
+            cpu = time.process_time()
+            results = top_eigenvalues(backend, *arguments, start_vectors=start_vectors)
+            timed[label] = (time.process_time() - cpu, results)
+        previous = timed["lanczos_batched warm"][1]
+        for label, (cpu, results) in timed.items():
+            values = np.asarray([r.value for r in results])
+            products = np.asarray([r.hessian_vector_products for r in results])
+            errors = np.abs(values - largest) / np.abs(largest)
+            rows.append((epoch, label, cpu, products, errors))
+    header = (
+        f"{'epoch':>5} {'backend':<22} {'CPU s':>7} {'HVPs median':>11} {'mean':>6} {'max':>4} "
+        f"{'rel.err max':>11}"
+    )
+    print(f"\nwarm starts over epochs {list(epochs)}, {count} tasks, one pass each")
+    print(header)
+    print("-" * len(header))
+    for epoch, label, cpu, products, errors in rows:
+        print(
+            f"{epoch:>5} {label:<22} {cpu:>7.2f} {np.median(products):>11.1f} "
+            f"{products.mean():>6.1f} {products.max():>4d} {errors.max():>11.1e}"
+        )
+    later = [row for row in rows if row[0] != epochs[0]]
+    totals = {
+        label: sum(row[2] for row in later if row[1] == label)
+        for label in ("pyhessian", "lanczos_batched cold", "lanczos_batched warm")
+    }
+    warm = [row for row in later if row[1] == "lanczos_batched warm"]
+    median = float(np.median(np.concatenate([row[3] for row in warm])))
+    error = max(float(row[4].max()) for row in warm)
+    speedup = totals["pyhessian"] / totals["lanczos_batched warm"]
+    met = speedup >= GOAL_SPEEDUP and error <= GOAL_ERROR and median <= GOAL_WARM_MEDIAN_HVPS
+    print(
+        f"after epoch {epochs[0]}: warm {speedup:.2f}x PyHessian's CPU time "
+        f"(cold {totals['pyhessian'] / totals['lanczos_batched cold']:.2f}x), median "
+        f"{median:g} HVPs per task, max error {error:.1e}; goal (≥{GOAL_SPEEDUP:g}x, "
+        f"≤{GOAL_WARM_MEDIAN_HVPS} HVPs, ≤{GOAL_ERROR:g}): {'MET' if met else 'NOT MET'}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="12 tasks, one pass, chunk 8 only")
@@ -400,6 +469,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--tasks", type=int, help="meta-test tasks (default 60, quick 12)")
     parser.add_argument("--repeats", type=int, help="timed passes (default 3, quick 1)")
+    parser.add_argument(
+        "--walk-epochs",
+        type=int,
+        metavar="N",
+        help="instead: warm vs cold starts over N consecutive epochs (trains N-1 epochs of 5 "
+        "meta-iterations without --checkpoint; with it, epochs --epoch .. --epoch+N-1)",
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="device of the tasks and products (default cpu)"
+    )
     args = parser.parse_args(argv)
     if (args.checkpoint is None) != (args.epoch is None):
         parser.error("--checkpoint and --epoch go together")
@@ -415,13 +494,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     chunk_sizes = (DEFAULT_BATCHED_CHUNK_SIZE,) if args.quick else (1, 4, 8, 16)
     print(machine_line(), flush=True)
 
+    global DEVICE
+    DEVICE = args.device
     if args.checkpoint is None:
         args.work_dir.mkdir(parents=True, exist_ok=True)
         data = find_or_build_data(args.work_dir, args.data)
         print(f"fontglot data: {data}", flush=True)
-        run_path, epoch = train_checkpoint(args.work_dir, data)
+        walk = (
+            {"epochs": args.walk_epochs - 1, "iterations_per_epoch": 5} if args.walk_epochs else {}
+        )
+        run_path, epoch = train_checkpoint(args.work_dir, data, walk)
     else:
         run_path, epoch = args.checkpoint, args.epoch
+    if args.walk_epochs:
+        first = 0 if args.checkpoint is None else epoch
+        walk_epochs(run_path, list(range(first, first + args.walk_epochs)), args.tasks or 12)
+        print(f"\n{machine_line()}")
+        return 0
     tasks = load_tasks(run_path, epoch, count)
 
     started = time.perf_counter()

@@ -115,18 +115,21 @@ class Measurement:
 # --- problems -------------------------------------------------------------------------------
 
 
+DEVICE = "cpu"  # --device; memory columns measure host memory only
+
+
 def build_model(model_name: ModelName, dtype: torch.dtype, seed: int = 0) -> torch.nn.Module:
     """Conv-4 for 5-way 28×28 Omniglot-like images (64 filters) or the 1-40-40-1 sinusoid MLP."""
     torch.manual_seed(seed)
     model = Conv4((1, 28, 28), N_WAY) if model_name == "conv4" else SinusoidMLP()
-    return model.to(dtype)
+    return model.to(DEVICE, dtype)
 
 
 def build_batch(model_name: ModelName, meta_batch: int, dtype: torch.dtype) -> TaskBatch:
     """5-way 1-shot tasks of random images (5 support, 5 target), or sinusoid tasks (10 + 10)."""
     if model_name == "sinusoid":
         source = SinusoidSource(k_shot=SINUSOID_POINTS, target_points=SINUSOID_POINTS)
-        return TaskSampler(source, seed=0).meta_batch("train", 0, meta_batch).to("cpu", dtype)
+        return TaskSampler(source, seed=0).meta_batch("train", 0, meta_batch).to(DEVICE, dtype)
     generator = torch.Generator().manual_seed(0)
     shape = (meta_batch, N_WAY, 1, 28, 28)
     labels = torch.arange(N_WAY).repeat(meta_batch, 1)
@@ -403,7 +406,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="T = 1 and sinusoid B = 25 only, fewer repetitions"
     )
+    parser.add_argument("--device", default="cpu", help="where models and tasks live (cpu)")
     args = parser.parse_args(argv)
+    global DEVICE
+    DEVICE = args.device
     torch.set_num_threads(1)
 
     implementations = [Implementation("ours", size) for size in CHUNK_SIZES]

@@ -22,8 +22,10 @@ from metalandscape.aggregate import (
 )
 from metalandscape.cli import build_parser
 from metalandscape.config import resolve_run_config
+from metalandscape.metrics import GRID_DIMS
 from metalandscape.metrics.base import Quantity, make_metric
-from metalandscape.metrics.evaluate import RUN_DIMS, to_dataset, write_netcdf
+from metalandscape.metrics.evaluate import to_dataset, write_netcdf
+from metalandscape.runs import RUN_DIMS
 
 ALGORITHMS = ("maml", "fomaml")
 SEEDS = (0, 1)
@@ -47,32 +49,33 @@ def write_metric_file(
     metric_name: str,
     algorithm: str,
     seed: int,
-    epoch: int,
+    epochs: tuple[int, ...],
     *,
     tasks: int,
     value,
     settings: dict | None = None,
 ) -> Path:
-    """One metric file exactly as ``metalandscape metrics`` writes it."""
+    """One (run, metric) file over ``epochs`` exactly as ``metalandscape metrics`` writes it."""
     config = resolve_run_config(
         {"dataset": "fontglot", "algorithm": algorithm, "seed": seed, "n_way": 5, "k_shot": 1}
     )
     metric = make_metric(metric_name, settings or {"tasks": tasks})
-    values = np.array([value(algorithm, seed, epoch, task) for task in range(tasks)])
-    if metric_name == "accuracy":
-        quantities = {
-            "test_target_accuracy": Quantity(values, "meta-test target accuracy", "1", True),
-            "test_target_accuracy_mean": Quantity(values.mean(), "mean accuracy"),
-        }
-    else:
-        quantities = {
-            "hessian_top_eigenvalue": Quantity(values, "top eigenvalue", "1", True),
-            "hessian_top_eigenvalue_mean": Quantity(values.mean(), "mean top eigenvalue"),
-            "hessian_converged": Quantity(np.ones(tasks), "converged", "1", True),
-        }
-    dataset = to_dataset(metric, quantities, config, epoch, f"runs/{algorithm}_{seed}.h5")
-    path = directory / algorithm / f"seed{seed}" / metric_name / f"epoch_{epoch:04d}.nc"
-    return write_netcdf(dataset, path)
+    measured = {}
+    for epoch in epochs:
+        values = np.array([value(algorithm, seed, epoch, task) for task in range(tasks)])
+        if metric_name == "accuracy":
+            measured[epoch] = {
+                "test_target_accuracy": Quantity(values, "meta-test target accuracy", "1", True),
+                "test_target_accuracy_mean": Quantity(values.mean(), "mean accuracy"),
+            }
+        else:
+            measured[epoch] = {
+                "hessian_top_eigenvalue": Quantity(values, "top eigenvalue", "1", True),
+                "hessian_top_eigenvalue_mean": Quantity(values.mean(), "mean top eigenvalue"),
+                "hessian_converged": Quantity(np.ones(tasks), "converged", "1", True),
+            }
+    dataset = to_dataset(metric, measured, config, f"runs/{algorithm}_{seed}.h5")
+    return write_netcdf(dataset, directory / f"{algorithm}-seed{seed}" / f"{metric_name}.nc")
 
 
 @pytest.fixture(scope="module")
@@ -81,30 +84,29 @@ def metric_files(tmp_path_factory) -> list[Path]:
     paths = []
     for algorithm in ALGORITHMS:
         for seed in SEEDS:
-            for epoch in EPOCHS:
-                paths.append(
-                    write_metric_file(
-                        directory,
-                        "accuracy",
-                        algorithm,
-                        seed,
-                        epoch,
-                        tasks=ACCURACY_TASKS,
-                        value=accuracy_value,
-                    )
+            paths.append(
+                write_metric_file(
+                    directory,
+                    "accuracy",
+                    algorithm,
+                    seed,
+                    EPOCHS,
+                    tasks=ACCURACY_TASKS,
+                    value=accuracy_value,
                 )
-                if ("hessian", algorithm, seed, epoch) != MISSING:
-                    paths.append(
-                        write_metric_file(
-                            directory,
-                            "hessian",
-                            algorithm,
-                            seed,
-                            epoch,
-                            tasks=HESSIAN_TASKS,
-                            value=hessian_value,
-                        )
-                    )
+            )
+            epochs = tuple(e for e in EPOCHS if ("hessian", algorithm, seed, e) != MISSING)
+            paths.append(
+                write_metric_file(
+                    directory,
+                    "hessian",
+                    algorithm,
+                    seed,
+                    epochs,
+                    tasks=HESSIAN_TASKS,
+                    value=hessian_value,
+                )
+            )
     return paths
 
 
@@ -113,14 +115,21 @@ def aggregated(metric_files) -> xr.Dataset:
     return aggregate(metric_files)
 
 
-def test_run_dims_match_the_metric_files():
-    assert aggregate_module.RUN_DIMS == RUN_DIMS
+def test_grid_dims_are_the_run_dims_then_epoch():
+    assert (*RUN_DIMS, "epoch") == aggregate_module.GRID_DIMS
+
+
+def test_one_file_per_run_and_metric_holds_every_epoch(metric_files):
+    with xr.open_dataset(metric_files[0], engine="h5netcdf") as dataset:
+        assert dataset["epoch"].values.tolist() == list(EPOCHS)
+        assert dataset["test_target_accuracy"].dims == (*RUN_DIMS, "epoch", "task")
+        assert all(dataset.sizes[dim] == 1 for dim in RUN_DIMS)
 
 
 def test_grid_dims_coords_and_renamed_task_dims(aggregated):
-    assert tuple(aggregated["hessian_top_eigenvalue_mean"].dims) == RUN_DIMS
-    assert aggregated["hessian_top_eigenvalue"].dims == (*RUN_DIMS, "task_hessian")
-    assert aggregated["test_target_accuracy"].dims == (*RUN_DIMS, "task_accuracy")
+    assert tuple(aggregated["hessian_top_eigenvalue_mean"].dims) == GRID_DIMS
+    assert aggregated["hessian_top_eigenvalue"].dims == (*GRID_DIMS, "task_hessian")
+    assert aggregated["test_target_accuracy"].dims == (*GRID_DIMS, "task_accuracy")
     assert "task" not in aggregated.dims
     assert aggregated.sizes["task_hessian"] == HESSIAN_TASKS
     assert aggregated.sizes["task_accuracy"] == ACCURACY_TASKS
@@ -168,7 +177,9 @@ def test_provenance_lists_metric_settings(aggregated, metric_files):
 
 
 def test_task_counts_that_differ_are_padded_with_nan(tmp_path, metric_files):
-    bigger = write_metric_file(tmp_path, "hessian", "regmaml", 0, 0, tasks=6, value=hessian_value)
+    bigger = write_metric_file(
+        tmp_path, "hessian", "regmaml", 0, (0,), tasks=6, value=hessian_value
+    )
     combined = aggregate([*metric_files, bigger])
     assert combined.sizes["task_hessian"] == 6
     old = combined["hessian_top_eigenvalue"].sel(algorithm="maml", seed=0, epoch=0).squeeze()
@@ -190,7 +201,8 @@ def test_files_that_need_xarray_decoding_are_read_through_xarray(tmp_path, metri
     )
     combined = aggregate([metric_files[0], encoded])
     assert np.isnan(combined["test_target_accuracy_mean"].sel(seed=7)).all()
-    assert np.isfinite(combined["test_target_accuracy"].sel(seed=7)).sum() == ACCURACY_TASKS
+    finite = np.isfinite(combined["test_target_accuracy"].sel(seed=7)).sum()
+    assert finite == ACCURACY_TASKS * len(EPOCHS)
 
 
 def test_scalars_only_leaves_out_per_task_variables(metric_files):

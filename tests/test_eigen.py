@@ -19,10 +19,10 @@ from metalandscape.metrics.base import EvaluationContext, make_metric
 from metalandscape.metrics.builtin import Hessian
 from metalandscape.metrics.eigen import (
     BACKENDS,
+    BatchedHessianVectorProduct,
     EigenResult,
     Params,
-    _BatchedHessianVectorProduct,
-    _HessianVectorProduct,
+    TaskHessianVectorProduct,
     dense_hessian_eigenvalues,
     top_eigenvalue,
     top_eigenvalue_lanczos,
@@ -461,7 +461,7 @@ def assert_same_results(first: list[EigenResult], second: list[EigenResult]) -> 
 
 
 def test_batched_hvp_equals_per_task_hvp(tasks: Tasks) -> None:
-    products = _BatchedHessianVectorProduct(
+    products = BatchedHessianVectorProduct(
         tasks.model, tasks.params, tasks.inputs, tasks.labels, F.cross_entropy
     )
     size = sum(value.numel() for value in tasks.params[0].values())
@@ -469,7 +469,7 @@ def test_batched_hvp_equals_per_task_hvp(tasks: Tasks) -> None:
     vectors = torch.randn(TASKS, size, generator=generator, dtype=DTYPE)
     batched = products(vectors)
     for index, problem in enumerate(tasks.problems):
-        expected = _HessianVectorProduct(problem.loss_of_params, problem.params).tensor_product(
+        expected = TaskHessianVectorProduct(problem.loss_of_params, problem.params).tensor_product(
             vectors[index]
         )
         assert float((batched[index] - expected).norm() / expected.norm()) < 1e-12
@@ -490,14 +490,14 @@ def test_batched_hvp_equals_per_task_hvp_on_a_tiny_conv4() -> None:
     labels = torch.arange(3).repeat(3, 1)
     size = sum(value.numel() for value in params[0].values())
     vectors = torch.randn(3, size, generator=generator, dtype=DTYPE)
-    batched = _BatchedHessianVectorProduct(model, params, inputs, labels, F.cross_entropy)(vectors)
+    batched = BatchedHessianVectorProduct(model, params, inputs, labels, F.cross_entropy)(vectors)
     for index in range(3):
 
         def loss(candidate: Params, index: int = index) -> Tensor:
             outputs = torch.func.functional_call(model, candidate, (inputs[index],))
             return F.cross_entropy(outputs, labels[index])
 
-        expected = _HessianVectorProduct(loss, params[index]).tensor_product(vectors[index])
+        expected = TaskHessianVectorProduct(loss, params[index]).tensor_product(vectors[index])
         assert float((batched[index] - expected).norm() / expected.norm()) < 1e-12
 
 
@@ -705,3 +705,53 @@ def test_hessian_metric_backends_agree() -> None:
     assert np.all(out["lanczos_batched"]["hessian_converged"].values == 1)
     with pytest.raises(ValueError, match="lanczos_batched"):
         make_metric("hessian", {"backend": "power"})
+
+
+# ------------------------------------------------------------------------------ warm starts
+
+
+def test_warm_start_equals_cold_start_along_consecutive_parameters() -> None:
+    """Each step warm-starts from the previous step's Ritz vector, as a job walking epochs does."""
+    tasks = Tasks("mlp", count=3)
+    generator = torch.Generator().manual_seed(11)
+    directions = [
+        {name: torch.randn(v.shape, generator=generator, dtype=DTYPE) for name, v in p.items()}
+        for p in tasks.params
+    ]
+    previous: list[EigenResult] | None = None
+    cold_products = warm_products = 0
+    for step in range(5):
+        params = [
+            {name: (value + 0.02 * step * direction[name]).detach() for name, value in p.items()}
+            for p, direction in zip(tasks.params, directions, strict=True)
+        ]
+        arguments = (tasks.model, params, tasks.inputs, tasks.labels, F.cross_entropy)
+        cold = top_eigenvalues_batched(*arguments, tol=1e-6)
+        starts = None if previous is None else [result.vector for result in previous]
+        warm = top_eigenvalues_batched(*arguments, tol=1e-6, start_vectors=starts)
+        for index, (cold_result, warm_result) in enumerate(zip(cold, warm, strict=True)):
+            problem = tasks.problems[index]
+
+            def loss(candidate: Params, problem: Problem = problem) -> Tensor:
+                outputs = torch.func.functional_call(problem.model, candidate, (problem.inputs,))
+                return F.cross_entropy(outputs, problem.labels)
+
+            top = float(dense_hessian_eigenvalues(loss, params[index])[-1])
+            assert warm_result.converged and cold_result.converged
+            assert relative_error(warm_result.value, top) < 1e-6
+            assert relative_error(cold_result.value, top) < 1e-6
+            assert warm_result.vector is not None
+            assert float(warm_result.vector.norm()) == pytest.approx(1.0, rel=1e-12)
+        if step:
+            cold_products += sum(r.hessian_vector_products for r in cold)
+            warm_products += sum(r.hessian_vector_products for r in warm)
+        previous = warm
+    assert warm_products < cold_products
+
+
+def test_missing_warm_starts_start_at_random_and_wrong_sizes_are_refused(tasks: Tasks) -> None:
+    assert_same_results(tasks.batched(), tasks.batched(start_vectors=[None] * TASKS))
+    with pytest.raises(ValueError, match="start vectors"):
+        tasks.batched(start_vectors=[None])
+    with pytest.raises(ValueError, match="entries"):
+        tasks.batched(start_vectors=[torch.ones(3, dtype=DTYPE)] * TASKS)

@@ -21,7 +21,7 @@ from metalandscape.figures import (
     render_figure,
 )
 from metalandscape.figures.common import Setting, new_figure, plot_mean_band
-from metalandscape.metrics.evaluate import RUN_DIMS
+from metalandscape.metrics import GRID_DIMS as RUN_DIMS
 
 CLASSIFICATION = [("fontglot", 5, 1), ("fontglot", 20, 1), ("miniimagenet", 5, 5)]
 SINUSOID = [("sinusoid", 1, 5), ("sinusoid", 1, 10), ("sinusoid", 1, 20)]

@@ -25,8 +25,9 @@ from metalandscape.metrics.base import (
     make_metric,
 )
 from metalandscape.metrics.builtin import off_diagonal_mean
-from metalandscape.metrics.evaluate import RUN_DIMS, evaluate, write_netcdf
+from metalandscape.metrics.evaluate import evaluate, write_netcdf
 from metalandscape.models import SinusoidMLP
+from metalandscape.runs import RUN_DIMS
 from metalandscape.training import train_run
 
 BUILTINS = {"accuracy", "support_loss", "hessian", "trajectory_coherence", "gradient_coherence"}
@@ -164,13 +165,13 @@ def sinusoid_run(tmp_path_factory):
 
 def test_every_builtin_metric_writes_a_netcdf_file(tmp_path, sinusoid_run):
     metrics = [make_metric(name, {"tasks": 4}) for name in sorted(BUILTINS)]
-    results = evaluate(sinusoid_run, 2, metrics)
+    results = evaluate(sinusoid_run, [2, 0], metrics)
     for name, dataset in results.items():
         path = write_netcdf(dataset, tmp_path / f"{name}.nc")
         loaded = xr.open_dataset(path, engine="h5netcdf").load()
         for dim in RUN_DIMS:
             assert loaded.sizes[dim] == 1
-        assert loaded["epoch"].item() == 2 and loaded["algorithm"].item() == "maml"
+        assert loaded["epoch"].values.tolist() == [0, 2] and loaded["algorithm"].item() == "maml"
         assert loaded.attrs["metric"] == name
         for variable in loaded.data_vars.values():
             assert variable.attrs["long_name"] and "units" in variable.attrs
@@ -178,6 +179,74 @@ def test_every_builtin_metric_writes_a_netcdf_file(tmp_path, sinusoid_run):
                 assert variable.attrs["tasks"] == 4
         assert json.loads(loaded.attrs["run_config"])["dataset"] == "sinusoid"
         xr.testing.assert_identical(loaded, dataset)
+
+
+def test_one_metrics_call_adapts_each_task_once_per_epoch(tmp_path, sinusoid_run, monkeypatch):
+    """A bundle of metrics shares one context per epoch: accuracy's 6 tasks cover the others'."""
+    from metalandscape import cli
+    from metalandscape.metrics import evaluate as evaluate_module
+
+    contexts = []
+
+    class CountingContext(EvaluationContext):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            contexts.append(self)
+
+    monkeypatch.setattr(evaluate_module, "EvaluationContext", CountingContext)
+    settings = {name: {"tasks": 4} for name in BUILTINS}
+    settings["accuracy"] = {"tasks": 6, "splits": ["test"]}
+    argv = ["metrics", "--checkpoint", str(sinusoid_run), "--out-dir", str(tmp_path)]
+    argv += ["--settings-json", json.dumps(settings), "--device", "cpu", "--quiet"]
+    for name in sorted(BUILTINS):
+        argv += ["--metric", name]
+    assert cli.main([*argv, "--epoch", "2", "--epoch", "0", "--epoch", "1"]) == 0
+    assert [context.adaptations for context in contexts] == [6, 6, 6]
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
+        f"{name}.nc" for name in BUILTINS
+    )
+    with xr.open_dataset(tmp_path / "hessian.nc", engine="h5netcdf") as hessian:
+        assert hessian["epoch"].values.tolist() == [0, 1, 2]
+        assert hessian["hessian_top_eigenvalue"].sizes["task"] == 4
+
+
+def test_hessian_warm_starts_from_the_previous_epoch(sinusoid_run):
+    settings = {"tasks": 3, "tol": 1e-6}
+    warm, cold = (
+        evaluate(sinusoid_run, [0, 1, 2], [make_metric("hessian", {**settings, **extra})])[
+            "hessian"
+        ]
+        for extra in ({}, {"warm_start": False})
+    )
+    np.testing.assert_allclose(
+        warm["hessian_top_eigenvalue"].values, cold["hessian_top_eigenvalue"].values, rtol=1e-5
+    )
+    products = {
+        name: data["hessian_vector_products"].sel(epoch=[1, 2]).sum().item()
+        for name, data in (("warm", warm), ("cold", cold))
+    }
+    assert products["warm"] < products["cold"]
+    first = warm["hessian_vector_products"].sel(epoch=0)
+    assert first.sum().item() == cold["hessian_vector_products"].sel(epoch=0).sum().item()
+
+
+def test_light_subcommands_never_import_torch(tmp_path):
+    script = textwrap.dedent(
+        """
+        import sys
+        from metalandscape.cli import main
+        codes = [
+            main(["aggregate", "--inputs", "absent.nc", "--out", "x.nc"]),
+            main(["claims", "--input", "absent.nc", "--out-csv", "c.csv", "--out-md", "c.md"]),
+            main(["figure", "--list"]),
+        ]
+        print("RESULT", codes, "torch" in sys.modules)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.splitlines()[-1] == "RESULT [2, 2, 0] False", result.stderr
 
 
 def test_finetune_runs_are_measured_with_a_fresh_head(tmp_path):

@@ -1,7 +1,7 @@
-"""Combine per-(run, epoch, metric) netCDF files into one Dataset and a tidy CSV table.
+"""Combine per-(run, metric) netCDF files into one Dataset and a tidy CSV table.
 
-Every metric file holds length-1 coordinates :data:`RUN_DIMS` and per-task variables on a
-``task`` dimension. The aggregate places each value at its run coordinates on the union grid
+Every metric file holds length-1 coordinates :data:`RUN_DIMS`, an ``epoch`` dimension (every
+measured epoch) and per-task variables on a ``task`` dimension. The aggregate places each value at its run coordinates on the union grid
 (NaN where a combination was not measured) and renames each metric's ``task`` dimension to
 ``task_<metric>``, since metrics evaluate different numbers of tasks.
 
@@ -27,14 +27,12 @@ import pandas as pd
 import xarray as xr
 
 from metalandscape.atomic import atomic_output
+from metalandscape.metrics import GRID_DIMS
+from metalandscape.runs import RUN_DIMS
 
 log = logging.getLogger(__name__)
 
-# The length-1 coordinates of every metric file: metalandscape.metrics.evaluate.RUN_DIMS (a test
-# checks they agree), restated so that aggregating and drawing never import torch.
-RUN_DIMS = ("dataset", "variant", "way", "shot", "algorithm", "seed", "epoch")
-
-TABLE_COLUMNS = (*RUN_DIMS, "variable", "value")
+TABLE_COLUMNS = (*GRID_DIMS, "variable", "value")
 _NETCDF_BOOKKEEPING = frozenset(
     {
         "CLASS",
@@ -71,12 +69,12 @@ class _RawFile:
 
 @dataclass(frozen=True)
 class MetricFile:
-    """One checked metric file: its run coordinates and its variables' values."""
+    """One epoch of a checked metric file: its grid coordinates and its variables' values."""
 
     path: Path
     metric: str
     settings: str
-    run: tuple[Any, ...]
+    run: tuple[Any, ...]  # values of GRID_DIMS
     scalars: dict[str, float]
     per_task: dict[str, np.ndarray]
     variable_attrs: dict[str, dict[str, Any]]
@@ -186,8 +184,9 @@ def _read_file(path: Path) -> _RawFile:
         raise AggregateError(f"{path} is not a readable netCDF file: {error}") from None
 
 
-def _check_metric_file(path: Path, raw: _RawFile) -> MetricFile:
-    """The metric file's contents, or AggregateError if it is not what to_dataset writes."""
+def _check_metric_file(path: Path, raw: _RawFile) -> list[MetricFile]:
+    """One record per epoch of the metric file, or AggregateError if it is not what
+    :func:`metalandscape.metrics.evaluate.to_dataset` writes."""
     metric = raw.attrs.get("metric")
     if not isinstance(metric, str) or not metric:
         raise AggregateError(f"{path} is not a metric file: it has no 'metric' attribute")
@@ -200,20 +199,23 @@ def _check_metric_file(path: Path, raw: _RawFile) -> MetricFile:
                 f"{path} is not a metric file: coordinate {dim!r} is {found}, expected length 1"
             )
         run.append(_python_value(values[0]))
-    scalars: dict[str, float] = {}
+    epochs = raw.coords.get("epoch")
+    if epochs is None or epochs.ndim != 1 or epochs.size == 0:
+        raise AggregateError(f"{path} is not a metric file: it has no 'epoch' coordinate")
+    scalars: dict[str, np.ndarray] = {}
     per_task: dict[str, np.ndarray] = {}
     variable_attrs = {}
     for name, (dims, values, attrs) in raw.variables.items():
         if np.asarray(values).dtype.kind not in "biuf":
             raise AggregateError(f"{path}: variable {name!r} is not numeric")
         values = np.asarray(values, dtype=np.float64)
-        if dims == RUN_DIMS:
-            scalars[name] = float(values.reshape(-1)[0])
-        elif dims == (*RUN_DIMS, "task"):
-            per_task[name] = values.reshape(-1)
+        if dims == GRID_DIMS:
+            scalars[name] = values.reshape(epochs.size)
+        elif dims == (*GRID_DIMS, "task"):
+            per_task[name] = values.reshape(epochs.size, -1)
         else:
             raise AggregateError(
-                f"{path}: variable {name!r} has dimensions {dims}, expected {RUN_DIMS} "
+                f"{path}: variable {name!r} has dimensions {dims}, expected {GRID_DIMS} "
                 "optionally followed by 'task'"
             )
         variable_attrs[name] = {
@@ -221,12 +223,23 @@ def _check_metric_file(path: Path, raw: _RawFile) -> MetricFile:
         }
     if not scalars and not per_task:
         raise AggregateError(f"{path} is not a metric file: it has no variables")
-    settings = raw.attrs.get("metric_settings", "{}")
-    return MetricFile(path, metric, str(settings), tuple(run), scalars, per_task, variable_attrs)
+    settings = str(raw.attrs.get("metric_settings", "{}"))
+    return [
+        MetricFile(
+            path,
+            metric,
+            settings,
+            (*run, _python_value(epoch)),
+            {name: float(values[row]) for name, values in scalars.items()},
+            {name: values[row] for name, values in per_task.items()},
+            variable_attrs,
+        )
+        for row, epoch in enumerate(epochs)
+    ]
 
 
-def read_metric_file(path: str | Path) -> MetricFile:
-    """One metric file, checked, with its data in memory and the file closed."""
+def read_metric_file(path: str | Path) -> list[MetricFile]:
+    """One checked metric file, one record per epoch, data in memory and the file closed."""
     path = Path(path)
     return _check_metric_file(path, _read_file(path))
 
@@ -274,7 +287,7 @@ def combine_metric_files(
     for file in files:
         key = (file.metric, file.run)
         if key in seen:
-            run = ", ".join(f"{d}={v}" for d, v in zip(RUN_DIMS, file.run))
+            run = ", ".join(f"{d}={v}" for d, v in zip(GRID_DIMS, file.run))
             raise AggregateError(
                 f"{seen[key]} and {file.path} both hold metric {file.metric!r} for {run}"
             )
@@ -294,14 +307,14 @@ def combine_metric_files(
                     f"(e.g. {owner_file[name]} and {file.path})"
                 )
     levels = {
-        dim: _sorted_levels(dim, {file.run[i] for file in files}) for i, dim in enumerate(RUN_DIMS)
+        dim: _sorted_levels(dim, {file.run[i] for file in files}) for i, dim in enumerate(GRID_DIMS)
     }
-    positions = {dim: {level: i for i, level in enumerate(levels[dim])} for dim in RUN_DIMS}
+    positions = {dim: {level: i for i, level in enumerate(levels[dim])} for dim in GRID_DIMS}
     cells = [
-        tuple(positions[dim][value] for dim, value in zip(RUN_DIMS, file.run)) for file in files
+        tuple(positions[dim][value] for dim, value in zip(GRID_DIMS, file.run)) for file in files
     ]
-    grid_shape = tuple(len(levels[dim]) for dim in RUN_DIMS)
-    coords: dict[str, Any] = {dim: _coordinate_array(levels[dim]) for dim in RUN_DIMS}
+    grid_shape = tuple(len(levels[dim]) for dim in GRID_DIMS)
+    coords: dict[str, Any] = {dim: _coordinate_array(levels[dim]) for dim in GRID_DIMS}
     data_vars: dict[str, Any] = {}
     attrs_of: dict[str, dict[str, Any]] = {}
     for file in files:
@@ -323,7 +336,7 @@ def combine_metric_files(
                 vector = file.per_task.get(name)
                 if vector is not None:
                     values[(*cell, slice(0, vector.size))] = vector
-            data_vars[name] = ((*RUN_DIMS, task_dim), values, attrs_of[name])
+            data_vars[name] = ((*GRID_DIMS, task_dim), values, attrs_of[name])
         else:
             holders = [
                 (cell, file.scalars[name])
@@ -332,7 +345,7 @@ def combine_metric_files(
             ]
             values = np.full(grid_shape, np.nan)
             values[tuple(np.array([cell for cell, _ in holders]).T)] = [v for _, v in holders]
-            data_vars[name] = (RUN_DIMS, values, attrs_of[name])
+            data_vars[name] = (GRID_DIMS, values, attrs_of[name])
     dataset = xr.Dataset(data_vars, coords=coords)
     dataset.attrs.update(
         {
@@ -346,24 +359,26 @@ def combine_metric_files(
 
 
 def aggregate(paths: Sequence[str | Path], *, include_per_task: bool = True) -> xr.Dataset:
-    """One Dataset over RUN_DIMS (+ ``task_<metric>``) from many metric netCDF files."""
+    """One Dataset over GRID_DIMS (+ ``task_<metric>``) from many metric netCDF files."""
     if not paths:
         raise AggregateError("no metric files to aggregate")
-    files = [read_metric_file(path) for path in paths]
-    return combine_metric_files(files, include_per_task=include_per_task)
+    files = [record for path in paths for record in read_metric_file(path)]
+    dataset = combine_metric_files(files, include_per_task=include_per_task)
+    dataset.attrs["source_files"] = len(paths)
+    return dataset
 
 
 def tidy_table(dataset: xr.Dataset) -> pd.DataFrame:
-    """Long table of the scalar variables: RUN_DIMS, ``variable``, ``value``; no NaN rows."""
+    """Long table of the scalar variables: GRID_DIMS, ``variable``, ``value``; no NaN rows."""
     frames = []
     for name, data in dataset.data_vars.items():
-        if set(data.dims) != set(RUN_DIMS):
+        if set(data.dims) != set(GRID_DIMS):
             continue
-        series = data.transpose(*RUN_DIMS).to_series().dropna()
+        series = data.transpose(*GRID_DIMS).to_series().dropna()
         if series.empty:
             continue
         frame = series.rename("value").reset_index()
-        frame.insert(len(RUN_DIMS), "variable", str(name))
+        frame.insert(len(GRID_DIMS), "variable", str(name))
         frames.append(frame)
     if not frames:
         return pd.DataFrame({column: [] for column in TABLE_COLUMNS})
@@ -395,7 +410,7 @@ def load_aggregate(path: str | Path) -> xr.Dataset:
             dataset = opened.load()
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
         raise AggregateError(f"{path} is not a readable netCDF file: {error}") from None
-    missing = [dim for dim in RUN_DIMS if dim not in dataset.dims]
+    missing = [dim for dim in GRID_DIMS if dim not in dataset.dims]
     if missing:
         raise AggregateError(f"{path} is not a metric aggregate: it lacks dimensions {missing}")
     return dataset
@@ -436,7 +451,7 @@ def command_aggregate(args: argparse.Namespace) -> int:
 
 
 __all__ = [
-    "RUN_DIMS",
+    "GRID_DIMS",
     "TABLE_COLUMNS",
     "AggregateError",
     "MetricFile",

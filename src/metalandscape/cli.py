@@ -173,8 +173,8 @@ def _command_metrics(args: argparse.Namespace) -> int:
         return 0
     if not args.checkpoint or not args.epoch or not args.metric:
         raise UsageError("metrics needs --checkpoint, --epoch and --metric (or --list)")
-    if args.out and (len(args.epoch) > 1 or len(args.metric) > 1):
-        raise UsageError("--out takes one epoch and one metric; use --out-dir for several")
+    if args.out and len(args.metric) > 1:
+        raise UsageError("--out takes one metric; use --out-dir for several")
     if not args.out and not args.out_dir:
         raise UsageError("metrics needs --out FILE.nc or --out-dir DIR")
     from metalandscape.gpu_lease import lease_for_device
@@ -189,22 +189,18 @@ def _command_metrics(args: argparse.Namespace) -> int:
     if unknown:
         raise UsageError(f"settings given for metrics not asked for: {unknown}")
     metrics = [make_metric(name, settings.get(name)) for name in args.metric]
-    for epoch in args.epoch:
-        results = evaluate(
-            args.checkpoint,
-            epoch,
-            metrics,
-            device=device,
-            evaluation_seed=args.evaluation_seed,
-            progress=not args.quiet,
-        )
-        for name, dataset in results.items():
-            if args.out:
-                path = Path(args.out)
-            else:
-                path = Path(args.out_dir) / name / f"epoch_{epoch:04d}.nc"
-            write_netcdf(dataset, path)
-            log.info("wrote %s", path)
+    results = evaluate(
+        args.checkpoint,
+        args.epoch,
+        metrics,
+        device=device,
+        evaluation_seed=args.evaluation_seed,
+        progress=not args.quiet,
+    )
+    for name, dataset in results.items():
+        path = Path(args.out) if args.out else Path(args.out_dir) / f"{name}.nc"
+        write_netcdf(dataset, path)
+        log.info("wrote %s", path)
     return 0
 
 
@@ -294,14 +290,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_command_train)
 
     metrics = commands.add_parser(
-        "metrics", help="measure a checkpoint epoch with metric plugins", parents=[common]
+        "metrics", help="measure checkpoint epochs with metric plugins", parents=[common]
     )
     metrics.add_argument("--list", action="store_true", help="list the available metrics")
     metrics.add_argument("--checkpoint", help="run file (.h5) written by train")
     metrics.add_argument("--epoch", type=int, action="append", help="epoch (repeatable)")
     metrics.add_argument("--metric", action="append", help="metric name (repeatable)")
-    metrics.add_argument("--out", help="output .nc (one epoch, one metric)")
-    metrics.add_argument("--out-dir", help="writes DIR/<metric>/epoch_NNNN.nc")
+    metrics.add_argument("--out", help="output .nc (one metric, every epoch)")
+    metrics.add_argument("--out-dir", help="writes DIR/<metric>.nc, every epoch in each")
     metrics.add_argument("--settings-json", help='{"hessian": {"tasks": 60}, ...}')
     metrics.add_argument(
         "--set", action="append", default=[], metavar="METRIC.KEY=VALUE", help="a metric setting"
@@ -352,31 +348,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from metalandscape.aggregate import AggregateError
-    from metalandscape.checkpoints import CheckpointError
-    from metalandscape.claims import ClaimsError
-    from metalandscape.config import ConfigError
-    from metalandscape.data.tasks import DataError
-    from metalandscape.devices import DeviceError
-    from metalandscape.figures import FigureError
-    from metalandscape.gpu_lease import GpuLeaseError
-    from metalandscape.metrics.base import MetricError
-    from metalandscape.training import TrainingDiverged
+# (module, exception) of every user-caused error; looked up only in modules a command loaded, so
+# a light command (aggregate, figure, claims) never imports torch just to name its errors.
+_USER_ERRORS = (
+    ("metalandscape.config", "ConfigError"),
+    ("metalandscape.data.tasks", "DataError"),
+    ("metalandscape.checkpoints", "CheckpointError"),
+    ("metalandscape.devices", "DeviceError"),
+    ("metalandscape.training", "TrainingDiverged"),
+    ("metalandscape.metrics.base", "MetricError"),
+    ("metalandscape.claims", "ClaimsError"),
+    ("metalandscape.aggregate", "AggregateError"),
+    ("metalandscape.figures", "FigureError"),
+    ("metalandscape.gpu_lease", "GpuLeaseError"),
+)
 
-    return (
-        UsageError,
-        ConfigError,
-        DataError,
-        CheckpointError,
-        DeviceError,
-        TrainingDiverged,
-        MetricError,
-        ClaimsError,
-        AggregateError,
-        FigureError,
-        GpuLeaseError,
-    )
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    loaded = [
+        getattr(sys.modules[module], name) for module, name in _USER_ERRORS if module in sys.modules
+    ]
+    return (UsageError, *loaded)
 
 
 _OS_ERROR_FIXES = {

@@ -28,3 +28,10 @@ def set_threads(threads: int | None) -> None:
     """Pin PyTorch's intra-op threads (one job per core beats oversubscribed cores by far)."""
     if threads is not None and threads > 0:
         torch.set_num_threads(threads)
+
+
+def task_chunk_size(configured: int | None, device: torch.device | str) -> int | None:
+    """Tasks per ``vmap`` call on ``device``: whole meta-batches (``None``) on CUDA, where one
+    large kernel beats many small ones and memory allows it; the configured chunk elsewhere (CPU:
+    1 for Conv-4, whole batches for the sinusoid MLP)."""
+    return None if torch.device(device).type == "cuda" else configured

@@ -254,6 +254,9 @@ class EvaluationContext:
     task ``i``'s own start (the finetune baseline's per-task head). Task ``i`` of ``split`` is
     task ``i`` of ``TaskSampler(source, evaluation_seed)``, the same at every epoch. Every cache
     grows on demand: asking for 60 tasks after 600 reuses the first 60.
+    ``carried`` is a dict handed from the previous measured epoch's context to this one's (same
+    run, epochs in order): metrics keep warm-start state there (e.g. each task's top Hessian
+    eigenvector), under their own keys; it starts empty.
     """
 
     def __init__(
@@ -269,6 +272,7 @@ class EvaluationContext:
         task_chunk_size: int | None = 1,
         progress: bool = False,
         task_start: Callable[[int], Params] | None = None,
+        carried: dict[str, Any] | None = None,
     ) -> None:
         self.model = model.to(device)
         self.device = torch.device(device)
@@ -281,6 +285,7 @@ class EvaluationContext:
         self.task_chunk_size = task_chunk_size
         self.progress = progress
         self.adaptations = 0
+        self.carried: dict[str, Any] = {} if carried is None else carried
         self._tasks: dict[str, list] = {}
         self._adapted: dict[str, list[Params]] = {}
         self._start_gradients: dict[str, list[Tensor]] = {}
@@ -401,16 +406,17 @@ class EvaluationContext:
         if len(cache) < count:
             batch = self.tasks(split, count)
             adapted = self.adapted(split, count)
+            results = []
             with torch.no_grad():
                 for index in range(len(cache), count):
                     outputs = forward(self.model, adapted[index], batch.target_inputs[index])
                     labels = batch.target_labels[index]
-                    cache.append(
-                        (
-                            float(loss_from_outputs(outputs, labels, self.kind)),
-                            float(score_from_outputs(outputs, labels, self.kind)),
-                        )
+                    loss = loss_from_outputs(outputs, labels, self.kind)
+                    results.append(
+                        torch.stack([loss, score_from_outputs(outputs, labels, self.kind)])
                     )
+            # One transfer to the host for all new tasks, not two per task.
+            cache.extend(map(tuple, torch.stack(results).double().cpu().tolist()))
         values = np.asarray(cache[:count], dtype=np.float64)
         return values[:, 0], values[:, 1]
 
@@ -419,18 +425,17 @@ class EvaluationContext:
         batch = self.tasks(split, count)
         adapted = self.adapted(split, count)
         with torch.no_grad():
-            return np.asarray(
+            losses = torch.stack(
                 [
-                    float(
-                        loss_from_outputs(
-                            forward(self.model, adapted[i], batch.support_inputs[i]),
-                            batch.support_labels[i],
-                            self.kind,
-                        )
+                    loss_from_outputs(
+                        forward(self.model, adapted[i], batch.support_inputs[i]),
+                        batch.support_labels[i],
+                        self.kind,
                     )
                     for i in range(count)
                 ]
             )
+        return losses.double().cpu().numpy()
 
 
 def mean_and_ci95(values: np.ndarray) -> tuple[float, float]:

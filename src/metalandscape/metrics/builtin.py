@@ -97,7 +97,11 @@ class Hessian(Metric):
 
     @dataclass(frozen=True)
     class Settings:
-        """``backend``: ``lanczos_batched`` (tasks in lockstep), ``lanczos`` or ``pyhessian``."""
+        """``backend``: ``lanczos_batched`` (tasks in lockstep), ``lanczos`` or ``pyhessian``.
+
+        ``warm_start`` (``lanczos_batched``): start each task's solve from its converged top
+        eigenvector at the previous measured epoch of the job, at random where there is none.
+        """
 
         tasks: int = setting(60, minimum=1)
         split: str = setting("test", choices=SPLITS)
@@ -105,10 +109,14 @@ class Hessian(Metric):
         tol: float | None = setting(None, kind=float, exclusive_minimum=0, maximum=1, nullable=True)
         max_hessian_vector_products: int | None = setting(None, kind=int, minimum=1, nullable=True)
         seed: int = setting(0, minimum=0)
+        warm_start: bool = setting(True)
 
     def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
         settings = self.settings
         batch = context.tasks(settings.split, settings.tasks)
+        previous: dict[int, torch.Tensor] = {}
+        if settings.warm_start and settings.backend == "lanczos_batched":
+            previous = context.carried.setdefault(f"{self.name}/{settings.split}", {})
         results = top_eigenvalues(
             settings.backend,
             context.model,
@@ -119,7 +127,13 @@ class Hessian(Metric):
             tol=settings.tol,
             max_hvps=settings.max_hessian_vector_products,
             seed=settings.seed,
+            start_vectors=[previous.get(i) for i in range(settings.tasks)] if previous else None,
         )
+        if settings.warm_start and settings.backend == "lanczos_batched":
+            previous.clear()
+            previous.update(
+                {i: r.vector for i, r in enumerate(results) if r.converged and r.vector is not None}
+            )
         values = [result.value for result in results]
         products = [result.hessian_vector_products for result in results]
         converged = [result.converged for result in results]

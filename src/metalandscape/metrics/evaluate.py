@@ -1,9 +1,9 @@
-"""Run metric plugins on a checkpoint epoch and write one small netCDF file per metric."""
+"""Measure a run's checkpoint epochs with metric plugins: one netCDF per metric, all epochs in it."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,10 +17,11 @@ from metalandscape.atomic import write_netcdf_atomically
 from metalandscape.checkpoints import load_epoch_params, read_run_info
 from metalandscape.config import RunConfig, resolve_run_config
 from metalandscape.data.tasks import TaskSampler
+from metalandscape.devices import task_chunk_size
 from metalandscape.experiment import make_model, make_task_source
+from metalandscape.metrics import GRID_DIMS
 from metalandscape.metrics.base import EvaluationContext, Metric, MetricError, Quantity
-
-RUN_DIMS = ("dataset", "variant", "way", "shot", "algorithm", "seed", "epoch")
+from metalandscape.runs import RunKey
 
 
 def make_context(
@@ -31,6 +32,7 @@ def make_context(
     evaluation_seed: int = 0,
     head: HeadMode = "per_task",
     progress: bool = False,
+    carried: dict[str, Any] | None = None,
 ) -> tuple[RunConfig, EvaluationContext]:
     """The run's config and the shared evaluation context at ``epoch``.
 
@@ -38,6 +40,8 @@ def make_context(
     measured on the same tasks. The algorithm decides where each task's adaptation starts and
     how it adapts (the finetune baseline: its body and a fresh seeded head, per task unless
     ``head="shared"``).
+    ``carried`` is the context's :attr:`~EvaluationContext.carried` state from the previous
+    measured epoch (warm starts).
     """
     info = read_run_info(run_path)
     config = resolve_run_config(info.config)
@@ -55,53 +59,61 @@ def make_context(
         inner_steps=inner_steps,
         inner_step_size=inner_step_size,
         device=device,
-        task_chunk_size=config.task_chunk_size,
+        task_chunk_size=task_chunk_size(config.task_chunk_size, device),
         progress=progress,
         task_start=start.per_task,
+        carried=carried,
     )
     return config, context
 
 
-def run_coordinates(config: RunConfig, epoch: int) -> dict[str, Any]:
-    """Length-1 coordinates that place one result in the experiment grid."""
-    return {
-        "dataset": config.dataset,
-        "variant": config.variant,
-        "way": config.n_way,
-        "shot": config.k_shot,
-        "algorithm": config.algorithm,
-        "seed": config.seed,
-        "epoch": epoch,
-    }
-
-
 def to_dataset(
     metric: Metric,
-    quantities: Mapping[str, Quantity],
+    measured: Mapping[int, Mapping[str, Quantity]],
     config: RunConfig,
-    epoch: int,
     run_path: str | Path,
 ) -> xr.Dataset:
-    """Quantities as an xarray Dataset with length-1 run coordinates and CF-style attributes."""
-    coordinates = run_coordinates(config, epoch)
+    """``{epoch: quantities}`` as one Dataset over :data:`GRID_DIMS` (+ ``task``), CF attributes.
+
+    The six run coordinates have length 1, ``epoch`` holds every measured epoch in order.
+    Per-task variables of epochs with fewer tasks are NaN-padded.
+    """
+    epochs = sorted(measured)
+    if not epochs:
+        raise MetricError(f"metric {metric.name!r}: no epoch measured")
+    names = list(measured[epochs[0]])
+    for epoch in epochs:
+        if list(measured[epoch]) != names:
+            raise MetricError(
+                f"metric {metric.name!r}: epoch {epoch} returned {list(measured[epoch])}, "
+                f"epoch {epochs[0]} returned {names}"
+            )
+    lead = (1,) * (len(GRID_DIMS) - 1)
     data_vars = {}
-    for name, quantity in quantities.items():
-        values = np.asarray(quantity.values, dtype=np.float64)
-        if quantity.per_task:
-            if values.ndim != 1:
+    for name in names:
+        first = measured[epochs[0]][name]
+        columns = [np.asarray(measured[e][name].values, dtype=np.float64) for e in epochs]
+        if first.per_task:
+            if any(column.ndim != 1 for column in columns):
                 raise MetricError(f"metric {metric.name!r}: per-task {name!r} must be 1-D")
-            dims: tuple[str, ...] = (*RUN_DIMS, "task")
-            values = values.reshape((1,) * len(RUN_DIMS) + values.shape)
+            tasks = max(column.size for column in columns)
+            values = np.full((len(epochs), tasks), np.nan)
+            for row, column in enumerate(columns):
+                values[row, : column.size] = column
+            dims: tuple[str, ...] = (*GRID_DIMS, "task")
+            values = values.reshape(lead + values.shape)
         else:
-            if values.ndim != 0:
+            if any(column.ndim != 0 for column in columns):
                 raise MetricError(f"metric {metric.name!r}: scalar {name!r} must be 0-D")
-            dims = RUN_DIMS
-            values = values.reshape((1,) * len(RUN_DIMS))
-        attrs = {"long_name": quantity.long_name, "units": quantity.units}
-        if quantity.per_task:
+            dims = GRID_DIMS
+            values = np.asarray(columns).reshape((*lead, len(epochs)))
+        attrs: dict[str, Any] = {"long_name": first.long_name, "units": first.units}
+        if first.per_task:
             attrs["tasks"] = int(values.shape[-1])
         data_vars[name] = (dims, values, attrs)
-    dataset = xr.Dataset(data_vars, coords={k: [v] for k, v in coordinates.items()})
+    coords: dict[str, Any] = {k: [v] for k, v in RunKey.of(config).coordinates().items()}
+    coords["epoch"] = epochs
+    dataset = xr.Dataset(data_vars, coords=coords)
     if "task" in dataset.dims:
         dataset = dataset.assign_coords(task=np.arange(dataset.sizes["task"]))
     dataset.attrs.update(
@@ -129,7 +141,7 @@ def write_netcdf(dataset: xr.Dataset, path: str | Path) -> Path:
 
 def evaluate(
     run_path: str | Path,
-    epoch: int,
+    epochs: int | Iterable[int],
     metrics: Sequence[Metric],
     *,
     device: torch.device | str = "cpu",
@@ -137,17 +149,35 @@ def evaluate(
     head: HeadMode = "per_task",
     progress: bool = False,
 ) -> dict[str, xr.Dataset]:
-    """Every metric at one epoch of a run, sharing one evaluation context."""
-    config, context = make_context(
-        run_path,
-        epoch,
-        device=device,
-        evaluation_seed=evaluation_seed,
-        head=head,
-        progress=progress,
-    )
-    results = {}
-    for metric in metrics:
-        quantities = metric.compute(context)
-        results[metric.name] = to_dataset(metric, quantities, config, epoch, run_path)
-    return results
+    """Every metric at every epoch of a run: ``{metric name: Dataset over its epochs}``.
+
+    Epochs are walked in increasing order with one :class:`EvaluationContext` per epoch shared by
+    all metrics (each task adapted once per epoch), its ``carried`` state handed to the next
+    epoch's context (warm starts of eigensolves).
+    """
+    wanted = sorted({int(epochs)} if isinstance(epochs, int) else {int(e) for e in epochs})
+    names = [metric.name for metric in metrics]
+    if len(set(names)) != len(names):
+        raise MetricError(f"each metric may be asked for once, got {names}")
+    measured: dict[str, dict[int, Mapping[str, Quantity]]] = {name: {} for name in names}
+    carried: dict[str, Any] = {}
+    config = None
+    for epoch in wanted:
+        config, context = make_context(
+            run_path,
+            epoch,
+            device=device,
+            evaluation_seed=evaluation_seed,
+            head=head,
+            progress=progress,
+            carried=carried,
+        )
+        for metric in metrics:
+            measured[metric.name][epoch] = metric.compute(context)
+        carried = context.carried
+    if config is None:
+        raise MetricError("no epoch to measure")
+    return {
+        metric.name: to_dataset(metric, measured[metric.name], config, run_path)
+        for metric in metrics
+    }
