@@ -87,7 +87,7 @@ def metrics_arguments(checkpoint: Path, out_dir: Path, metric: str = "accuracy")
 def metric_file(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out_dir = tmp_path_factory.mktemp("metrics")
     assert main(metrics_arguments(checkpoint, out_dir)) == 0
-    return out_dir / "accuracy" / "epoch_0001.nc"
+    return out_dir / "accuracy.nc"
 
 
 # ---- metric settings: typed, bounded, finite -----------------------------------------------

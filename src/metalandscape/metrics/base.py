@@ -173,7 +173,9 @@ class SettingRule:
         elif self.choices is not None:
             schema = {"type": "string", "enum": list(self.choices)}
         else:
-            schema = {"type": {int: "integer", float: "number", str: "string"}[self.kind]}
+            schema = {
+                "type": {bool: "boolean", int: "integer", float: "number", str: "string"}[self.kind]
+            }
             for key, bound in (
                 ("minimum", self.minimum),
                 ("exclusiveMinimum", self.exclusive_minimum),
