@@ -122,8 +122,6 @@ def _command_train(args: argparse.Namespace) -> int:
     from metalandscape.gpu_lease import lease_for_device
     from metalandscape.training import train_run
 
-    if args.threads < 1:
-        raise UsageError(f"--threads must be at least 1 (got {args.threads})")
     lease_for_device(args.device)  # before anything initialises CUDA; held until exit
     set_threads(args.threads)
     config = resolve_run_config(run_config_from_arguments(args.config, args.set))
@@ -179,8 +177,6 @@ def _command_metrics(args: argparse.Namespace) -> int:
         raise UsageError("metrics needs --out FILE.nc or --out-dir DIR")
     from metalandscape.gpu_lease import lease_for_device
 
-    if args.threads < 1:
-        raise UsageError(f"--threads must be at least 1 (got {args.threads})")
     lease_for_device(args.device)  # before anything initialises CUDA; held until exit
     set_threads(args.threads)
     device = resolve_device(args.device)
