@@ -39,7 +39,8 @@ def _number(value: object) -> str:
 def _setting(row: pd.Series) -> str:
     parts = [str(row[name]) for name in ("dataset", "variant") if name in row.index]
     if "way" in row.index and "shot" in row.index:
-        parts.append(f"{row['way']}-way {row['shot']}-shot")
+        shot = "all k" if str(row["shot"]) == "-1" else f"{row['shot']}-shot"
+        parts.append(f"{row['way']}-way {shot}")
     return " ".join(part for part in parts if part and part != "nan")
 
 

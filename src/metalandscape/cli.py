@@ -468,6 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="meta-iterations timed per distinct training setting (default 3)",
     )
     plan.add_argument(
+        "--probe-tasks",
+        type=positive_integer,
+        default=4,
+        help="evaluation tasks per metric in the probe, scaled up to the config's (default 4)",
+    )
+    plan.add_argument(
         "--no-probe", action="store_true", help="list the jobs only, without timing anything"
     )
     plan.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")

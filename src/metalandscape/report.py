@@ -15,7 +15,7 @@ from typing import Any
 
 from metalandscape.figures.spec import FigureSpec
 from metalandscape.grid import Grid, yaml_scalar
-from metalandscape.statistics import INTERVAL_DESCRIPTION
+from metalandscape.statistics import INTERVAL_DESCRIPTION, MIN_SEEDS_FOR_INTERVAL
 
 _FIGURE_NUMBER = re.compile(r"fig(\d+)")
 _TITLE_NUMBER = re.compile(r"\s*\(fig\.\s*\d+\)\s*$")
@@ -63,7 +63,7 @@ def runs_description(grid: Grid, family: str, config: Mapping[str, Any]) -> str:
         for name in metrics
     )
     parts = [
-        f"**Runs:** family *{family}*: {len(runs)} runs of data set {_values(runs, 'dataset')}, "
+        f"**Runs:** family *{family}*: {len(runs)} run{'s' if len(runs) != 1 else ''} of data set {_values(runs, 'dataset')}, "
         f"ways {_values(runs, 'n_way')}, shots {_values(runs, 'k_shot')}, "
         f"algorithms {_values(runs, 'algorithm')}, variants {_values(runs, 'variant')}; "
         f"{'/'.join(map(str, seed_counts))} seed(s) per setting; "
@@ -72,7 +72,12 @@ def runs_description(grid: Grid, family: str, config: Mapping[str, Any]) -> str:
         + ".",
         f"**Measured:** {metric_text}, at {'/'.join(map(str, measured))} epoch(s) per run, "
         f"evaluation seed {config.get('evaluation_seed', 0)}.",
-        f"**Bands:** {INTERVAL_DESCRIPTION}.",
+        f"**Bands:** {INTERVAL_DESCRIPTION}"
+        + (
+            f"; none here, with fewer than {MIN_SEEDS_FOR_INTERVAL} seeds per setting."
+            if max(seed_counts) < MIN_SEEDS_FOR_INTERVAL
+            else "."
+        ),
     ]
     return "\n\n".join(parts)
 
