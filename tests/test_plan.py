@@ -10,12 +10,13 @@ from workflow_copy import copy_workflow
 
 from metalandscape.plan import duration, probe_settings
 
+PLAN = [sys.executable, "-m", "metalandscape.cli", "plan"]
+
 
 def test_plan_lists_the_jobs_and_estimates_each_family(tmp_path: Path) -> None:
     directory = copy_workflow(tmp_path / "wf")
     result = subprocess.run(
-        [sys.executable, "-m", "metalandscape.cli", "plan"]
-        + ["--configfile", "workflow/presets/tiny.yaml", "--probe-iterations", "2"],
+        [*PLAN, "--configfile", "workflow/presets/tiny.yaml", "--probe-iterations", "2"],
         cwd=directory,
         capture_output=True,
         text=True,
@@ -38,8 +39,7 @@ def test_plan_lists_the_jobs_and_estimates_each_family(tmp_path: Path) -> None:
 def test_plan_without_probe_and_a_missing_preset(tmp_path: Path) -> None:
     directory = copy_workflow(tmp_path / "wf")
     listed = subprocess.run(
-        [sys.executable, "-m", "metalandscape.cli", "plan", "--no-probe"]
-        + ["--configfile", "workflow/presets/paper.yaml"],
+        [*PLAN, "--no-probe", "--configfile", "workflow/presets/paper.yaml"],
         cwd=directory,
         capture_output=True,
         text=True,
@@ -48,7 +48,7 @@ def test_plan_without_probe_and_a_missing_preset(tmp_path: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     assert "estimate" not in listed.stdout and "  claims         1" in listed.stdout
     missing = subprocess.run(
-        [sys.executable, "-m", "metalandscape.cli", "plan", "--configfile", "nope.yaml"],
+        [*PLAN, "--configfile", "nope.yaml"],
         cwd=directory,
         capture_output=True,
         text=True,
