@@ -471,7 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--probe-tasks",
         type=positive_integer,
         default=4,
-        help="evaluation tasks per metric in the probe, scaled up to the config's (default 4)",
+        help="evaluation tasks per metric in the probe (and twice as many), extrapolated to "
+        "the config's (default 4)",
     )
     plan.add_argument(
         "--no-probe", action="store_true", help="list the jobs only, without timing anything"

@@ -5,7 +5,8 @@ The config is read as Snakemake reads it (config.yaml, each ``--configfile`` mer
 :func:`metalandscape.grid.build_grid` lists the runs and metric bundles. The estimate comes from
 a probe: for each distinct training setting (a run's settings without seed, variant and epoch
 counts) a few meta-iterations are timed after one warm-up step, and one epoch of each metric
-bundle is measured on the untrained parameters. A run's training time is seconds per iteration
+is measured on the untrained parameters with a few tasks and twice as many, extrapolated
+linearly to the configured tasks. A run's training time is seconds per iteration
 × epochs × iterations per epoch; its metric time is seconds per measured epoch × measured
 epochs, per bundle. Where a data set is missing (say Omniglot for the paper preset) the probe
 uses random images of the same shape and says so: its speed depends on shapes, not pixels.
@@ -148,15 +149,12 @@ def probe_run(
 ) -> Probe:
     """Time ``iterations`` meta-iterations of ``run``'s setting and one epoch of each bundle.
 
-    Each metric is measured alone on at most ``probe_tasks`` tasks and its time scaled to its
-    configured tasks; in the workflow a bundle shares one adaptation per task, so the metric
-    estimate errs on the long side.
+    Each metric is measured alone (:func:`metric_seconds`); in the workflow a bundle shares one
+    adaptation per task, so the metric estimate errs on the long side.
     """
     from metalandscape.algorithms import load_algorithm
     from metalandscape.config import resolve_run_config
     from metalandscape.experiment import initial_params, make_model, make_task_source
-    from metalandscape.metrics.base import make_metric
-    from metalandscape.metrics.evaluate import evaluate
     from metalandscape.training import train_run
 
     config = resolve_run_config({**run.settings, "epochs": 0})
@@ -172,20 +170,59 @@ def probe_run(
     if bundles:
         checkpoint = train_run(config, folder / f"{run.id}.h5", device=device, progress=False)
         for bundle in bundles:
-            seconds = 0.0
-            for name in bundle:
-                settings, scale = probe_settings(metric_settings.get(name) or {}, probe_tasks)
-                metric = make_metric(name, settings)
-                started = time.perf_counter()
-                evaluate(checkpoint, [0], [metric], device=device, evaluation_seed=evaluation_seed)
-                seconds += (time.perf_counter() - started) * scale
-            probe.seconds_per_epoch[bundle] = seconds
+            probe.seconds_per_epoch[bundle] = sum(
+                metric_seconds(
+                    checkpoint,
+                    name,
+                    metric_settings.get(name) or {},
+                    probe_tasks,
+                    device=device,
+                    evaluation_seed=evaluation_seed,
+                )
+                for name in bundle
+            )
     return probe
 
 
+def metric_seconds(
+    checkpoint: Path,
+    name: str,
+    settings: Mapping[str, Any],
+    probe_tasks: int,
+    *,
+    device: Any,
+    evaluation_seed: int,
+) -> float:
+    """Estimated seconds of one epoch of metric ``name`` with its configured tasks.
+
+    With more tasks than ``probe_tasks`` configured, the epoch is timed on ``probe_tasks`` and
+    on twice as many tasks, and the line through both (fixed cost + cost per task) is
+    extrapolated to the configured count; otherwise the epoch is timed as configured.
+    """
+    from metalandscape.metrics.base import make_metric
+    from metalandscape.metrics.evaluate import evaluate
+
+    def timed(chosen: Mapping[str, Any]) -> float:
+        metric = make_metric(name, dict(chosen))
+        started = time.perf_counter()
+        evaluate(checkpoint, [0], [metric], device=device, evaluation_seed=evaluation_seed)
+        return time.perf_counter() - started
+
+    small, scale = probe_settings(settings, probe_tasks)
+    if scale == 1.0:
+        return timed(settings)
+    tasks = int(settings["tasks"])
+    few = timed(small)
+    more_tasks = min(2 * probe_tasks, tasks)
+    more = timed({**small, "tasks": more_tasks})
+    per_task = max((more - few) / (more_tasks - probe_tasks), 0.0)
+    fixed = max(few - per_task * probe_tasks, 0.0)
+    return fixed + per_task * tasks
+
+
 def probe_settings(settings: Mapping[str, Any], probe_tasks: int) -> tuple[dict[str, Any], float]:
-    """A metric's settings with at most ``probe_tasks`` tasks, and the factor that scales the
-    probe's time back to the configured task count (metric time grows with the tasks)."""
+    """A metric's settings with at most ``probe_tasks`` tasks, and the configured tasks over
+    the probe's (1.0 when the configured count is probed as is)."""
     tasks = settings.get("tasks")
     if not isinstance(tasks, int) or tasks <= probe_tasks:
         return dict(settings), 1.0
@@ -307,7 +344,8 @@ def command_plan(args: argparse.Namespace) -> int:
     note = (
         f"estimate on {device} with {args.threads} thread(s), from {len(chosen)} probed "
         f"setting(s), {args.probe_iterations} iteration(s) each + one metric epoch on "
-        f"≤ {args.probe_tasks} tasks per metric, scaled to the configured tasks "
+        f"{args.probe_tasks} and {2 * args.probe_tasks} tasks per metric, extrapolated to the "
+        "configured tasks "
         f"(probe took {duration(time.perf_counter() - started)})"
     )
     if stand_in:
