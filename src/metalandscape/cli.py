@@ -117,14 +117,23 @@ def _command_data_inspect(args: argparse.Namespace) -> int:
 
 
 def _command_train(args: argparse.Namespace) -> int:
-    from metalandscape.config import resolve_run_config
+    from metalandscape.config import format_config_keys, resolve_run_config
+
+    if args.list_config:
+        print(format_config_keys())
+        return 0
+    if not args.out:
+        raise UsageError("train needs --out RUN.h5 (or --list-config)")
+    if args.threads < 1:
+        raise UsageError(f"--threads must be at least 1 (got {args.threads})")
+    # The config is checked before torch loads: its errors appear at once.
+    config = resolve_run_config(run_config_from_arguments(args.config, args.set))
     from metalandscape.devices import resolve_device, set_threads
     from metalandscape.gpu_lease import lease_for_device
     from metalandscape.training import train_run
 
     lease_for_device(args.device)  # before anything initialises CUDA; held until exit
     set_threads(args.threads)
-    config = resolve_run_config(run_config_from_arguments(args.config, args.set))
     device = resolve_device(args.device)
     log.info("training %s on %s: %s", args.out, device, config.to_json())
     path = train_run(
@@ -193,6 +202,7 @@ def _command_metrics(args: argparse.Namespace) -> int:
         evaluation_seed=args.evaluation_seed,
         progress=not args.quiet,
     )
+    report_metric_values(results)
     for name, dataset in results.items():
         path = Path(args.out) if args.out else Path(args.out_dir) / f"{name}.nc"
         write_netcdf(dataset, path)
@@ -200,10 +210,24 @@ def _command_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def report_metric_values(results: dict[str, Any]) -> None:
+    """Log one line per measured epoch with every metric's scalar summaries (terminal and log)."""
+    from metalandscape.metrics.report import epoch_lines
+
+    for line in epoch_lines(results):
+        log.info("%s", line)
+
+
 def _command_aggregate(args: argparse.Namespace) -> int:
     from metalandscape.aggregate import command_aggregate
 
     return command_aggregate(args)
+
+
+def _command_plan(args: argparse.Namespace) -> int:
+    from metalandscape.plan import command_plan
+
+    return command_plan(args)
 
 
 def _command_claims(args: argparse.Namespace) -> int:
@@ -228,39 +252,84 @@ def _command_claims(args: argparse.Namespace) -> int:
     return 0
 
 
+def _subcommand(
+    commands: Any, name: str, help: str, example: str, parents: Sequence[argparse.ArgumentParser]
+) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` shows its description and an example."""
+    return commands.add_parser(
+        name,
+        help=help,
+        description=help[0].upper() + help[1:] + ".",
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=list(parents),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = ArgumentParser(
         prog="metalandscape",
         description="Loss-landscape study of gradient-based meta-learning (arXiv 1907.07287).",
+        epilog="The Snakemake workflow calls these commands; 'metalandscape COMMAND --help' "
+        "shows each one's options and an example.\nexample:\n"
+        "  metalandscape plan --configfile workflow/presets/tiny.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"metalandscape {__version__}")
     common = ArgumentParser(add_help=False)
-    common.add_argument("--quiet", action="store_true", help="no progress bars")
-    commands = parser.add_subparsers(dest="command", required=True)
+    common.add_argument("--quiet", action="store_true", help="no progress bars (log lines only)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    data = commands.add_parser("data", help="build or inspect a data set")
-    data_commands = data.add_subparsers(dest="data_command", required=True)
-    fontglot = data_commands.add_parser(
+    data = _subcommand(
+        commands,
+        "data",
+        "build or inspect a data set",
+        "metalandscape data fontglot --out results/data/fontglot.npz",
+        [],
+    )
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    fontglot = _subcommand(
+        data_commands,
         "fontglot",
-        help="generate the embedded Omniglot-like glyph data set (.npz)",
-        parents=[common],
+        "generate the embedded Omniglot-like glyph data set (.npz)",
+        "metalandscape data fontglot --out results/data/fontglot.npz --workers 2",
+        [common],
     )
     fontglot.add_argument("--out", required=True, help="output .npz path")
-    fontglot.add_argument("--seed", type=int, default=0)
-    fontglot.add_argument("--classes", type=positive_integer, default=1623)
+    fontglot.add_argument(
+        "--seed", type=int, default=0, help="seed of the glyph shapes and their noise (default 0)"
+    )
+    fontglot.add_argument(
+        "--classes",
+        type=positive_integer,
+        default=1623,
+        help="number of character classes, Omniglot's 1623 by default",
+    )
     fontglot.add_argument(
         "--workers", type=positive_integer, default=2, help="processes (default 2)"
     )
     fontglot.set_defaults(handler=_command_data_fontglot)
-    inspect = data_commands.add_parser(
-        "inspect", help="load a data set and summarise its splits", parents=[common]
+    inspect = _subcommand(
+        data_commands,
+        "inspect",
+        "load a data set and summarise its splits",
+        "metalandscape data inspect --dataset omniglot --path data/omniglot",
+        [common],
     )
     inspect.add_argument(
-        "--dataset", required=True, choices=["fontglot", "omniglot", "miniimagenet"]
+        "--dataset",
+        required=True,
+        choices=["fontglot", "omniglot", "miniimagenet"],
+        help="which data set layout to read",
     )
-    inspect.add_argument("--path", required=True)
-    inspect.add_argument("--resize", default="lanczos", choices=["lanczos", "nearest"])
+    inspect.add_argument("--path", required=True, help="the data set's .npz file or folder")
+    inspect.add_argument(
+        "--resize",
+        default="lanczos",
+        choices=["lanczos", "nearest"],
+        help="image resampling filter (default lanczos)",
+    )
     inspect.add_argument(
         "--omniglot-proportional-split",
         action="store_true",
@@ -268,14 +337,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.set_defaults(handler=_command_data_inspect)
 
-    train = commands.add_parser(
-        "train", help="train one run and write its HDF5 checkpoint file", parents=[common]
+    train = _subcommand(
+        commands,
+        "train",
+        "train one run and write its HDF5 checkpoint file (one checkpoint per epoch)",
+        "metalandscape train --set dataset=sinusoid --set algorithm=maml --set epochs=5 "
+        "--out results/runs/sine.h5\n  metalandscape train --list-config",
+        [common],
     )
     train.add_argument("--config", help="YAML/JSON file with the run's config keys")
     train.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a config key (repeatable; overrides --config; keys: --list-config)",
     )
-    train.add_argument("--out", required=True, help="run file (.h5)")
+    train.add_argument(
+        "--list-config",
+        action="store_true",
+        help="print every config key with its type, default and meaning, then exit",
+    )
+    train.add_argument("--out", help="run file (.h5) to write; required unless --list-config")
     train.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     train.add_argument(
         "--threads", type=positive_integer, default=1, help="PyTorch threads (default 1)"
@@ -285,16 +368,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(handler=_command_train)
 
-    metrics = commands.add_parser(
-        "metrics", help="measure checkpoint epochs with metric plugins", parents=[common]
+    metrics = _subcommand(
+        commands,
+        "metrics",
+        "measure checkpoint epochs with metric plugins and print each value per epoch",
+        "metalandscape metrics --checkpoint results/runs/sine.h5 --metric accuracy "
+        "--epoch 0 --epoch 5 --out-dir results/metrics/sine",
+        [common],
     )
     metrics.add_argument("--list", action="store_true", help="list the available metrics")
     metrics.add_argument("--checkpoint", help="run file (.h5) written by train")
     metrics.add_argument("--epoch", type=int, action="append", help="epoch (repeatable)")
-    metrics.add_argument("--metric", action="append", help="metric name (repeatable)")
+    metrics.add_argument("--metric", action="append", help="metric name (repeatable; see --list)")
     metrics.add_argument("--out", help="output .nc (one metric, every epoch)")
     metrics.add_argument("--out-dir", help="writes DIR/<metric>.nc, every epoch in each")
-    metrics.add_argument("--settings-json", help='{"hessian": {"tasks": 60}, ...}')
+    metrics.add_argument(
+        "--settings-json", help='metric settings as JSON, e.g. {"hessian": {"tasks": 60}}'
+    )
     metrics.add_argument(
         "--set", action="append", default=[], metavar="METRIC.KEY=VALUE", help="a metric setting"
     )
@@ -305,20 +395,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     metrics.set_defaults(handler=_command_metrics)
 
-    claims = commands.add_parser(
-        "claims", help="check the paper's claims on aggregated Datasets", parents=[common]
+    claims = _subcommand(
+        commands,
+        "claims",
+        "check the paper's claims on aggregated Datasets",
+        "metalandscape claims --input results/aggregate/sinusoid.nc "
+        "--out-csv results/claims.csv --out-md results/claims.md",
+        [common],
     )
-    claims.add_argument("--input", action="append", required=True, help="aggregated .nc")
-    claims.add_argument("--thresholds-json", help="thresholds, e.g. from the config's claims:")
-    claims.add_argument("--out-csv", required=True)
-    claims.add_argument("--out-md", required=True)
+    claims.add_argument(
+        "--input", action="append", required=True, help="aggregated .nc (repeatable)"
+    )
+    claims.add_argument(
+        "--thresholds-json", help="thresholds as JSON, e.g. the config's claims: section"
+    )
+    claims.add_argument("--out-csv", required=True, help="claims table .csv to write")
+    claims.add_argument("--out-md", required=True, help="claims table Markdown to write")
     claims.add_argument("--config-name", default="", help="named in the Markdown header")
     claims.set_defaults(handler=_command_claims)
 
-    aggregate = commands.add_parser(
+    aggregate = _subcommand(
+        commands,
         "aggregate",
-        help="combine metric .nc files into one aggregate .nc and a tidy .csv",
-        parents=[common],
+        "combine metric .nc files into one aggregate .nc and a tidy .csv",
+        "metalandscape aggregate --inputs-from results/aggregate/sinusoid.inputs "
+        "--out results/aggregate/sinusoid.nc",
+        [common],
     )
     aggregate.add_argument(
         "--inputs", nargs="+", action="extend", metavar="FILE", help="metric .nc files"
@@ -337,6 +439,47 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave out per-task variables (much smaller for large grids)",
     )
     aggregate.set_defaults(handler=_command_aggregate)
+
+    plan = _subcommand(
+        commands,
+        "plan",
+        "list the workflow's jobs and estimate their time from a short probe on this device",
+        "metalandscape plan --configfile workflow/presets/paper.yaml --probe-iterations 3",
+        [common],
+    )
+    plan.add_argument(
+        "--configfile",
+        action="append",
+        default=[],
+        metavar="PRESET.yaml",
+        help="a preset merged over config.yaml, as snakemake --configfile does (repeatable)",
+    )
+    plan.add_argument(
+        "--base-config",
+        default="config.yaml",
+        help="the workflow's config.yaml (default: config.yaml here)",
+    )
+    plan.add_argument(
+        "--probe-iterations",
+        type=positive_integer,
+        default=3,
+        help="meta-iterations timed per distinct training setting (default 3)",
+    )
+    plan.add_argument(
+        "--probe-tasks",
+        type=positive_integer,
+        default=4,
+        help="evaluation tasks per metric in the probe (and twice as many), extrapolated to "
+        "the config's (default 4)",
+    )
+    plan.add_argument(
+        "--no-probe", action="store_true", help="list the jobs only, without timing anything"
+    )
+    plan.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    plan.add_argument(
+        "--threads", type=positive_integer, default=1, help="PyTorch threads (default 1)"
+    )
+    plan.set_defaults(handler=_command_plan)
 
     from metalandscape.figures import add_figure_parser
 
@@ -357,6 +500,8 @@ _USER_ERRORS = (
     ("metalandscape.aggregate", "AggregateError"),
     ("metalandscape.figures", "FigureError"),
     ("metalandscape.gpu_lease", "GpuLeaseError"),
+    ("metalandscape.grid", "GridError"),
+    ("metalandscape.plan", "PlanError"),
 )
 
 
@@ -412,7 +557,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except _user_errors() as error:
-        print(f"metalandscape {args.command}: error: {error}", file=sys.stderr)
+        for line in getattr(error, "errors", None) or (str(error),):
+            print(f"metalandscape {args.command}: error: {line}", file=sys.stderr)
         return 2
     except OSError as error:  # the file system refused: read-only, full, missing, no permission
         print(f"metalandscape {args.command}: error: {describe_os_error(error)}", file=sys.stderr)

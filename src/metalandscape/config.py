@@ -20,45 +20,91 @@ Dataset = Literal["sinusoid", "fontglot", "omniglot", "miniimagenet"]
 DATASETS: tuple[str, ...] = ("sinusoid", "fontglot", "omniglot", "miniimagenet")
 ALGORITHMS: tuple[str, ...] = algorithm_names()
 CHARACTER_DATASETS = ("fontglot", "omniglot")
+#: Data sets without a default file: the config must name their folder.
+FOLDER_DATASETS = ("omniglot", "miniimagenet")
 
 
 class ConfigError(ValueError):
-    """A user-fixable configuration problem; the message names the key."""
+    """A user-fixable configuration problem; the message names the key.
+
+    ``errors`` holds one line per problem found in the input (all of them, not just the first);
+    the message is that line, or ``"N config errors: "`` and the lines joined with ``"; "``.
+    """
+
+    def __init__(self, *errors: str) -> None:
+        self.errors: tuple[str, ...] = errors
+        if len(errors) == 1:
+            super().__init__(errors[0])
+        else:
+            super().__init__(f"{len(errors)} config errors: " + "; ".join(errors))
+
+
+def _key(default: Any = dataclasses.MISSING, *, help: str) -> Any:
+    """A RunConfig field with its meaning (``metalandscape train --list-config`` prints it)."""
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that decides a training run's result (given the data files)."""
 
-    dataset: str
-    algorithm: str
-    seed: int = 0
-    variant: str = "default"
-    n_way: int = 5
-    k_shot: int | None = None
-    query: int | None = None
-    data_path: str | None = None
-    rotation: str | None = None
-    resize: str = "lanczos"
-    inner_steps: int | None = None
-    inner_step_size: float | None = None
-    meta_batch_size: int | None = None
-    meta_learning_rate: float = 0.001
-    iterations_per_epoch: int = 500
-    epochs: int = 100
-    regularizer_gamma: float = 0.5
-    task_chunk_size: int | None = None
-    filters: int | None = None
-    finetune_batch_size: int | None = None
-    finetune_learning_rate: float = 0.001
-    hidden_sizes: tuple[int, ...] = (40, 40)
-    train_amplitude: tuple[float, float] = (0.1, 5.0)
-    train_phase: tuple[float, float] = (0.0, math.pi / 2)
-    test_amplitude: tuple[float, float] = (0.1, 5.0)
-    test_phase: tuple[float, float] = (math.pi / 2, math.pi)
-    # An Omniglot copy short of 1,623 characters is refused unless this allows splitting it in
-    # Finn's 1100/100/423 proportions (metalandscape.data.omniglot).
-    omniglot_proportional_split: bool = False
+    dataset: str = _key(help="sinusoid, fontglot, omniglot or miniimagenet")
+    algorithm: str = _key(help="a registered algorithm (metalandscape.algorithms), e.g. maml")
+    seed: int = _key(0, help="seed of the initial parameters and the meta-training task stream")
+    variant: str = _key("default", help="free label that tells runs of one setting apart")
+    n_way: int = _key(5, help="classes per task (1 for sinusoid regression)")
+    k_shot: int | None = _key(None, help="support examples per class (default 1; sinusoid 10)")
+    query: int | None = _key(
+        None, help="query examples per class (default k_shot; MiniImagenet 15; sinusoid 10)"
+    )
+    data_path: str | None = _key(
+        None, help="data set file or folder (fontglot: results/data/fontglot.npz)"
+    )
+    rotation: str | None = _key(
+        None, help="per_task, off or expand (default per_task for characters, else off)"
+    )
+    resize: str = _key("lanczos", help="image resampling filter: lanczos or nearest")
+    inner_steps: int | None = _key(None, help="inner-loop gradient steps (default 5; sinusoid 1)")
+    inner_step_size: float | None = _key(
+        None, help="inner-loop learning rate α (default 0.1 characters, 0.01 others)"
+    )
+    meta_batch_size: int | None = _key(
+        None, help="tasks per meta-update (default from dataset and shot, Appendix A.3)"
+    )
+    meta_learning_rate: float = _key(0.001, help="Adam learning rate of the meta-update β")
+    iterations_per_epoch: int = _key(500, help="meta-updates between two saved checkpoints")
+    epochs: int = _key(100, help="epochs to train; one checkpoint is kept per epoch")
+    regularizer_gamma: float = _key(
+        0.5, help="weight γ of regularized MAML's gradient-coherence term"
+    )
+    task_chunk_size: int | None = _key(
+        None, help="tasks adapted at once (memory vs speed; no effect on results)"
+    )
+    filters: int | None = _key(
+        None, help="convolution filters per layer (default 64 characters, 32 MiniImagenet)"
+    )
+    finetune_batch_size: int | None = _key(
+        None, help="examples per step of the finetune baseline (default 64 at 1-shot, else 128)"
+    )
+    finetune_learning_rate: float = _key(0.001, help="Adam learning rate of the finetune baseline")
+    hidden_sizes: tuple[int, ...] = _key((40, 40), help="sinusoid MLP hidden layer widths")
+    train_amplitude: tuple[float, float] = _key(
+        (0.1, 5.0), help="sinusoid meta-train amplitude range [low, high]"
+    )
+    train_phase: tuple[float, float] = _key(
+        (0.0, math.pi / 2), help="sinusoid meta-train phase range [low, high]"
+    )
+    test_amplitude: tuple[float, float] = _key(
+        (0.1, 5.0), help="sinusoid meta-test amplitude range [low, high]"
+    )
+    test_phase: tuple[float, float] = _key(
+        (math.pi / 2, math.pi), help="sinusoid meta-test phase range [low, high]"
+    )
+    omniglot_proportional_split: bool = _key(
+        False,
+        help="split an Omniglot copy short of 1,623 characters in Finn's 1100/100/423 "
+        "proportions instead of refusing it",
+    )
 
     @property
     def kind(self) -> str:
@@ -113,60 +159,160 @@ def _check_range(values: dict[str, Any], key: str) -> tuple[float, float]:
     return (low, high)
 
 
-def resolve_run_config(raw: dict[str, Any]) -> RunConfig:
-    """Check ``raw`` and fill the dataset- and shot-dependent defaults."""
-    unknown = sorted(set(raw) - set(_FIELDS))
-    if unknown:
-        raise ConfigError(
-            f"unknown run config key(s) {unknown}; known keys: {', '.join(sorted(_FIELDS))}"
+@dataclass(frozen=True)
+class ConfigKey:
+    """One RunConfig key as ``--list-config`` prints it."""
+
+    name: str
+    type: str
+    default: str
+    help: str
+
+
+def _show(value: Any) -> str:
+    """A default as YAML would read it back, floats to 4 significant digits."""
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_show(item) for item in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def config_keys() -> list[ConfigKey]:
+    """Every RunConfig key with its type, default and meaning, from the dataclass fields."""
+    keys = []
+    for spec in dataclasses.fields(RunConfig):
+        if spec.default is dataclasses.MISSING:
+            default = "required"
+        elif spec.default is None:
+            default = "from dataset"
+        else:
+            default = _show(spec.default)
+        type_name = str(spec.type).replace("typing.", "")
+        keys.append(ConfigKey(spec.name, type_name, default, spec.metadata.get("help", "")))
+    return keys
+
+
+def format_config_keys() -> str:
+    """``--list-config``'s table: one key per line, type, default and meaning."""
+    keys = config_keys()
+    name_width = max(len(key.name) for key in keys)
+    type_width = max(len(key.type) for key in keys)
+    default_width = max(len(key.default) for key in keys)
+    header = f"{'key':<{name_width}}  {'type':<{type_width}}  {'default':<{default_width}}  meaning"
+    lines = [header]
+    for key in keys:
+        lines.append(
+            f"{key.name:<{name_width}}  {key.type:<{type_width}}  "
+            f"{key.default:<{default_width}}  {key.help}"
         )
-    for key in ("dataset", "algorithm"):
-        if key not in raw:
-            raise ConfigError(f"run config needs {key!r}")
-    values = dict(raw)
-    if values["dataset"] not in DATASETS:
-        raise ConfigError(
-            f"config key 'dataset' must be one of {DATASETS}, got {values['dataset']!r}"
-        )
-    if values["algorithm"] not in ALGORITHMS:
-        raise ConfigError(
-            f"config key 'algorithm' must be one of {ALGORITHMS}, got {values['algorithm']!r}"
-        )
-    for key in ("n_way", "k_shot", "query", "inner_steps", "meta_batch_size", "filters"):
-        _check_positive_int(values, key)
-    for key in ("iterations_per_epoch", "task_chunk_size", "finetune_batch_size"):
-        _check_positive_int(values, key)
-    _check_positive_int(values, "epochs", minimum=0)
-    _check_positive_int(values, "seed", minimum=0)
-    for key in ("inner_step_size", "meta_learning_rate", "finetune_learning_rate"):
-        _check_positive_float(values, key)
-    _check_positive_float(values, "regularizer_gamma", allow_zero=True)
-    for key in ("train_amplitude", "train_phase", "test_amplitude", "test_phase"):
-        if key in values:
-            values[key] = _check_range(values, key)
-    if not isinstance(values.get("omniglot_proportional_split", False), bool):
-        raise ConfigError(
-            "config key 'omniglot_proportional_split' must be true or false, "
-            f"got {values['omniglot_proportional_split']!r}"
-        )
-    if "hidden_sizes" in values:
-        hidden = values["hidden_sizes"]
-        if not isinstance(hidden, list | tuple) or not all(
-            isinstance(h, int) and h > 0 for h in hidden
-        ):
-            raise ConfigError(
-                f"config key 'hidden_sizes' must be a list of positive ints, got {hidden!r}"
-            )
-        values["hidden_sizes"] = tuple(hidden)
+    return "\n".join(lines)
+
+
+def _collect(errors: list[str], check: Any, *arguments: Any, **options: Any) -> Any:
+    """Run one check; on ConfigError record its line(s) in ``errors`` and return None."""
+    try:
+        return check(*arguments, **options)
+    except ConfigError as error:
+        errors.extend(error.errors)
+        return None
+
+
+def _check_choices(values: dict[str, Any]) -> None:
     if values.get("rotation") not in (None, "per_task", "off", "expand"):
         raise ConfigError(
             f"config key 'rotation' must be per_task, off or expand, got {values['rotation']!r}"
         )
+
+
+def _check_resize(values: dict[str, Any]) -> None:
     if values.get("resize", "lanczos") not in ("lanczos", "nearest"):
         raise ConfigError(
             f"config key 'resize' must be lanczos or nearest, got {values['resize']!r}"
         )
 
+
+def _check_hidden_sizes(values: dict[str, Any]) -> tuple[int, ...]:
+    hidden = values["hidden_sizes"]
+    if not isinstance(hidden, list | tuple) or not all(
+        isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden
+    ):
+        raise ConfigError(
+            f"config key 'hidden_sizes' must be a list of positive ints, got {hidden!r}"
+        )
+    return tuple(hidden)
+
+
+def _check_flag(values: dict[str, Any], key: str) -> None:
+    if not isinstance(values.get(key, False), bool):
+        raise ConfigError(f"config key {key!r} must be true or false, got {values[key]!r}")
+
+
+def _check_values(values: dict[str, Any]) -> list[str]:
+    """Every problem of ``values`` (one line each); fixes up ranges and lists in place."""
+    errors: list[str] = []
+    unknown = sorted(set(values) - set(_FIELDS))
+    if unknown:
+        errors.append(
+            f"unknown run config key(s) {unknown}; known keys: {', '.join(sorted(_FIELDS))}"
+            " (metalandscape train --list-config)"
+        )
+        for key in unknown:
+            del values[key]
+    for key in ("dataset", "algorithm"):
+        if key not in values:
+            errors.append(f"run config needs {key!r}")
+    if "dataset" in values and values["dataset"] not in DATASETS:
+        errors.append(f"config key 'dataset' must be one of {DATASETS}, got {values['dataset']!r}")
+    if "algorithm" in values and values["algorithm"] not in ALGORITHMS:
+        errors.append(
+            f"config key 'algorithm' must be one of {ALGORITHMS}, got {values['algorithm']!r}"
+        )
+    for key in ("n_way", "k_shot", "query", "inner_steps", "meta_batch_size", "filters"):
+        _collect(errors, _check_positive_int, values, key)
+    for key in ("iterations_per_epoch", "task_chunk_size", "finetune_batch_size"):
+        _collect(errors, _check_positive_int, values, key)
+    _collect(errors, _check_positive_int, values, "epochs", minimum=0)
+    _collect(errors, _check_positive_int, values, "seed", minimum=0)
+    for key in ("inner_step_size", "meta_learning_rate", "finetune_learning_rate"):
+        _collect(errors, _check_positive_float, values, key)
+    _collect(errors, _check_positive_float, values, "regularizer_gamma", allow_zero=True)
+    for key in ("train_amplitude", "train_phase", "test_amplitude", "test_phase"):
+        if key in values:
+            checked = _collect(errors, _check_range, values, key)
+            if checked is not None:
+                values[key] = checked
+    _collect(errors, _check_flag, values, "omniglot_proportional_split")
+    if "hidden_sizes" in values:
+        hidden = _collect(errors, _check_hidden_sizes, values)
+        if hidden is not None:
+            values["hidden_sizes"] = hidden
+    _collect(errors, _check_choices, values)
+    _collect(errors, _check_resize, values)
+    if values.get("dataset") == "sinusoid" and values.get("n_way", 1) != 1:
+        errors.append(
+            f"config key 'n_way' is {values['n_way']} but sinusoid regression has one output; "
+            "drop n_way or set it to 1"
+        )
+    if values.get("dataset") in FOLDER_DATASETS and values.get("data_path") is None:
+        errors.append(
+            f"dataset {values['dataset']!r} needs 'data_path' (the folder holding its files); "
+            "see README's data layouts"
+        )
+    return errors
+
+
+def resolve_run_config(raw: dict[str, Any]) -> RunConfig:
+    """Check ``raw`` and fill the dataset- and shot-dependent defaults.
+
+    Every problem of ``raw`` is reported at once, in one :class:`ConfigError`.
+    """
+    values = dict(raw)
+    errors = _check_values(values)
+    if errors:
+        raise ConfigError(*errors)
     dataset = values["dataset"]
     if values.get("k_shot") is None:
         values["k_shot"] = 10 if dataset == "sinusoid" else 1
@@ -181,11 +327,6 @@ def resolve_run_config(raw: dict[str, Any]) -> RunConfig:
             "query": 10,
             "task_chunk_size": None,
         }
-        if values.get("n_way", 1) != 1:
-            raise ConfigError(
-                f"config key 'n_way' is {values['n_way']} but sinusoid regression has one output; "
-                "drop n_way or set it to 1"
-            )
         values["n_way"] = 1
     elif dataset in CHARACTER_DATASETS:
         defaults = {
@@ -215,9 +356,4 @@ def resolve_run_config(raw: dict[str, Any]) -> RunConfig:
     for key, value in defaults.items():
         if values.get(key) is None:
             values[key] = value
-    if dataset != "sinusoid" and values.get("data_path") is None:
-        raise ConfigError(
-            f"dataset {dataset!r} needs 'data_path' (the folder holding its files); "
-            "see README's data layouts"
-        )
     return RunConfig(**values)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -83,28 +84,21 @@ def _train_epochs(
         start_epoch = 1
 
     iterations = config.iterations_per_epoch
+    progress_report = TrainingProgress(config, kind, start_epoch, show_bar=progress)
     for epoch in range(start_epoch, config.epochs + 1):
         loss_sum = score_sum = 0.0
-        bar = tqdm(
-            range(iterations),
-            desc=f"epoch {epoch}/{config.epochs}",
-            disable=not progress,
-            mininterval=1.0,
-            leave=False,
-        )
-        for step in bar:
+        for step in range(iterations):
             iteration = (epoch - 1) * iterations + step
             loss, score = learner.train_step(iteration)
             if not math.isfinite(loss):
+                progress_report.close()
                 raise TrainingDiverged(
                     f"training loss is {loss} at epoch {epoch}, iteration {step}; epochs up to "
                     f"{epoch - 1} are kept in {partial_path(out_path)}; lower the learning rates"
                 )
             loss_sum += loss
             score_sum += score
-            bar.set_postfix(
-                loss=f"{loss_sum / (step + 1):.4f}", score=f"{score_sum / (step + 1):.4f}"
-            )
+            progress_report.step(loss_sum / (step + 1), score_sum / (step + 1))
         statistics = {
             "train_loss": loss_sum / max(iterations, 1),
             "train_accuracy" if kind == "classification" else "train_mse": score_sum
@@ -113,12 +107,101 @@ def _train_epochs(
         writer.write_epoch(
             epoch, learner.params, learner.optimizer.state_dict(), epoch * iterations, statistics
         )
-        log.info(
-            "epoch %d/%d: %s",
-            epoch,
-            config.epochs,
-            ", ".join(f"{k}={v:.4f}" for k, v in statistics.items()),
-        )
+        progress_report.epoch_done(epoch, statistics)
         if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < config.epochs:
+            progress_report.close()
             return partial_path(out_path)
+    progress_report.close()
     return writer.finish()
+
+
+def score_label(kind: str) -> str:
+    """The short name of the training score: ``acc`` (classification) or ``mse`` (regression)."""
+    return "acc" if kind == "classification" else "mse"
+
+
+def progress_fields(kind: str, loss: float, score: float) -> dict[str, str]:
+    """``{loss, acc}`` for classification; for regression ``{mse}``, plus ``loss`` only when the
+    training loss is not the MSE itself (a regularized objective)."""
+    fields = {"loss": f"{loss:.4f}", score_label(kind): f"{score:.4f}"}
+    if kind != "classification" and math.isclose(loss, score, rel_tol=1e-9, abs_tol=1e-12):
+        del fields["loss"]
+    return fields
+
+
+def format_duration(seconds: float) -> str:
+    """``1:02:03`` or ``02:03`` (tqdm's style); ``?`` when unknown."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    return tqdm.format_interval(seconds)
+
+
+class TrainingProgress:
+    """How long a run has left: one tqdm bar over all meta-iterations of the run, its postfix
+    (the epoch's running loss and score) refreshed at most every ``interval`` seconds; and one
+    line per epoch with epoch, iteration, loss, score, elapsed time and ETA (the log under
+    ``--quiet``, above the bar otherwise)."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        kind: str,
+        start_epoch: int,
+        *,
+        show_bar: bool,
+        interval: float = 0.5,
+    ) -> None:
+        self.kind = kind
+        self.epochs = config.epochs
+        self.iterations = config.iterations_per_epoch
+        self.total = config.epochs * config.iterations_per_epoch
+        self.first = (start_epoch - 1) * config.iterations_per_epoch
+        self.done = self.first
+        self.interval = interval
+        self.started = time.monotonic()
+        self.last_postfix = -math.inf
+        self.show_bar = show_bar
+        self.bar = tqdm(
+            total=self.total,
+            initial=self.first,
+            desc=f"{config.algorithm} {config.dataset} seed {config.seed}",
+            unit="it",
+            disable=not show_bar,
+            mininterval=interval,
+            dynamic_ncols=True,
+        )
+
+    def step(self, loss: float, score: float) -> None:
+        """One meta-iteration done; ``loss`` and ``score`` are the epoch's running means."""
+        self.done += 1
+        now = time.monotonic()
+        if self.show_bar and now - self.last_postfix >= self.interval:
+            self.last_postfix = now
+            self.bar.set_postfix(progress_fields(self.kind, loss, score), refresh=False)
+        self.bar.update(1)
+
+    def epoch_line(self, epoch: int, statistics: dict[str, float]) -> str:
+        """``epoch 3/10  iteration 1500/5000  loss 0.5123  acc 0.7810  elapsed 01:02  ETA 02:25``."""
+        elapsed = time.monotonic() - self.started
+        done_here = self.done - self.first
+        remaining = self.total - self.done
+        eta = elapsed / done_here * remaining if done_here else math.nan
+        values = list(statistics.values())
+        fields = progress_fields(self.kind, values[0], values[1])
+        shown = "  ".join(f"{name} {value}" for name, value in fields.items())
+        return (
+            f"epoch {epoch}/{self.epochs}  iteration {self.done}/{self.total}  {shown}  "
+            f"elapsed {format_duration(elapsed)}  ETA {format_duration(eta)}"
+        )
+
+    def epoch_done(self, epoch: int, statistics: dict[str, float]) -> None:
+        """Report the finished epoch: above the bar, or as one log line under ``--quiet``."""
+        line = self.epoch_line(epoch, statistics)
+        if self.show_bar:
+            self.bar.write(line)
+        else:
+            log.info("%s", line)
+
+    def close(self) -> None:
+        """Take the bar off the terminal."""
+        self.bar.close()

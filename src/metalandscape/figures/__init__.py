@@ -102,6 +102,10 @@ def add_figure_parser(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
         "figure",
         help="draw one of the paper's figures from an aggregate .nc (PDF and PNG)",
+        description="Draw one of the paper's figures from an aggregate .nc (PDF and PNG).",
+        epilog="example:\n  metalandscape figure fig2 --input results/aggregate/sinusoid.nc "
+        "--out results/figures/fig2.pdf",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
     )
     parser.add_argument("name", nargs="?", metavar="NAME", help="a figure name (see --list)")

@@ -1,0 +1,76 @@
+"""``metalandscape plan`` on the tiny preset: the grid's jobs and a probed estimate."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from workflow_copy import copy_workflow
+
+from metalandscape.plan import duration, probe_settings
+
+PLAN = [sys.executable, "-m", "metalandscape.cli", "plan"]
+
+
+def test_plan_lists_the_jobs_and_estimates_each_family(tmp_path: Path) -> None:
+    directory = copy_workflow(tmp_path / "wf")
+    result = subprocess.run(
+        [*PLAN, "--configfile", "workflow/presets/tiny.yaml", "--probe-iterations", "2"],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "  train          3  one per run" in out
+    assert "  metrics        3  one per (run, metric bundle)" in out
+    assert "  aggregate      2  sinusoid, fontglot" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line[:1].isalpha()}
+    assert rows["sinusoid"][1:4] == ["2", "2", "20"]  # runs, metric jobs, iterations
+    assert rows["fontglot"][1:4] == ["1", "1", "4"]
+    assert rows["total"][1:4] == ["3", "3", "24"]
+    # A fresh copy has no fontglot file yet: the probe says it used stand-in images.
+    assert "fontglot not found: probed on random images of the same shape" in out
+    assert not (directory / "results").exists()
+
+
+def test_plan_without_probe_and_a_missing_preset(tmp_path: Path) -> None:
+    directory = copy_workflow(tmp_path / "wf")
+    listed = subprocess.run(
+        [*PLAN, "--no-probe", "--configfile", "workflow/presets/paper.yaml"],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "estimate" not in listed.stdout and "  claims         1" in listed.stdout
+    missing = subprocess.run(
+        [*PLAN, "--configfile", "nope.yaml"],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == (
+        "metalandscape plan: error: config file nope.yaml not found "
+        "(run plan in the workflow's folder)"
+    )
+
+
+def test_probe_tasks_scale_back_to_the_configured_count() -> None:
+    assert probe_settings({"tasks": 60, "split": "test"}, 4) == (
+        {"tasks": 4, "split": "test"},
+        15.0,
+    )
+    assert probe_settings({"tasks": 3}, 4) == ({"tasks": 3}, 1.0)
+    assert probe_settings({}, 4) == ({}, 1.0)
+    assert [duration(s) for s in (4.24, 65, 3 * 3600 + 5, 2 * 86400 + 61)] == [
+        "4.2 s",
+        "01:05",
+        "03:00:05",
+        "2 d 00:01:01",
+    ]
