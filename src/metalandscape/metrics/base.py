@@ -48,12 +48,17 @@ class MetricError(ValueError):
 
 @dataclass(frozen=True)
 class Quantity:
-    """One named result: a scalar, or one value per task (``per_task``)."""
+    """One named result: a scalar, or one value per task (``per_task``).
+
+    ``extra_dims`` ({name: coordinate values}, in order) adds trailing dimensions after the
+    task one (a density over an eigenvalue grid, a value per layer).
+    """
 
     values: float | np.ndarray
     long_name: str
     units: str = "1"
     per_task: bool = False
+    extra_dims: Mapping[str, np.ndarray] | None = None
 
 
 class Metric(ABC):

@@ -84,21 +84,29 @@ def to_dataset(
     data_vars = {}
     for name, quantity in quantities.items():
         values = np.asarray(quantity.values, dtype=np.float64)
+        extra = dict(quantity.extra_dims or {})
+        expected = tuple(len(coordinate) for coordinate in extra.values())
         if quantity.per_task:
-            if values.ndim != 1:
-                raise MetricError(f"metric {metric.name!r}: per-task {name!r} must be 1-D")
-            dims: tuple[str, ...] = (*RUN_DIMS, "task")
-            values = values.reshape((1,) * len(RUN_DIMS) + values.shape)
+            if values.ndim != 1 + len(extra) or values.shape[1:] != expected:
+                raise MetricError(
+                    f"metric {metric.name!r}: per-task {name!r} must be [task, *{expected}]"
+                )
+            dims: tuple[str, ...] = (*RUN_DIMS, "task", *extra)
         else:
-            if values.ndim != 0:
-                raise MetricError(f"metric {metric.name!r}: scalar {name!r} must be 0-D")
-            dims = RUN_DIMS
-            values = values.reshape((1,) * len(RUN_DIMS))
+            if values.shape != expected:
+                raise MetricError(f"metric {metric.name!r}: {name!r} must have shape {expected}")
+            dims = (*RUN_DIMS, *extra)
+        values = values.reshape((1,) * len(RUN_DIMS) + values.shape)
+        for dim, coordinate in extra.items():
+            coordinates[dim] = np.asarray(coordinate)
         attrs = {"long_name": quantity.long_name, "units": quantity.units}
         if quantity.per_task:
-            attrs["tasks"] = int(values.shape[-1])
+            attrs["tasks"] = int(values.shape[len(RUN_DIMS)])
         data_vars[name] = (dims, values, attrs)
-    dataset = xr.Dataset(data_vars, coords={k: [v] for k, v in coordinates.items()})
+    dataset = xr.Dataset(
+        data_vars,
+        coords={k: [v] if k in RUN_DIMS else v for k, v in coordinates.items()},
+    )
     if "task" in dataset.dims:
         dataset = dataset.assign_coords(task=np.arange(dataset.sizes["task"]))
     dataset.attrs.update(
