@@ -47,7 +47,9 @@ def main() -> None:
         ("function_coherence", "default (4 probe tasks)", {"tasks": max(tasks, 2)}),
     ]
     with tempfile.TemporaryDirectory() as directory:
-        data = build_fontglot(Path(directory) / "glyphs.npz", workers=1, progress=False)
+        data = build_fontglot(
+            Path(directory) / "glyphs.npz", classes=200, workers=1, progress=False
+        )
         config = resolve_run_config(
             {
                 "dataset": "fontglot",
