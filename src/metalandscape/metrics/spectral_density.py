@@ -113,9 +113,9 @@ class SpectralDensity(Metric):
         split: str = "test"
         starts: int = 4
         lanczos_steps: int = 40
-        grid_low: float = -20.0
-        grid_high: float = 100.0
-        grid_points: int = 481
+        grid_low: float = -30.0
+        grid_high: float = 120.0
+        grid_points: int = 601
         sigma: float = 0.5
         seed: int = 0
 
