@@ -374,12 +374,13 @@ def test_unknown_layer_setting_fails_when_measured(sinusoid_context) -> None:
 def test_new_metrics_write_netcdf_files_with_their_extra_dimensions(tmp_path) -> None:
     import xarray as xr
 
+    from metalandscape.aggregate import AggregateError, aggregate
     from metalandscape.config import resolve_run_config
     from metalandscape.metrics.evaluate import evaluate, write_netcdf
     from metalandscape.training import train_run
 
     config = resolve_run_config(
-        {"dataset": "sinusoid", "algorithm": "maml", "epochs": 1, "iterations_per_epoch": 2}
+        {"dataset": "sinusoid", "algorithm": "maml", "epochs": 2, "iterations_per_epoch": 2}
     )
     run = train_run(config, tmp_path / "run.h5", progress=False)
     metrics = [
@@ -388,11 +389,38 @@ def test_new_metrics_write_netcdf_files_with_their_extra_dimensions(tmp_path) ->
         make_metric("layer_curvature", {"tasks": 2, "probes": 2, "max_hvps": 30}),
         make_metric("function_coherence", {"tasks": 2, "probe_tasks": 1}),
     ]
-    for name, dataset in evaluate(run, 1, metrics).items():
-        loaded = xr.open_dataset(write_netcdf(dataset, tmp_path / f"{name}.nc"), engine="h5netcdf")
+    paths = []
+    for name, dataset in evaluate(run, [1, 2], metrics).items():
+        paths.append(write_netcdf(dataset, tmp_path / f"{name}.nc"))
+        loaded = xr.open_dataset(paths[-1], engine="h5netcdf")
         xr.testing.assert_identical(loaded.load(), dataset)
     density = xr.open_dataset(tmp_path / "spectral_density.nc", engine="h5netcdf")
-    assert density["spectral_density"].dims[-2:] == ("task", "eigenvalue")
+    assert density["spectral_density"].dims[-3:] == ("epoch", "task", "eigenvalue")
+    assert density["spectral_density_mean"].dims[-2:] == ("epoch", "eigenvalue")
     assert density["spectral_ritz_values"].dims[-3:] == ("task", "lanczos_start", "ritz")
     layers = xr.open_dataset(tmp_path / "layer_curvature.nc", engine="h5netcdf")
     assert layers["layer"].values.tolist() == ["body.0", "body.2", "head"]
+
+    combined = aggregate(paths)
+    assert combined["spectral_density"].dims[-2:] == ("task_spectral_density", "eigenvalue")
+    assert combined["layer_top_eigenvalue_mean"].dims[-1] == "layer"
+    assert combined["layer"].values.tolist() == ["body.0", "body.2", "head"]
+    np.testing.assert_array_equal(
+        combined["spectral_density_mean"].squeeze().values,
+        density["spectral_density_mean"].squeeze().values,
+    )
+    np.testing.assert_array_equal(
+        combined["layer_trace"].squeeze().values, layers["layer_trace"].squeeze().values
+    )
+
+    # Another grid in another run's file: the eigenvalue coordinates disagree, named.
+    other_config = resolve_run_config({**config.to_dict(), "seed": 1})
+    other_run = train_run(other_config, tmp_path / "other.h5", progress=False)
+    other = make_metric(
+        "spectral_density", {"tasks": 2, "starts": 1, "lanczos_steps": 3, "grid_points": 11}
+    )
+    other_path = write_netcdf(
+        evaluate(other_run, 1, [other])["spectral_density"], tmp_path / "other.nc"
+    )
+    with pytest.raises(AggregateError, match="coordinate 'eigenvalue' differs"):
+        aggregate([tmp_path / "spectral_density.nc", other_path])
