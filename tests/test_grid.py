@@ -165,6 +165,10 @@ def metric_variables(metric: str, kind: str, splits: list[str]) -> list[str]:
         "hessian": ["hessian_top_eigenvalue_mean"],
         "trajectory_coherence": ["trajectory_coherence", "trajectory_norm_mean"],
         "gradient_coherence": ["gradient_coherence"],
+        "hessian_trace": ["hessian_trace_mean"],
+        "function_coherence": ["function_coherence"],
+        "spectral_density": ["spectral_density_mean"],
+        "layer_curvature": ["layer_top_eigenvalue_mean"],
     }[metric]
 
 

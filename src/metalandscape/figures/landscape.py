@@ -1,187 +1,387 @@
-"""Drafts (issue #14 item 5): the landscape measures over meta-training, from the aggregate.
+"""Issue 14's landscape figures: spectral density and per-layer λmax over meta-training, and
+function- vs parameter-space coherence against accuracy.
 
-Pure drawing functions ``xarray.Dataset -> matplotlib Figure``; registration (needs, captions)
-is the figure registry's. A *setting* is one (dataset, variant, way, shot, algorithm); seeds are
-averaged. Variables with extra dimensions (``eigenvalue``, ``layer``) are expected in the
-aggregate with those dimensions after the run dimensions.
+Drawn from the aggregate like every figure: one panel per setting and algorithm (seeds pooled).
+Variables with extra dimensions (``eigenvalue``, ``layer``) keep them after the run dimensions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
-import xarray as xr
+
+from metalandscape.figures import FigureError
+from metalandscape.figures.common import (
+    Setting,
+    algorithm_color,
+    algorithm_label,
+    algorithms_with_data,
+    figure_style,
+    integer_ticks,
+    missing_variables,
+    new_figure,
+    plot_mean_band,
+    seed_by_epoch,
+    settings_with_data,
+)
+from metalandscape.figures.spec import FigureSpec, Needs, lazy_import
+from metalandscape.statistics import INTERVAL_DESCRIPTION, per_seed_correlation, scalar_interval
 
 if TYPE_CHECKING:
+    import xarray as xr
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-SETTING_DIMS = ("dataset", "variant", "way", "shot", "algorithm")
+sns = lazy_import("seaborn")
+
 SPECTRAL_DENSITY = "spectral_density_mean"
 LAYER_TOP_EIGENVALUE = "layer_top_eigenvalue_mean"
 FUNCTION_COHERENCE = "function_coherence"
 TRAJECTORY_COHERENCE = "trajectory_coherence"
-TEST_ACCURACY = "test_target_accuracy_mean"
-DENSITY_FLOOR = 1e-6  # log10 density below this is drawn as the floor
+SCORES = (
+    ("test_target_accuracy_mean", "meta-test target accuracy", 1.0),
+    ("test_target_mse_mean", "−MSE (meta-test target)", -1.0),
+)
+#: The colour scale spans this many decades below the largest density shown.
+DENSITY_DECADES = 5
+MAX_COLUMNS = 3
 
 
-def _settings(data: xr.DataArray) -> Iterator[tuple[str, xr.DataArray]]:
-    """(label, data of one setting with seeds kept) for each setting with any finite value."""
-    stacked = data.stack(setting=SETTING_DIMS)
-    for index in range(stacked.sizes["setting"]):
-        one = stacked.isel(setting=index)
-        if not bool(np.isfinite(one.values).any()):
-            continue
-        dataset, variant, way, shot, algorithm = one["setting"].item()
-        variant_label = "" if variant in ("", "default", "none") else f" {variant}"
-        yield (
-            f"{dataset}{variant_label} {way}-way {shot}-shot, {algorithm}",
-            one.drop_vars(["setting", *SETTING_DIMS], errors="ignore"),
-        )
+def _panels(dataset: xr.Dataset, variables: list[str]) -> list[tuple[Setting, str]]:
+    """(setting, algorithm) of every meta-learner with finite values of ``variables``."""
+    return [
+        (setting, algorithm)
+        for setting in settings_with_data(dataset, variables)
+        for algorithm in algorithms_with_data(dataset, setting, variables)
+    ]
 
 
-def _grid(count: int) -> tuple[int, int]:
-    columns = min(count, 3)
-    return max(1, -(-count // columns)), max(1, columns)
-
-
-def _require(dataset: xr.Dataset, names: tuple[str, ...], figure: str) -> None:
-    lacking = [name for name in names if name not in dataset]
+def _missing(name: str, dataset: xr.Dataset, variables: list[str], metrics: str) -> str | None:
+    lacking = missing_variables(dataset, variables)
     if lacking:
-        raise ValueError(f"{figure} needs variables {list(names)}; the aggregate lacks {lacking}")
+        return (
+            f"{name} needs variables {variables} (metrics {metrics}); the aggregate lacks {lacking}"
+        )
+    if not _panels(dataset, variables):
+        return f"{name} needs finite {variables} of a meta-learner run; the aggregate has none"
+    return None
+
+
+def _seed_count(data: xr.DataArray) -> int:
+    """Seeds with any finite value."""
+    finite = np.isfinite(data.values).reshape(data.sizes["seed"], -1)
+    return int(finite.any(axis=1).sum())
+
+
+def _panel_title(setting: Setting, algorithm: str, seeds: int) -> str:
+    return f"{setting.title}\n{algorithm_label(algorithm)}, {seeds} seed{'s' * (seeds != 1)}"
+
+
+def _grid_shape(count: int) -> tuple[int, int]:
+    columns = min(count, MAX_COLUMNS)
+    return math.ceil(count / columns), columns
+
+
+# ------------------------------------------------------------------------------ spectral density
+
+
+def missing_for_spectral_density(dataset: xr.Dataset) -> str | None:
+    """Why the spectral density figure cannot be drawn from ``dataset``, or None."""
+    return _missing("spectraldensity", dataset, [SPECTRAL_DENSITY], "'spectral_density'")
+
+
+def _density_by_epoch(dataset: xr.Dataset, setting: Setting, algorithm: str) -> xr.DataArray:
+    """Seed-mean density as (epoch, eigenvalue), unmeasured epochs dropped."""
+    data = dataset[SPECTRAL_DENSITY].sel(setting.select()).sel(algorithm=algorithm)
+    data = data.transpose("seed", "epoch", "eigenvalue")
+    return data.mean("seed", skipna=True).dropna("epoch", how="all")
+
+
+def _shown_eigenvalues(densities: list[xr.DataArray], floor: float) -> tuple[float, float]:
+    """The eigenvalue range where any panel's density reaches ``floor`` (grid ends otherwise)."""
+    grid = densities[0]["eigenvalue"].values
+    reached = np.zeros(grid.size, dtype=bool)
+    for density in densities:
+        reached |= np.nan_to_num(density.values, nan=0.0).max(axis=0) >= floor
+    if not reached.any():
+        return float(grid[0]), float(grid[-1])
+    low, high = grid[np.flatnonzero(reached)[[0, -1]]]
+    margin = 0.05 * max(high - low, grid[1] - grid[0])
+    return float(max(grid[0], low - margin)), float(min(grid[-1], high + margin))
 
 
 def draw_spectral_density(dataset: xr.Dataset) -> Figure:
-    """Heat map per setting: epoch × eigenvalue, colour = log10 of the seed-mean SLQ density."""
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import Normalize
+    """Heat map per setting and algorithm: epoch × eigenvalue, colour = seed-mean density (log)."""
+    reason = missing_for_spectral_density(dataset)
+    if reason:
+        raise FigureError(reason)
+    panels = _panels(dataset, [SPECTRAL_DENSITY])
+    densities = [_density_by_epoch(dataset, *panel) for panel in panels]
+    top = max(float(np.nanmax(density.values)) for density in densities)
+    floor = top * 10.0**-DENSITY_DECADES
+    low, high = _shown_eigenvalues(densities, floor)
+    rows, columns = _grid_shape(len(panels))
+    with figure_style():  # loads matplotlib: its submodules import whole from here on
+        from matplotlib.colors import LogNorm
+        from matplotlib.ticker import MaxNLocator
 
-    _require(dataset, (SPECTRAL_DENSITY,), "the spectral density figure")
-    panels = list(_settings(dataset[SPECTRAL_DENSITY]))
-    if not panels:
-        raise ValueError(f"the aggregate has no finite {SPECTRAL_DENSITY}")
-    rows, columns = _grid(len(panels))
-    figure, axes = plt.subplots(
-        rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False, layout="constrained"
-    )
-    norm = Normalize(vmin=np.log10(DENSITY_FLOOR), vmax=None)
-    logs = []
-    for axis, (label, data) in zip(axes.flat, panels, strict=False):
-        mean = data.mean("seed", skipna=True).dropna("epoch", how="all")
-        log_density = np.log10(
-            np.maximum(mean.transpose("epoch", "eigenvalue").values, DENSITY_FLOOR)
-        )
-        logs.append(log_density)
-        mesh = axis.pcolormesh(
-            mean["eigenvalue"].values,
-            mean["epoch"].values,
-            log_density,
-            shading="nearest",
-            norm=norm,
-        )
-        axis.set_title(label, fontsize=9)
-        axis.set_xlabel("Hessian eigenvalue λ")
-        axis.set_ylabel("epoch")
-    norm.vmax = max(float(np.max(log)) for log in logs)
-    for axis in list(axes.flat)[len(panels) :]:
-        axis.set_visible(False)
-    figure.colorbar(mesh, ax=axes, label="log₁₀ spectral density", shrink=0.9)
-    figure.suptitle("Hessian spectral density of the support loss at θ̃ over meta-training")
+        norm = LogNorm(vmin=floor, vmax=top)
+        figure = new_figure(4.3 * columns + 0.9, 0.9 + 3.0 * rows)
+        grid = figure.subplots(rows, columns, squeeze=False)
+        mesh = None
+        for axes, (setting, algorithm), density in zip(grid.flat, panels, densities):
+            values = np.clip(np.nan_to_num(density.values, nan=0.0), floor, None)
+            mesh = axes.pcolormesh(
+                density["eigenvalue"].values,
+                density["epoch"].values,
+                values,
+                shading="nearest",
+                norm=norm,
+                cmap="viridis",
+                rasterized=True,
+            )
+            seeds = _seed_count(
+                dataset[SPECTRAL_DENSITY].sel({**setting.select(), "algorithm": algorithm})
+            )
+            axes.set_title(_panel_title(setting, algorithm, seeds))
+            axes.set_xlim(low, high)
+            axes.set_xlabel("Hessian eigenvalue λ")
+            axes.set_ylabel("meta-training epoch")
+            axes.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
+            axes.grid(False)
+        for axes in list(grid.flat)[len(panels) :]:
+            axes.set_axis_off()
+        figure.colorbar(mesh, ax=grid, label="spectral density (log scale)", shrink=0.9)
+        figure.suptitle("Hessian spectral density of the support loss at θ̃ᵢ over meta-training")
     return figure
+
+
+# ------------------------------------------------------------------------------- layer curvature
+
+
+def missing_for_layer_curvature(dataset: xr.Dataset) -> str | None:
+    """Why the per-layer curvature figure cannot be drawn from ``dataset``, or None."""
+    return _missing("layercurvature", dataset, [LAYER_TOP_EIGENVALUE], "'layer_curvature'")
+
+
+def _layer_colors(layers: list[str]) -> list[tuple[float, float, float]]:
+    return sns.color_palette("viridis", len(layers))
 
 
 def draw_layer_curvature(dataset: xr.Dataset) -> Figure:
-    """Per setting: each layer's seed-mean λmax of its Hessian block against epoch (log scale)."""
-    import matplotlib.pyplot as plt
-
-    _require(dataset, (LAYER_TOP_EIGENVALUE,), "the per-layer curvature figure")
-    panels = list(_settings(dataset[LAYER_TOP_EIGENVALUE]))
-    if not panels:
-        raise ValueError(f"the aggregate has no finite {LAYER_TOP_EIGENVALUE}")
-    rows, columns = _grid(len(panels))
-    figure, axes = plt.subplots(
-        rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False, layout="constrained"
-    )
-    colors = plt.get_cmap("viridis")
-    for axis, (label, data) in zip(axes.flat, panels, strict=False):
-        layers = data["layer"].values.tolist()
-        for position, layer in enumerate(layers):
-            series = data.sel(layer=layer)
-            mean = series.mean("seed", skipna=True)
-            keep = np.isfinite(mean.values)
-            epochs = series["epoch"].values[keep]
-            axis.plot(
-                epochs,
-                mean.values[keep],
-                color=colors(position / max(1, len(layers) - 1)),
-                label=layer,
-                marker="o",
-                markersize=2.5,
-            )
-            if series.sizes.get("seed", 1) > 1:
-                low = series.min("seed", skipna=True).values[keep]
-                high = series.max("seed", skipna=True).values[keep]
-                axis.fill_between(epochs, low, high, color=axis.lines[-1].get_color(), alpha=0.15)
-        axis.set_yscale("log")
-        axis.set_title(label, fontsize=9)
-        axis.set_xlabel("epoch")
-        axis.set_ylabel("λmax of the layer's Hessian block")
-    for axis in list(axes.flat)[len(panels) :]:
-        axis.set_visible(False)
-    axes.flat[0].legend(fontsize=7, title="layer", title_fontsize=7)
-    figure.suptitle("Per-layer curvature over meta-training (band: seed range)")
+    """Per setting and algorithm: each layer's λmax of its Hessian block against epoch (log)."""
+    reason = missing_for_layer_curvature(dataset)
+    if reason:
+        raise FigureError(reason)
+    panels = _panels(dataset, [LAYER_TOP_EIGENVALUE])
+    layers = [str(layer) for layer in dataset["layer"].values.tolist()]
+    colors = _layer_colors(layers)
+    rows, columns = _grid_shape(len(panels))
+    with figure_style():
+        figure = new_figure(4.3 * columns, 1.2 + 3.0 * rows)
+        grid = figure.subplots(rows, columns, squeeze=False)
+        for axes, (setting, algorithm) in zip(grid.flat, panels):
+            data = dataset[LAYER_TOP_EIGENVALUE].sel(setting.select()).sel(algorithm=algorithm)
+            data = data.transpose("seed", "epoch", "layer").dropna("epoch", how="all")
+            for layer, color in zip(layers, colors):
+                plot_mean_band(
+                    axes,
+                    data["epoch"].values,
+                    data.sel(layer=layer).values,
+                    color=color,
+                    bounds=(0.0, np.inf),
+                )
+            if np.nanmin(data.values) > 0:
+                axes.set_yscale("log")
+            axes.set_title(_panel_title(setting, algorithm, _seed_count(data)))
+            axes.set_xlabel("meta-training epoch")
+            axes.set_ylabel("λmax of the layer's Hessian block")
+            integer_ticks(axes)
+        for axes in list(grid.flat)[len(panels) :]:
+            axes.set_axis_off()
+        handles = [_line(color, layer) for layer, color in zip(layers, colors)]
+        figure.legend(
+            handles=handles,
+            loc="outside lower center",
+            ncols=min(len(layers), 4),
+            title="layer (parameter block)",
+            frameon=False,
+        )
+        figure.suptitle("Per-layer curvature of the support loss at θ̃ᵢ over meta-training")
     return figure
+
+
+def _line(color: tuple[float, float, float], label: str) -> object:
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], color=color, marker="o", markersize=3.5, label=label)
+
+
+# ------------------------------------------------------------------- coherence against accuracy
+
+
+def _score(dataset: xr.Dataset) -> tuple[str, str, float] | None:
+    """(variable, label, sign) of the generalization score: accuracy, else −MSE."""
+    for variable, label, sign in SCORES:
+        if variable in dataset.data_vars:
+            return variable, label, sign
+    return None
+
+
+def missing_for_coherence_vs_accuracy(dataset: xr.Dataset) -> str | None:
+    """Why the coherence-vs-accuracy figure cannot be drawn from ``dataset``, or None."""
+    score = _score(dataset)
+    variables = [FUNCTION_COHERENCE, TRAJECTORY_COHERENCE, score[0] if score else SCORES[0][0]]
+    return _missing(
+        "functioncoherence",
+        dataset,
+        variables,
+        "'function_coherence', 'trajectory_coherence' and 'accuracy'",
+    )
+
+
+def _correlation_label(x: xr.DataArray, y: xr.DataArray) -> str:
+    """Per-seed Pearson R over epochs, summarised in Fisher z: ``R = m [lo, hi], n seeds``."""
+    values = np.asarray([per_seed_correlation(a, b) for a, b in zip(x.values, y.values)])
+    mean, low, high, seeds = scalar_interval(values, correlation=True)
+    if seeds == 0:
+        return "R: too few epochs"
+    interval = f" [{low:.2f}, {high:.2f}]" if math.isfinite(low) else ""
+    return f"R = {mean:.2f}{interval}, {seeds} seed{'s' * (seeds != 1)}"
 
 
 def draw_coherence_vs_accuracy(dataset: xr.Dataset) -> Figure:
-    """Parameter- and function-space coherence against meta-test accuracy, one point per
-    (seed, epoch), a row per (dataset, variant, way, shot), colour = algorithm; Pearson r."""
-    import matplotlib.pyplot as plt
-    from scipy import stats
-
-    names = (TRAJECTORY_COHERENCE, FUNCTION_COHERENCE, TEST_ACCURACY)
-    _require(dataset, names, "the coherence-vs-accuracy figure")
-    problems = dataset[list(names)].stack(problem=SETTING_DIMS[:-1])
-    rows = [
-        index
-        for index in range(problems.sizes["problem"])
-        if bool(np.isfinite(problems[TEST_ACCURACY].isel(problem=index).values).any())
-    ]
-    if not rows:
-        raise ValueError(f"the aggregate has no finite {TEST_ACCURACY}")
-    figure, axes = plt.subplots(
-        len(rows), 2, figsize=(8.4, 3.3 * len(rows)), squeeze=False, layout="constrained"
+    """Per setting: trajectory coherence (left) and function coherence (right) against the
+    score, one point per (seed, epoch), colour = algorithm; legend: per-seed Pearson R."""
+    reason = missing_for_coherence_vs_accuracy(dataset)
+    if reason:
+        raise FigureError(reason)
+    score, score_label, sign = _score(dataset)  # type: ignore[misc]
+    variables = [FUNCTION_COHERENCE, TRAJECTORY_COHERENCE, score]
+    settings = settings_with_data(dataset, variables)
+    spaces = (
+        (TRAJECTORY_COHERENCE, "parameter space: trajectory coherence"),
+        (FUNCTION_COHERENCE, "function space: function coherence"),
     )
-    colors = plt.get_cmap("tab10")
-    for row, index in zip(axes, rows, strict=True):
-        problem = problems.isel(problem=index)
-        title = "{} {} {}-way {}-shot".format(*problem["problem"].item())
-        for axis, name, label in zip(
-            row,
-            (TRAJECTORY_COHERENCE, FUNCTION_COHERENCE),
-            ("parameter-space (trajectory) coherence", "function-space coherence"),
-            strict=True,
-        ):
-            xs_all, ys_all = [], []
-            for position, algorithm in enumerate(problem["algorithm"].values.tolist()):
-                xs = problem[name].sel(algorithm=algorithm).values.ravel()
-                ys = problem[TEST_ACCURACY].sel(algorithm=algorithm).values.ravel()
-                keep = np.isfinite(xs) & np.isfinite(ys)
-                if not keep.any():
-                    continue
-                axis.scatter(xs[keep], ys[keep], s=12, color=colors(position), label=algorithm)
-                xs_all.append(xs[keep])
-                ys_all.append(ys[keep])
-            if xs_all and sum(map(len, xs_all)) >= 3:
-                r = stats.pearsonr(np.concatenate(xs_all), np.concatenate(ys_all)).statistic
-                axis.text(0.03, 0.95, f"r = {r:.2f}", transform=axis.transAxes, va="top")
-            axis.set_xlabel(label)
-            axis.set_ylabel("meta-test accuracy")
-            axis.set_title(title, fontsize=9)
-        row[0].legend(fontsize=7)
-    figure.suptitle("Coherence in parameter space and in function space against accuracy")
+    with figure_style():
+        figure = new_figure(9.0, 0.8 + 3.9 * len(settings))
+        grid = figure.subplots(len(settings), 2, squeeze=False)
+        for row, setting in zip(grid, settings):
+            algorithms = algorithms_with_data(dataset, setting, variables)
+            for axes, (variable, label) in zip(row, spaces):
+                _scatter_panel(axes, dataset, setting, algorithms, variable, score, sign)
+                axes.set_xlabel(label)
+                axes.set_ylabel(score_label)
+                axes.set_title(setting.title)
+        figure.suptitle("Coherence in parameter space and in function space against accuracy")
     return figure
 
 
-__all__ = ["draw_coherence_vs_accuracy", "draw_layer_curvature", "draw_spectral_density"]
+def _scatter_panel(
+    axes: Axes,
+    dataset: xr.Dataset,
+    setting: Setting,
+    algorithms: list[str],
+    variable: str,
+    score: str,
+    sign: float,
+) -> None:
+    import xarray as xr
+
+    for algorithm in algorithms:
+        x, y = xr.align(
+            seed_by_epoch(dataset, variable, setting, algorithm),
+            sign * seed_by_epoch(dataset, score, setting, algorithm),
+            join="inner",
+        )
+        keep = np.isfinite(x.values) & np.isfinite(y.values)
+        axes.scatter(
+            x.values[keep],
+            y.values[keep],
+            s=14,
+            color=algorithm_color(algorithm),
+            label=f"{algorithm_label(algorithm)}: {_correlation_label(x, y)}",
+            alpha=0.8,
+        )
+    axes.legend(
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.22),
+        frameon=False,
+        fontsize="small",
+        title="per-seed Pearson R over epochs",
+        title_fontsize="small",
+    )
+
+
+# ---------------------------------------------------------------------------------- the specs
+
+_BANDS = f"Lines: {INTERVAL_DESCRIPTION}; below 3 seeds each seed is drawn as a thin line."
+
+SPECTRAL_DENSITY_FIGURE = FigureSpec(
+    name="spectraldensity",
+    description="Hessian spectral density (SLQ) over meta-training, heat map per setting",
+    draw=draw_spectral_density,
+    variables=(SPECTRAL_DENSITY,),
+    missing=missing_for_spectral_density,
+    needs=(Needs(("spectral_density",), roles=("meta-learner",)),),
+    title="Hessian spectrum (extension)",
+    caption="""\
+**Hessian spectral density over meta-training** (an extension, not a figure of the paper). For
+each meta-test task, stochastic Lanczos quadrature (Ghorbani et al. 2019) estimates the
+eigenvalue density of the support-loss Hessian at the adapted parameters θ̃ᵢ, Gaussian-smoothed
+on a fixed eigenvalue grid; each row of a panel is one checkpoint epoch, the colour the density
+averaged over tasks and then over the seeds the panel title counts (log scale, five decades
+below the largest value; lower is drawn as the floor). The x range is cropped to where any
+panel reaches that floor. No band: the heat map shows the mean only. An outlier moving right
+over the epochs is λmax growing away from the bulk near zero.
+""",
+)
+LAYER_CURVATURE_FIGURE = FigureSpec(
+    name="layercurvature",
+    description="λmax of each layer's Hessian block over meta-training",
+    draw=draw_layer_curvature,
+    variables=(LAYER_TOP_EIGENVALUE,),
+    missing=missing_for_layer_curvature,
+    needs=(Needs(("layer_curvature",), roles=("meta-learner",)),),
+    title="Per-layer curvature (extension)",
+    caption=f"""\
+**Per-layer curvature over meta-training** (an extension, not a figure of the paper). For each
+parameter block (a layer's weights and biases), the top eigenvalue of the support-loss Hessian
+restricted to that block, at each meta-test task's adapted parameters θ̃ᵢ, averaged over tasks.
+{_BANDS} It shows which layers carry the sharpness that figure 2 sees in the whole Hessian.
+""",
+)
+FUNCTION_COHERENCE_FIGURE = FigureSpec(
+    name="functioncoherence",
+    description="trajectory (parameter-space) and function-space coherence against accuracy",
+    draw=draw_coherence_vs_accuracy,
+    variables=(FUNCTION_COHERENCE, TRAJECTORY_COHERENCE),
+    missing=missing_for_coherence_vs_accuracy,
+    needs=(
+        Needs(("function_coherence", "trajectory_coherence", "accuracy"), roles=("meta-learner",)),
+    ),
+    title="Function-space coherence (extension)",
+    caption=f"""\
+**Coherence in parameter space and in function space against accuracy** (an extension, not a
+figure of the paper). Left: the paper's trajectory coherence, the mean cosine between the
+parameter changes θ̃ᵢ − θs of pairs of meta-test tasks. Right: function coherence, the mean
+cosine between the changes of the network's centred logits on a fixed probe set, which
+parameter symmetries (e.g. rescaling a convolution before BatchNorm) cannot move. One point per
+seed and checkpoint epoch. The legend gives each algorithm's Pearson R over epochs, computed per
+seed and summarised as the {INTERVAL_DESCRIPTION}. Claim 7 of the claims table compares the two.
+""",
+)
+
+__all__ = [
+    "FUNCTION_COHERENCE_FIGURE",
+    "LAYER_CURVATURE_FIGURE",
+    "SPECTRAL_DENSITY_FIGURE",
+    "draw_coherence_vs_accuracy",
+    "draw_layer_curvature",
+    "draw_spectral_density",
+    "missing_for_coherence_vs_accuracy",
+    "missing_for_layer_curvature",
+    "missing_for_spectral_density",
+]
