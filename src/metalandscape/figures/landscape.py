@@ -167,7 +167,8 @@ def missing_for_layer_curvature(dataset: xr.Dataset) -> str | None:
 
 
 def _layer_colors(layers: list[str]) -> list[tuple[float, float, float]]:
-    return sns.color_palette("viridis", len(layers))
+    """Distinct colours, one per layer (colour-blind safe up to 10 layers)."""
+    return sns.color_palette("colorblind" if len(layers) <= 10 else "husl", len(layers))
 
 
 def draw_layer_curvature(dataset: xr.Dataset) -> Figure:
