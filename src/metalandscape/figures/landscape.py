@@ -194,8 +194,12 @@ def draw_layer_curvature(dataset: xr.Dataset) -> Figure:
                     color=color,
                     bounds=(0.0, np.inf),
                 )
-            if np.nanmin(data.values) > 0:
+            means = data.mean("seed", skipna=True).values
+            if np.nanmin(means) > 0:
+                # Log scale sized to the means: a wide 3-seed band whose lower end reaches 0
+                # runs off the bottom instead of squashing every line.
                 axes.set_yscale("log")
+                axes.set_ylim(np.nanmin(means) / 3, np.nanmax(means) * 3)
             axes.set_title(_panel_title(setting, algorithm, _seed_count(data)))
             axes.set_xlabel("meta-training epoch")
             axes.set_ylabel("λmax of the layer's Hessian block")
@@ -351,7 +355,8 @@ LAYER_CURVATURE_FIGURE = FigureSpec(
 **Per-layer curvature over meta-training** (an extension, not a figure of the paper). For each
 parameter block (a layer's weights and biases), the top eigenvalue of the support-loss Hessian
 restricted to that block, at each meta-test task's adapted parameters θ̃ᵢ, averaged over tasks.
-{_BANDS} It shows which layers carry the sharpness that figure 2 sees in the whole Hessian.
+{_BANDS} The y axis is logarithmic and sized to the means: a band whose lower end
+reaches zero runs off the bottom. It shows which layers carry the sharpness that figure 2 sees in the whole Hessian.
 """,
 )
 FUNCTION_COHERENCE_FIGURE = FigureSpec(
