@@ -29,6 +29,10 @@ from metalandscape.metrics.builtin import (
     SupportLoss,
     TrajectoryCoherence,
 )
+from metalandscape.metrics.function_coherence import FunctionCoherence
+from metalandscape.metrics.layer_curvature import LayerCurvature
+from metalandscape.metrics.spectral_density import SpectralDensity
+from metalandscape.metrics.trace import HessianTrace
 
 REPO = Path(__file__).resolve().parents[1]
 SINUSOID_RUN = ["--set", "dataset=sinusoid", "--set", "algorithm=maml", "--set", "seed=0"]
@@ -157,7 +161,17 @@ def test_schema_bounds_are_the_settings_rules() -> None:
             return [without_descriptions(v) for v in value]
         return value
 
-    builtins = (Accuracy, SupportLoss, Hessian, TrajectoryCoherence, GradientCoherence)
+    builtins = (
+        Accuracy,
+        SupportLoss,
+        Hessian,
+        TrajectoryCoherence,
+        GradientCoherence,
+        HessianTrace,
+        SpectralDensity,
+        LayerCurvature,
+        FunctionCoherence,
+    )
     assert set(entries) == {cls.name for cls in builtins}
     for cls in builtins:
         assert available_metrics()[cls.name] is cls

@@ -214,3 +214,22 @@ def test_markdown_names_the_data_and_every_claim():
     text = claims_markdown(check_claims([dataset], Thresholds()), "config.yaml")
     assert "## Claim 1" in text and "## Claim 2" in text
     assert "fontglot (embedded Omniglot stand-in" in text
+
+
+def test_function_coherence_extension_is_marked_and_compares_the_two_correlations():
+    tracks = 0.1 + 0.8 * RISING  # follows accuracy
+    wobbles = 0.2 + 0.05 * np.sin(3 * EPOCHS)  # does not
+    series = {"test_target_accuracy_mean": RISING}
+    better = make_dataset({**series, "function_coherence": tracks, "trajectory_coherence": wobbles})
+    worse = make_dataset({**series, "function_coherence": wobbles, "trajectory_coherence": tracks})
+    table = check_claims([better], Thresholds())
+    assert verdicts(table, 7) == {"holds"}
+    assert set(table[table.claim == 7].algorithm) == {"maml", "fomaml"}
+    assert table[table.claim == 7].title.str.startswith("[extension, not a claim").all()
+    assert verdicts(check_claims([worse], Thresholds()), 7) == {"does not hold"}
+    # Equal tracking passes the default non-inferiority margin, not a positive one.
+    equal = make_dataset({**series, "function_coherence": tracks, "trajectory_coherence": tracks})
+    assert verdicts(check_claims([equal], Thresholds()), 7) == {"holds"}
+    strict = Thresholds.from_mapping({"function_coherence_margin": 0.05})
+    assert verdicts(check_claims([equal], strict), 7) == {"does not hold"}
+    assert 7 not in set(check_claims([make_dataset(series)], Thresholds()).claim)

@@ -104,7 +104,21 @@ def synthetic_aggregate(
         (*RUN_DIMS, "task_accuracy"),
         np.repeat(values["test_target_accuracy_mean"][..., None], 4, axis=-1),
     )
-    return aggregate
+    return with_landscape_measures(aggregate)
+
+
+def with_landscape_measures(aggregate: xr.Dataset) -> xr.Dataset:
+    """Issue 14's variables, derived from the others: every registered figure gets its data."""
+    flatness = aggregate["hessian_top_eigenvalue_mean"]
+    grid = np.linspace(-10.0, 30.0, 81)
+    bulk = np.exp(-0.5 * grid**2) / np.sqrt(2 * np.pi)
+    outlier = np.exp(-0.5 * (grid - flatness.values[..., None]) ** 2) / np.sqrt(2 * np.pi)
+    layers = np.array([0.3, 1.0, 0.6])
+    return aggregate.assign(
+        function_coherence=0.2 + 0.5 * aggregate["trajectory_coherence"],
+        spectral_density_mean=((*RUN_DIMS, "eigenvalue"), 0.9 * bulk + 0.1 * outlier),
+        layer_top_eigenvalue_mean=((*RUN_DIMS, "layer"), flatness.values[..., None] * layers),
+    ).assign_coords(eigenvalue=grid, layer=["features.0.0", "features.1.0", "head"])
 
 
 FULL_SETTINGS = [("fontglot", 5, 1), ("fontglot", 5, 5), ("sinusoid", 1, 5), ("sinusoid", 1, 10)]

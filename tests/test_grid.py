@@ -54,7 +54,15 @@ def test_default_grid_runs_families_and_bundles() -> None:
     assert run.kind == "classification" and run.epochs == 8
     assert sorted(run.measured_epochs) == list(range(9))
     assert grid.bundles(run.id) == [
-        ("accuracy", "gradient_coherence", "hessian", "support_loss", "trajectory_coherence")
+        (
+            "accuracy",
+            "function_coherence",
+            "gradient_coherence",
+            "hessian",
+            "hessian_trace",
+            "support_loss",
+            "trajectory_coherence",
+        )
     ]
     sinusoid = grid.runs["sinusoid-default-1way5shot-maml-seed1"]
     assert sinusoid.kind == "regression"
@@ -63,7 +71,7 @@ def test_default_grid_runs_families_and_bundles() -> None:
         "results/data/fontglot.npz"
     ]
     # one metric file per (run, metric), all measured epochs inside
-    assert len(grid.metric_files("fontglot")) == 6 * 5 + 2 * 4
+    assert len(grid.metric_files("fontglot")) == 6 * 7 + 2 * 4
     assert metric_file(run.id, "hessian") in grid.metric_files("fontglot")
 
 
@@ -84,7 +92,9 @@ def test_separate_metrics_get_their_own_bundle() -> None:
     bundles = grid.bundle_runs()
     assert len(bundles[("hessian",)]) == 6
     assert len(bundles[("accuracy",)]) == 14
-    assert len(bundles[("gradient_coherence", "support_loss", "trajectory_coherence")]) == 8
+    rest = ("gradient_coherence", "support_loss", "trajectory_coherence")
+    assert len(bundles[("function_coherence", *rest[:1], "hessian_trace", *rest[1:])]) == 6
+    assert len(bundles[rest]) == 2
     assert len(bundles[("gradient_coherence",)]) == 6
     assert bundle_name(("gradient_coherence", "hessian")) == "gradient_coherence__hessian"
 
@@ -165,6 +175,10 @@ def metric_variables(metric: str, kind: str, splits: list[str]) -> list[str]:
         "hessian": ["hessian_top_eigenvalue_mean"],
         "trajectory_coherence": ["trajectory_coherence", "trajectory_norm_mean"],
         "gradient_coherence": ["gradient_coherence"],
+        "hessian_trace": ["hessian_trace_mean"],
+        "function_coherence": ["function_coherence"],
+        "spectral_density": ["spectral_density_mean"],
+        "layer_curvature": ["layer_top_eigenvalue_mean"],
     }[metric]
 
 

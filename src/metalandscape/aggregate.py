@@ -1,9 +1,11 @@
 """Combine per-(run, metric) netCDF files into one Dataset and a tidy CSV table.
 
 Every metric file holds length-1 coordinates :data:`RUN_DIMS`, an ``epoch`` dimension (every
-measured epoch) and per-task variables on a ``task`` dimension. The aggregate places each value at its run coordinates on the union grid
-(NaN where a combination was not measured) and renames each metric's ``task`` dimension to
-``task_<metric>``, since metrics evaluate different numbers of tasks.
+measured epoch) and per-task variables on a ``task`` dimension; a variable may end in further
+dimensions with coordinates (an eigenvalue grid, layer names), which must be the same in every
+file. The aggregate places each value at its run coordinates on the union grid (NaN where a
+combination was not measured) and renames each metric's ``task`` dimension to ``task_<metric>``,
+since metrics evaluate different numbers of tasks.
 
 Files are read with h5py when they follow the netCDF-4 layout that h5netcdf writes (about 30
 times faster than xarray for many small files) and with ``xarray`` (engine ``h5netcdf``)
@@ -17,7 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +78,11 @@ class MetricFile:
     settings: str
     run: tuple[Any, ...]  # values of GRID_DIMS
     scalars: dict[str, float]
-    per_task: dict[str, np.ndarray]
+    per_task: dict[str, np.ndarray]  # [task, *extra dims]
     variable_attrs: dict[str, dict[str, Any]]
+    shaped: dict[str, np.ndarray] = field(default_factory=dict)  # no task dim: [*extra dims]
+    extra_dims: dict[str, tuple[str, ...]] = field(default_factory=dict)  # variable: its extras
+    extra_coords: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class _NotPlainLayout(Exception):
@@ -204,24 +209,42 @@ def _check_metric_file(path: Path, raw: _RawFile) -> list[MetricFile]:
         raise AggregateError(f"{path} is not a metric file: it has no 'epoch' coordinate")
     scalars: dict[str, np.ndarray] = {}
     per_task: dict[str, np.ndarray] = {}
+    shaped: dict[str, np.ndarray] = {}
+    extra_dims: dict[str, tuple[str, ...]] = {}
+    extra_coords: dict[str, np.ndarray] = {}
     variable_attrs = {}
     for name, (dims, values, attrs) in raw.variables.items():
         if np.asarray(values).dtype.kind not in "biuf":
             raise AggregateError(f"{path}: variable {name!r} is not numeric")
         values = np.asarray(values, dtype=np.float64)
-        if dims == GRID_DIMS:
-            scalars[name] = values.reshape(epochs.size)
-        elif dims == (*GRID_DIMS, "task"):
-            per_task[name] = values.reshape(epochs.size, -1)
-        else:
+        rest = dims[len(GRID_DIMS) :]
+        has_task = bool(rest) and rest[0] == "task"
+        extra = rest[1:] if has_task else rest
+        if dims[: len(GRID_DIMS)] != GRID_DIMS or {"task", *GRID_DIMS} & set(extra):
             raise AggregateError(
                 f"{path}: variable {name!r} has dimensions {dims}, expected {GRID_DIMS} "
-                "optionally followed by 'task'"
+                "optionally followed by 'task', then any other dimensions"
             )
+        for axis, dim in enumerate(extra, start=len(dims) - len(extra)):
+            coordinate = raw.coords.get(dim)
+            if coordinate is None or coordinate.shape != (values.shape[axis],):
+                raise AggregateError(
+                    f"{path}: dimension {dim!r} of variable {name!r} has no coordinate of its "
+                    "length"
+                )
+            extra_coords[dim] = coordinate
+        if extra:
+            extra_dims[name] = extra
+        if has_task:
+            per_task[name] = values.reshape(epochs.size, *values.shape[len(GRID_DIMS) :])
+        elif extra:
+            shaped[name] = values.reshape(epochs.size, *values.shape[len(GRID_DIMS) :])
+        else:
+            scalars[name] = values.reshape(epochs.size)
         variable_attrs[name] = {
             k: v for k, v in attrs.items() if k not in _DROPPED_VARIABLE_ATTRIBUTES
         }
-    if not scalars and not per_task:
+    if not scalars and not per_task and not shaped:
         raise AggregateError(f"{path} is not a metric file: it has no variables")
     settings = str(raw.attrs.get("metric_settings", "{}"))
     return [
@@ -233,6 +256,9 @@ def _check_metric_file(path: Path, raw: _RawFile) -> list[MetricFile]:
             {name: float(values[row]) for name, values in scalars.items()},
             {name: values[row] for name, values in per_task.items()},
             variable_attrs,
+            {name: values[row] for name, values in shaped.items()},
+            extra_dims,
+            extra_coords,
         )
         for row, epoch in enumerate(epochs)
     ]
@@ -284,6 +310,8 @@ def combine_metric_files(
     owner: dict[str, str] = {}
     owner_file: dict[str, Path] = {}
     is_per_task: dict[str, bool] = {}
+    extra_of: dict[str, tuple[str, ...]] = {}
+    extra_coords: dict[str, tuple[np.ndarray, Path]] = {}
     for file in files:
         key = (file.metric, file.run)
         if key in seen:
@@ -292,9 +320,22 @@ def combine_metric_files(
                 f"{seen[key]} and {file.path} both hold metric {file.metric!r} for {run}"
             )
         seen[key] = file.path
-        for name, per_task in [(n, False) for n in file.scalars] + [
+        for dim, coordinate in file.extra_coords.items():
+            known, known_path = extra_coords.setdefault(dim, (coordinate, file.path))
+            if known.shape != coordinate.shape or not np.array_equal(known, coordinate):
+                raise AggregateError(
+                    f"coordinate {dim!r} differs between {known_path} and {file.path}: "
+                    "measure them with the same settings"
+                )
+        for name, per_task in [(n, False) for n in [*file.scalars, *file.shaped]] + [
             (n, True) for n in file.per_task
         ]:
+            extra = file.extra_dims.get(name, ())
+            if extra_of.setdefault(name, extra) != extra:
+                raise AggregateError(
+                    f"variable {name!r} has dimensions {extra_of[name]} after the run's in "
+                    f"{owner_file[name]} but {extra} in {file.path}"
+                )
             if owner.setdefault(name, file.metric) != file.metric:
                 raise AggregateError(
                     f"variable {name!r} comes from metric {owner[name]!r} ({owner_file[name]}) "
@@ -320,23 +361,33 @@ def combine_metric_files(
     for file in files:
         for name, attrs in file.variable_attrs.items():
             attrs_of.setdefault(name, {**attrs, "metric": file.metric})
+    for dim, (coordinate, _) in extra_coords.items():
+        coords[dim] = _coordinate_array(list(coordinate))
     task_counts: dict[str, int] = {}
     for file in files:
         for vector in file.per_task.values():
-            task_counts[file.metric] = max(task_counts.get(file.metric, 0), vector.size)
+            task_counts[file.metric] = max(task_counts.get(file.metric, 0), vector.shape[0])
     for name in sorted(owner, key=lambda n: (owner[n], n)):
+        extra = extra_of[name]
+        extra_shape = tuple(coords[dim].size for dim in extra)
         if is_per_task[name]:
             if not include_per_task:
                 continue
             task_dim = f"task_{owner[name]}"
             tasks = task_counts[owner[name]]
             coords[task_dim] = np.arange(tasks)
-            values = np.full((*grid_shape, tasks), np.nan)
+            values = np.full((*grid_shape, tasks, *extra_shape), np.nan)
             for file, cell in zip(files, cells):
                 vector = file.per_task.get(name)
                 if vector is not None:
-                    values[(*cell, slice(0, vector.size))] = vector
-            data_vars[name] = ((*GRID_DIMS, task_dim), values, attrs_of[name])
+                    values[(*cell, slice(0, vector.shape[0]))] = vector
+            data_vars[name] = ((*GRID_DIMS, task_dim, *extra), values, attrs_of[name])
+        elif extra:
+            values = np.full((*grid_shape, *extra_shape), np.nan)
+            for file, cell in zip(files, cells):
+                if name in file.shaped:
+                    values[cell] = file.shaped[name]
+            data_vars[name] = ((*GRID_DIMS, *extra), values, attrs_of[name])
         else:
             holders = [
                 (cell, file.scalars[name])
@@ -359,7 +410,7 @@ def combine_metric_files(
 
 
 def aggregate(paths: Sequence[str | Path], *, include_per_task: bool = True) -> xr.Dataset:
-    """One Dataset over GRID_DIMS (+ ``task_<metric>``) from many metric netCDF files."""
+    """One Dataset over GRID_DIMS (+ ``task_<metric>``, + extra dims) from many metric files."""
     if not paths:
         raise AggregateError("no metric files to aggregate")
     files = [record for path in paths for record in read_metric_file(path)]

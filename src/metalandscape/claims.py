@@ -51,6 +51,7 @@ class Thresholds:
     trajectory_coherence_correlation: float = 0.5
     gradient_coherence_correlation: float = 0.5
     finetune_coherence_ratio: float = 0.25
+    function_coherence_margin: float = -0.1
     overtraining_variants: tuple[str, ...] = ("long",)
     gradient_coherence_variants: tuple[str, ...] = ()
 
@@ -78,6 +79,7 @@ THRESHOLD_RANGES: dict[str, tuple[float, float]] = {
     "trajectory_coherence_correlation": (-1.0, 1.0),
     "gradient_coherence_correlation": (-1.0, 1.0),
     "finetune_coherence_ratio": (0.0, math.inf),
+    "function_coherence_margin": (-2.0, 2.0),
 }
 
 
@@ -159,11 +161,23 @@ Measure = Callable[[xr.Dataset, Thresholds], Iterator[Measurement]]
 
 @dataclass(frozen=True)
 class Claim:
-    """One claim of the paper: its number, title and the function measuring its statistics."""
+    """One claim of the paper: its number, title and the function measuring its statistics.
+
+    ``extension``: a statistic this project adds, not a claim of the paper; its title says so
+    in every table.
+    """
 
     number: int
     title: str
     measure: Measure
+    extension: bool = False
+
+    @property
+    def shown_title(self) -> str:
+        """The title as tables show it (extensions marked)."""
+        return (
+            f"[extension, not a claim of the paper] {self.title}" if self.extension else self.title
+        )
 
 
 META_LEARNERS = algorithm_names("meta-learner")
@@ -387,6 +401,36 @@ def measure_baseline_coherence(dataset: xr.Dataset, t: Thresholds) -> Iterator[M
             yield Measurement(key, statistic, ratios, "finetune_coherence_ratio", "<=")
 
 
+def measure_function_coherence(dataset: xr.Dataset, t: Thresholds) -> Iterator[Measurement]:
+    """Extension (issue 14): function-space coherence tracks the score at least as well as
+    trajectory coherence: per seed, Pearson R(function coherence, score) − Pearson R(trajectory
+    coherence, score) over epochs, at least ``function_coherence_margin`` (a non-inferiority
+    margin: a negative margin allows function coherence to be slightly worse)."""
+    score = _score(dataset)
+    if score is None or "trajectory_coherence" not in dataset:
+        return
+    score_name, label, sign = score
+    for key, function in _settings(dataset, "function_coherence"):
+        if key["algorithm"] not in META_LEARNERS:
+            continue
+        target = sign * _of_setting(dataset, score_name, key)
+        trajectory = _of_setting(dataset, "trajectory_coherence", key)
+        differences = []
+        for seed in function["seed"].values:
+            if seed not in trajectory["seed"] or seed not in target["seed"]:
+                differences.append(math.nan)
+                continue
+            y = target.sel(seed=seed)
+            r_function = per_seed_correlation(*xr.align(function.sel(seed=seed), y))
+            r_trajectory = per_seed_correlation(*xr.align(trajectory.sel(seed=seed), y))
+            differences.append(r_function - r_trajectory)
+        statistic = (
+            f"Pearson R(function coherence, {label}) − Pearson R(trajectory coherence, {label}) "
+            "over epochs"
+        )
+        yield Measurement(key, statistic, differences, "function_coherence_margin", ">=")
+
+
 #: The declared claims table: every claim of the paper and what measures it.
 CLAIMS: tuple[Claim, ...] = (
     Claim(1, "solutions get sharper, peak, then flatter", measure_flatness_peak),
@@ -403,6 +447,12 @@ CLAIMS: tuple[Claim, ...] = (
         "baseline coherence stays near zero relative to the meta-learner's",
         measure_baseline_coherence,
     ),
+    Claim(
+        7,
+        "function-space coherence tracks accuracy at least as well as trajectory coherence",
+        measure_function_coherence,
+        extension=True,
+    ),
 )
 
 
@@ -413,7 +463,7 @@ def _row(claim: Claim, measurement: Measurement, thresholds: Thresholds) -> Clai
     key = measurement.key
     return ClaimRow(
         claim=claim.number,
-        title=claim.title,
+        title=claim.shown_title,
         data=DATA_LABELS.get(key["dataset"], key["dataset"]),
         statistic=measurement.statistic,
         value=mean,

@@ -33,10 +33,18 @@ def _registry() -> dict[str, FigureSpec]:
     from metalandscape.figures.curves import FIG10
     from metalandscape.figures.finetune import FIG6
     from metalandscape.figures.flatness import FIG2
+    from metalandscape.figures.landscape import (
+        FUNCTION_COHERENCE_FIGURE,
+        LAYER_CURVATURE_FIGURE,
+        SPECTRAL_DENSITY_FIGURE,
+    )
     from metalandscape.figures.overtraining import FIG3, FIG4
     from metalandscape.figures.regularizer import FIG9
 
-    specs = (FIG2, FIG3, FIG4, FIG5, FIG6, FIG7, FIG8, FIG9, FIG10, FIG11, FIG12)
+    specs = (
+        *(FIG2, FIG3, FIG4, FIG5, FIG6, FIG7, FIG8, FIG9, FIG10, FIG11, FIG12),
+        *(SPECTRAL_DENSITY_FIGURE, LAYER_CURVATURE_FIGURE, FUNCTION_COHERENCE_FIGURE),
+    )
     return {spec.name: spec for spec in specs}
 
 

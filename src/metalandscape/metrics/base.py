@@ -48,12 +48,17 @@ class MetricError(ValueError):
 
 @dataclass(frozen=True)
 class Quantity:
-    """One named result: a scalar, or one value per task (``per_task``)."""
+    """One named result: a scalar, or one value per task (``per_task``).
+
+    ``extra_dims`` ({name: coordinate values}, in order) adds trailing dimensions after the
+    task one (a density over an eigenvalue grid, a value per layer).
+    """
 
     values: float | np.ndarray
     long_name: str
     units: str = "1"
     per_task: bool = False
+    extra_dims: Mapping[str, np.ndarray] | None = None
 
 
 class Metric(ABC):
@@ -112,7 +117,9 @@ class SettingRule:
     enforces it and :meth:`json_schema` gives the workflow schema's entry for it.
     """
 
-    kind: type  # int, float, str, or tuple (a non-empty list of distinct ``choices``)
+    # int, float, str, bool, or tuple: a non-empty list of distinct ``choices``, or without
+    # choices a list (maybe empty) of distinct strings
+    kind: type
     minimum: float | None = None
     exclusive_minimum: float | None = None
     maximum: float | None = None
@@ -125,6 +132,10 @@ class SettingRule:
             return None if self.nullable else f"must be {self.describe()}"
         if not _same_kind(self.kind(), value):
             return f"must be {self.describe()}"
+        if self.kind is tuple and self.choices is None:
+            if not all(isinstance(item, str) for item in value) or len(set(value)) != len(value):
+                return f"must be {self.describe()}"
+            return None
         if self.kind is tuple:
             bad = [item for item in value if item not in (self.choices or ())]
             if not value or bad or len(set(value)) != len(value):
@@ -147,7 +158,9 @@ class SettingRule:
 
     def describe(self) -> str:
         """The allowed values in words."""
-        if self.kind is tuple:
+        if self.kind is tuple and self.choices is None:
+            text = "a list of distinct strings"
+        elif self.kind is tuple:
             text = f"a non-empty list of distinct values of {', '.join(self.choices or ())}"
         elif self.choices is not None:
             text = f"one of {', '.join(self.choices)}"
@@ -163,8 +176,14 @@ class SettingRule:
 
     def json_schema(self) -> dict[str, Any]:
         """This rule as a JSON-schema entry (the workflow's config.schema.yaml holds it)."""
-        if self.kind is tuple:
+        if self.kind is tuple and self.choices is None:
             schema: dict[str, Any] = {
+                "type": "array",
+                "uniqueItems": True,
+                "items": {"type": "string"},
+            }
+        elif self.kind is tuple:
+            schema = {
                 "type": "array",
                 "minItems": 1,
                 "uniqueItems": True,

@@ -76,7 +76,9 @@ def to_dataset(
     """``{epoch: quantities}`` as one Dataset over :data:`GRID_DIMS` (+ ``task``), CF attributes.
 
     The six run coordinates have length 1, ``epoch`` holds every measured epoch in order.
-    Per-task variables of epochs with fewer tasks are NaN-padded.
+    Per-task variables of epochs with fewer tasks are NaN-padded. A quantity's ``extra_dims``
+    become trailing dimensions (after ``task``) with their coordinates; they must be the same
+    at every epoch.
     """
     epochs = sorted(measured)
     if not epochs:
@@ -90,29 +92,50 @@ def to_dataset(
             )
     lead = (1,) * (len(GRID_DIMS) - 1)
     data_vars = {}
+    extra_coords: dict[str, np.ndarray] = {}
     for name in names:
         first = measured[epochs[0]][name]
+        extra = {dim: np.asarray(values) for dim, values in (first.extra_dims or {}).items()}
+        for epoch in epochs:
+            other = measured[epoch][name].extra_dims or {}
+            if list(other) != list(extra) or any(
+                not np.array_equal(np.asarray(other[dim]), extra[dim]) for dim in extra
+            ):
+                raise MetricError(
+                    f"metric {metric.name!r}: {name!r} has other extra coordinates at epoch "
+                    f"{epoch} than at epoch {epochs[0]}"
+                )
+        for dim, coordinate in extra.items():
+            if dim in extra_coords and not np.array_equal(extra_coords[dim], coordinate):
+                raise MetricError(
+                    f"metric {metric.name!r}: two variables disagree on coordinate {dim!r}"
+                )
+            extra_coords[dim] = coordinate
+        expected = tuple(len(coordinate) for coordinate in extra.values())
         columns = [np.asarray(measured[e][name].values, dtype=np.float64) for e in epochs]
         if first.per_task:
-            if any(column.ndim != 1 for column in columns):
-                raise MetricError(f"metric {metric.name!r}: per-task {name!r} must be 1-D")
-            tasks = max(column.size for column in columns)
-            values = np.full((len(epochs), tasks), np.nan)
+            if any(c.ndim != 1 + len(extra) or c.shape[1:] != expected for c in columns):
+                raise MetricError(
+                    f"metric {metric.name!r}: per-task {name!r} must be [task, *{expected}]"
+                )
+            tasks = max(column.shape[0] for column in columns)
+            values = np.full((len(epochs), tasks, *expected), np.nan)
             for row, column in enumerate(columns):
-                values[row, : column.size] = column
-            dims: tuple[str, ...] = (*GRID_DIMS, "task")
-            values = values.reshape(lead + values.shape)
+                values[row, : column.shape[0]] = column
+            dims: tuple[str, ...] = (*GRID_DIMS, "task", *extra)
         else:
-            if any(column.ndim != 0 for column in columns):
-                raise MetricError(f"metric {metric.name!r}: scalar {name!r} must be 0-D")
-            dims = GRID_DIMS
-            values = np.asarray(columns).reshape((*lead, len(epochs)))
+            if any(column.shape != expected for column in columns):
+                raise MetricError(f"metric {metric.name!r}: {name!r} must have shape {expected}")
+            values = np.stack(columns) if columns else np.empty((0, *expected))
+            dims = (*GRID_DIMS, *extra)
+        values = values.reshape(lead + values.shape)
         attrs: dict[str, Any] = {"long_name": first.long_name, "units": first.units}
         if first.per_task:
-            attrs["tasks"] = int(values.shape[-1])
+            attrs["tasks"] = int(values.shape[len(GRID_DIMS)])
         data_vars[name] = (dims, values, attrs)
     coords: dict[str, Any] = {k: [v] for k, v in RunKey.of(config).coordinates().items()}
     coords["epoch"] = epochs
+    coords.update(extra_coords)
     dataset = xr.Dataset(data_vars, coords=coords)
     if "task" in dataset.dims:
         dataset = dataset.assign_coords(task=np.arange(dataset.sizes["task"]))
