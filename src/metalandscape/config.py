@@ -59,6 +59,19 @@ class RunConfig:
     # An Omniglot copy short of 1,623 characters is refused unless this allows splitting it in
     # Finn's 1100/100/423 proportions (metalandscape.data.omniglot).
     omniglot_proportional_split: bool = False
+    # Reptile (metalandscape.algorithms.reptile): outer step size ε₀, annealed linearly to 0 over
+    # the run's epochs × iterations_per_epoch meta-iterations unless reptile_anneal is false, and
+    # the inner optimizer (sgd: MAML's inner loop; adam: β1 = 0 as in the Reptile paper).
+    reptile_outer_step_size: float = 1.0
+    reptile_anneal: bool = True
+    reptile_inner_optimizer: str = "sgd"
+    # ANIL (metalandscape.algorithms.anil): drop the second-order term of the head's inner loop.
+    anil_first_order: bool = False
+    # Meta-SGD (metalandscape.algorithms.metasgd): α's start, uniform in
+    # metasgd_step_size_range (the paper) or the run's inner_step_size everywhere (constant).
+    metasgd_step_size_init: str = "uniform"
+    metasgd_step_size_range: tuple[float, float] = (0.005, 0.1)
+    metasgd_first_order: bool = False
 
     @property
     def kind(self) -> str:
@@ -93,6 +106,18 @@ def _check_positive_float(values: dict[str, Any], key: str, allow_zero: bool = F
     if not ok or value < 0 or (value == 0 and not allow_zero):
         bound = "≥ 0" if allow_zero else "> 0"
         raise ConfigError(f"config key {key!r} must be a finite number {bound}, got {value!r}")
+
+
+def _check_bool(values: dict[str, Any], key: str) -> None:
+    if key in values and not isinstance(values[key], bool):
+        raise ConfigError(f"config key {key!r} must be true or false, got {values[key]!r}")
+
+
+def _check_choice(values: dict[str, Any], key: str, choices: tuple[str, ...]) -> None:
+    if key in values and values[key] not in choices:
+        raise ConfigError(
+            f"config key {key!r} must be one of {', '.join(choices)}, got {values[key]!r}"
+        )
 
 
 def _check_range(values: dict[str, Any], key: str) -> tuple[float, float]:
@@ -144,11 +169,23 @@ def resolve_run_config(raw: dict[str, Any]) -> RunConfig:
     for key in ("train_amplitude", "train_phase", "test_amplitude", "test_phase"):
         if key in values:
             values[key] = _check_range(values, key)
-    if not isinstance(values.get("omniglot_proportional_split", False), bool):
-        raise ConfigError(
-            "config key 'omniglot_proportional_split' must be true or false, "
-            f"got {values['omniglot_proportional_split']!r}"
-        )
+    for key in (
+        "omniglot_proportional_split",
+        "reptile_anneal",
+        "anil_first_order",
+        "metasgd_first_order",
+    ):
+        _check_bool(values, key)
+    _check_positive_float(values, "reptile_outer_step_size")
+    _check_choice(values, "reptile_inner_optimizer", ("sgd", "adam"))
+    _check_choice(values, "metasgd_step_size_init", ("uniform", "constant"))
+    if "metasgd_step_size_range" in values:
+        low, high = _check_range(values, "metasgd_step_size_range")
+        if low < 0:
+            raise ConfigError(
+                f"config key 'metasgd_step_size_range' must have low ≥ 0, got [{low}, {high}]"
+            )
+        values["metasgd_step_size_range"] = (low, high)
     if "hidden_sizes" in values:
         hidden = values["hidden_sizes"]
         if not isinstance(hidden, list | tuple) or not all(
