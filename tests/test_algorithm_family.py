@@ -11,8 +11,14 @@ import torch
 import yaml
 
 from metalandscape import algorithms
-from metalandscape.algorithms import ALGORITHMS, algorithm_names, load_algorithm
-from metalandscape.algorithms import anil, metasgd, reptile
+from metalandscape.algorithms import (
+    ALGORITHMS,
+    algorithm_names,
+    anil,
+    load_algorithm,
+    metasgd,
+    reptile,
+)
 from metalandscape.checkpoints import load_epoch_params
 from metalandscape.config import ConfigError, resolve_run_config
 from metalandscape.grid import GridError, build_grid
@@ -34,7 +40,11 @@ def test_new_algorithms_are_registered_meta_learners():
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("reptile_inner_optimizer", "rmsprop", "'reptile_inner_optimizer' must be one of sgd, adam"),
+        (
+            "reptile_inner_optimizer",
+            "rmsprop",
+            "'reptile_inner_optimizer' must be one of sgd, adam",
+        ),
         ("reptile_outer_step_size", 0, "'reptile_outer_step_size' must be a finite number > 0"),
         ("reptile_anneal", "yes", "'reptile_anneal' must be true or false"),
         ("anil_first_order", 1, "'anil_first_order' must be true or false"),
@@ -49,7 +59,7 @@ def test_bad_algorithm_keys_name_the_key(key, value, message):
 
 
 def test_unknown_algorithm_lists_the_registered_ones():
-    with pytest.raises(ConfigError, match="must be one of .*'reptile', 'anil', 'metasgd'"):
+    with pytest.raises(ConfigError, match=r"must be one of .*'reptile', 'anil', 'metasgd'"):
         resolve_run_config({**SINUSOID, "algorithm": "protonet"})
 
 
