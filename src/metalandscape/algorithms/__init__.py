@@ -61,6 +61,12 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             "metalandscape.algorithms.regmaml:ALGORITHM",
         ),
         AlgorithmSpec(
+            "finetune",
+            "baseline",
+            "Finetune baseline",
+            "metalandscape.algorithms.finetune:ALGORITHM",
+        ),
+        AlgorithmSpec(
             "reptile",
             "meta-learner",
             "Reptile",
@@ -72,12 +78,6 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             "meta-learner",
             "Meta-SGD",
             "metalandscape.algorithms.metasgd:ALGORITHM",
-        ),
-        AlgorithmSpec(
-            "finetune",
-            "baseline",
-            "Finetune baseline",
-            "metalandscape.algorithms.finetune:ALGORITHM",
         ),
     )
 }

@@ -158,8 +158,9 @@ def draw_comparison(dataset: xr.Dataset) -> Figure:
                 measure = measures[column]
                 _draw_final(final, dataset, setting, measure)
                 _draw_training(training, dataset, setting, measure)
-                final.set_title(f"{setting.title}: final epoch")
-                training.set_title(f"{setting.title}: over training")
+                where = f"{setting.title}\n" if column == 0 else ""
+                final.set_title(f"{where}final epoch", loc="left")
+                training.set_title(f"{where}over training", loc="left")
                 for axes in (final, training):
                     axes.set_xlabel(MEASURES[measure][0])
                     axes.set_ylabel(score_label if column == 0 else "")
