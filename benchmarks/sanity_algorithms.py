@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     model = SinusoidMLP()
     start = parameters_of(model)
-    maml_settings = MetaSettings("maml", 1, 0.01, task_chunk_size=None)
+    maml_settings = MetaSettings(1, 0.01, task_chunk_size=None)
     anil_settings = anil.ANILSettings(1, 0.01, task_chunk_size=None)
     anil_large_settings = anil.ANILSettings(1, 0.1, task_chunk_size=None)
     metasgd_settings = metasgd.MetaSGDSettings(1, task_chunk_size=None)

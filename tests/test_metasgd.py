@@ -98,7 +98,7 @@ def test_constant_alpha_gives_maml_and_the_closed_form_alpha_gradient(tiny_conv,
     settings = MetaSGDSettings(1, 0.3, step_size_init="constant")
     alphas = initial_step_sizes(params, settings, seed=0)
     result = meta_gradient(tiny_conv, params, alphas, tiny_batch, KIND, settings)
-    maml = maml_meta_gradient(tiny_conv, params, tiny_batch, KIND, MetaSettings("maml", 1, 0.3))
+    maml = maml_meta_gradient(tiny_conv, params, tiny_batch, KIND, MetaSettings(1, 0.3))
     assert torch.allclose(flatten(result.gradients), flatten(maml.gradients), rtol=1e-10)
     assert result.target_loss == pytest.approx(maml.target_loss, rel=1e-12)
     # One step: ∂L'/∂α = −∇L(D; θ) ⊙ ∇L(D'; θ̃), averaged over tasks.
