@@ -235,7 +235,7 @@ def test_fig8_with_too_few_epochs_for_a_correlation_still_renders(tmp_path):
         ("fig7", synthetic_aggregate(SINUSOID), "fig7 needs classification runs"),
         ("fig9", synthetic_aggregate(), "fig9 needs maml and regmaml"),
         ("fig10", synthetic_aggregate().drop_vars("train_target_accuracy_mean"), "fig10 needs"),
-        ("fig10", synthetic_aggregate(algorithms=("finetune",)), "fig10 needs MAML"),
+        ("fig10", synthetic_aggregate(algorithms=("finetune",)), "fig10 needs meta-learner"),
         ("fig11", synthetic_aggregate(SINUSOID), "fig11 needs classification runs"),
         ("fig12", synthetic_aggregate(algorithms=("finetune",)), "fig12 needs classification"),
     ],

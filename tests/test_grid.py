@@ -127,8 +127,8 @@ def test_a_run_in_two_experiments_is_one_run_with_the_union_of_both() -> None:
             "data.omniglot_path is not set",
         ),
         (
-            lambda c: c["experiments"][1].update(algorithms=["reptile"]),
-            "experiments[1] (fontglot): unknown algorithm 'reptile' in 'algorithms'; registered:",
+            lambda c: c["experiments"][1].update(algorithms=["protonet"]),
+            "experiments[1] (fontglot): unknown algorithm 'protonet' in 'algorithms'; registered:",
         ),
         (
             lambda c: c["experiments"][1].update(metrics=["accuracy", "hesian"]),
@@ -264,7 +264,7 @@ def test_edge_grids_schedule_what_the_issue_names() -> None:
     assert {figure for figure, _ in scheduled(finetune)} == {"fig4", "fig6"}
     sinusoid = load_config()
     EXTRA_GRIDS["sinusoid hessian"](sinusoid)
-    assert scheduled(sinusoid) == {("fig2", "sinusoid")}
+    assert scheduled(sinusoid) == {("fig2", "sinusoid"), ("comparison", "sinusoid")}
 
 
 def test_skipped_figures_get_one_line_each() -> None:
@@ -277,7 +277,15 @@ def test_skipped_figures_get_one_line_each() -> None:
         "fig10": "fig10 skipped: metrics.accuracy.splits lacks ['train']",
         "fig12": "fig12 skipped: no such run measured with ['gradient_coherence', 'accuracy']",
     }
-    assert set(grid.figures) == {"fig2", "fig5", "fig6", "fig8", "fig11"}
+    assert set(grid.figures) == {
+        "fig2",
+        "fig5",
+        "fig6",
+        "fig8",
+        "fig11",
+        "comparison_fontglot",
+        "comparison_sinusoid",
+    }
 
 
 def test_every_figure_declares_needs_title_and_caption_once() -> None:

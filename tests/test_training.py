@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from metalandscape.algorithms import algorithm_names
 from metalandscape.checkpoints import (
     CheckpointError,
     load_epoch_params,
@@ -56,7 +57,7 @@ def test_run_file_layout(tmp_path):
         load_epoch_params(path, 9)
 
 
-@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "regmaml", "finetune"])
+@pytest.mark.parametrize("algorithm", algorithm_names())
 def test_resume_is_bit_identical(tmp_path, algorithm):
     config = sinusoid_config(algorithm, regularizer_gamma=0.01)
     whole = train_run(config, tmp_path / "whole.h5", progress=False)

@@ -221,8 +221,8 @@ def test_a_skipped_figure_is_one_line_at_planning_and_as_a_target(workdir: Path)
             "invalid workflow config: figures: unknown figure 'fig13'; known: fig2, fig3,",
         ),
         (
-            lambda c: c["experiments"][0].update(algorithms=["reptile"]),
-            "invalid workflow config: experiments[0] (sinusoid): unknown algorithm 'reptile'",
+            lambda c: c["experiments"][0].update(algorithms=["protonet"]),
+            "invalid workflow config: experiments[0] (sinusoid): unknown algorithm 'protonet'",
         ),
         (
             lambda c: c.update(figures=[{"figure": "fig9", "family": "fontglot"}]),

@@ -105,6 +105,30 @@ class RunConfig:
         help="split an Omniglot copy short of 1,623 characters in Finn's 1100/100/423 "
         "proportions instead of refusing it",
     )
+    reptile_outer_step_size: float = _key(
+        1.0,
+        help="Reptile's outer step size ε₀ (annealed linearly to 0 over the run unless "
+        "reptile_anneal is false)",
+    )
+    reptile_anneal: bool = _key(True, help="anneal Reptile's ε linearly to 0 over the run")
+    reptile_inner_optimizer: str = _key(
+        "sgd",
+        help="Reptile's inner optimizer: sgd (MAML's inner loop) or adam (β1 = 0, as the paper)",
+    )
+    anil_first_order: bool = _key(
+        False, help="ANIL: drop the second-order term of the head's inner loop"
+    )
+    metasgd_step_size_init: str = _key(
+        "uniform",
+        help="Meta-SGD α start: uniform in metasgd_step_size_range (the paper) or constant "
+        "(inner_step_size everywhere)",
+    )
+    metasgd_step_size_range: tuple[float, float] = _key(
+        (0.005, 0.1), help="Meta-SGD uniform α initialisation range [low, high]"
+    )
+    metasgd_first_order: bool = _key(
+        False, help="Meta-SGD: drop the second-order term of the inner loop"
+    )
 
     @property
     def kind(self) -> str:
@@ -139,6 +163,13 @@ def _check_positive_float(values: dict[str, Any], key: str, allow_zero: bool = F
     if not ok or value < 0 or (value == 0 and not allow_zero):
         bound = "≥ 0" if allow_zero else "> 0"
         raise ConfigError(f"config key {key!r} must be a finite number {bound}, got {value!r}")
+
+
+def _check_choice(values: dict[str, Any], key: str, choices: tuple[str, ...]) -> None:
+    if key in values and values[key] not in choices:
+        raise ConfigError(
+            f"config key {key!r} must be one of {', '.join(choices)}, got {values[key]!r}"
+        )
 
 
 def _check_range(values: dict[str, Any], key: str) -> tuple[float, float]:
@@ -284,7 +315,25 @@ def _check_values(values: dict[str, Any]) -> list[str]:
             checked = _collect(errors, _check_range, values, key)
             if checked is not None:
                 values[key] = checked
-    _collect(errors, _check_flag, values, "omniglot_proportional_split")
+    for key in (
+        "omniglot_proportional_split",
+        "reptile_anneal",
+        "anil_first_order",
+        "metasgd_first_order",
+    ):
+        _collect(errors, _check_flag, values, key)
+    _collect(errors, _check_positive_float, values, "reptile_outer_step_size")
+    _collect(errors, _check_choice, values, "reptile_inner_optimizer", ("sgd", "adam"))
+    _collect(errors, _check_choice, values, "metasgd_step_size_init", ("uniform", "constant"))
+    if "metasgd_step_size_range" in values:
+        step_sizes = _collect(errors, _check_range, values, "metasgd_step_size_range")
+        if step_sizes is not None and step_sizes[0] < 0:
+            errors.append(
+                "config key 'metasgd_step_size_range' must have low ≥ 0, "
+                f"got [{step_sizes[0]}, {step_sizes[1]}]"
+            )
+        elif step_sizes is not None:
+            values["metasgd_step_size_range"] = step_sizes
     if "hidden_sizes" in values:
         hidden = _collect(errors, _check_hidden_sizes, values)
         if hidden is not None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from metalandscape.algorithms import ALGORITHMS
+from metalandscape.algorithms import ALGORITHMS, unsupported_metric_reason
 from metalandscape.config import ConfigError, resolve_run_config
 from metalandscape.figures.spec import FigureSpec, Needs
 from metalandscape.runs import RunKey
@@ -176,6 +176,14 @@ def _check_names(config: Mapping[str, Any], known_metrics: set[str]) -> None:
                     f"{where}: unknown metric {name!r} in 'metrics'; "
                     f"available: {', '.join(sorted(known_metrics))}"
                 )
+        for algorithm in group["algorithms"]:
+            for metric in group["metrics"]:
+                reason = unsupported_metric_reason(algorithm, metric)
+                if reason is not None:
+                    raise GridError(
+                        f"{where}: algorithm {algorithm!r} cannot be measured with metric "
+                        f"{metric!r} ({reason}); list them in separate experiments"
+                    )
     for key in ("metrics", "separate_metrics"):
         for name in config.get(key) or ():
             if name not in known_metrics:

@@ -7,19 +7,20 @@ torch), the algorithm modules load on first use (:func:`load_algorithm`).
 Each algorithm module defines one object implementing :class:`Algorithm`: how many outputs the
 trained network has, the learner whose :meth:`Learner.train_step` is one update, and how
 evaluation starts (:meth:`Algorithm.evaluation_start`) and adapts
-(:meth:`Algorithm.evaluation_adaptation`). Adding an algorithm is one module plus one line here.
+(:meth:`Algorithm.evaluation_adaptation`). Adding an algorithm is one module plus one line here (its
+hyper-parameters, if any, are keys of :class:`~metalandscape.config.RunConfig`).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     import torch
-    from torch import nn
+    from torch import Tensor, nn
 
     from metalandscape.config import RunConfig
     from metalandscape.data.tasks import TaskSource
@@ -38,6 +39,9 @@ class AlgorithmSpec:
     role: Role
     title: str
     learner: str  # "module:attribute" of its Algorithm object, imported on first use
+    # Metrics this algorithm cannot be measured with: (metric name, one-line reason) pairs.
+    # Config validation refuses such a pairing without importing the algorithm.
+    unsupported_metrics: tuple[tuple[str, str], ...] = field(default=())
 
 
 ALGORITHMS: dict[str, AlgorithmSpec] = {
@@ -62,6 +66,19 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             "Finetune baseline",
             "metalandscape.algorithms.finetune:ALGORITHM",
         ),
+        AlgorithmSpec(
+            "reptile",
+            "meta-learner",
+            "Reptile",
+            "metalandscape.algorithms.reptile:ALGORITHM",
+        ),
+        AlgorithmSpec("anil", "meta-learner", "ANIL", "metalandscape.algorithms.anil:ALGORITHM"),
+        AlgorithmSpec(
+            "metasgd",
+            "meta-learner",
+            "Meta-SGD",
+            "metalandscape.algorithms.metasgd:ALGORITHM",
+        ),
     )
 }
 
@@ -69,6 +86,11 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
 def algorithm_names(role: Role | None = None) -> tuple[str, ...]:
     """Registered algorithm names in registry order, optionally only those of ``role``."""
     return tuple(name for name, spec in ALGORITHMS.items() if role is None or spec.role == role)
+
+
+def unsupported_metric_reason(algorithm: str, metric: str) -> str | None:
+    """Why ``algorithm``'s runs cannot be measured with ``metric`` (None: they can)."""
+    return dict(ALGORITHMS[algorithm].unsupported_metrics).get(metric)
 
 
 class Learner(Protocol):
@@ -114,8 +136,15 @@ class Algorithm(Protocol):
         """The evaluation start from trained ``params`` (e.g. a fresh head per task)."""
         ...
 
-    def evaluation_adaptation(self, config: RunConfig) -> tuple[int, float]:
-        """(steps, step size) of the adaptation to each evaluation task."""
+    def evaluation_adaptation(
+        self, config: RunConfig, params: Params
+    ) -> tuple[int, float | Mapping[str, Tensor | float]]:
+        """(steps, step sizes) of the adaptation to each evaluation task from trained ``params``.
+
+        The step sizes are one float for every parameter (MAML's inner loop) or a mapping from
+        parameter name to a float or a tensor shaped like the parameter (Meta-SGD's learned α);
+        parameters missing from the mapping stay at the start (ANIL's body).
+        """
         ...
 
 

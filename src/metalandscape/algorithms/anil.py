@@ -12,7 +12,13 @@ adapted parameters and every point of the trajectory hold the body unchanged, so
 outside the head and adaptation directions, trajectory coherence and any displacement-based
 quantity live in the head's parameters. Curvature metrics at θ̃ still see all parameters (the
 Hessian of the support loss at θ̃ over body and head); a metric that needs the body to move
-cannot be asked of ANIL.
+cannot be asked of ANIL. The registered :data:`ALGORITHM` hands the metrics exactly this
+adaptation (:meth:`ANILAlgorithm.evaluation_adaptation`: a step size for the head parameters
+only), and gradient coherence, measured at θ over all parameters, keeps its meaning as a property
+of the landscape at the meta-train solution (its body part drives no adaptation).
+
+The run config's ``anil_first_order`` selects the first-order variant; the inner loop takes the
+run's ``inner_steps`` and ``inner_step_size`` and the outer Adam its ``meta_learning_rate``.
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from metalandscape.algorithms import EvaluationStart, HeadMode
 from metalandscape.algorithms.maml import MetaGradient
 from metalandscape.algorithms.metasgd import adapt_with_step_sizes, backward_target_loss
-from metalandscape.data.tasks import TaskBatch, TaskKind
+from metalandscape.config import RunConfig
+from metalandscape.data.tasks import TaskBatch, TaskKind, TaskSampler, TaskSource
 from metalandscape.functional import Params
 from metalandscape.models import HEAD_PREFIX
 
@@ -144,10 +152,17 @@ class ANILLearner:
         kind: TaskKind,
         settings: ANILSettings,
         meta_learning_rate: float,
+        *,
+        sampler: TaskSampler | None = None,
+        meta_batch_size: int | None = None,
+        device: torch.device | str = "cpu",
     ) -> None:
         self.model = model
         self.kind = kind
         self.settings = settings
+        self.sampler = sampler
+        self.meta_batch_size = meta_batch_size
+        self.device = torch.device(device)
         self.params = {name: p.detach().clone().requires_grad_(True) for name, p in params.items()}
         head_step_sizes(self.params, settings.inner_step_size)  # refuse a model without a head
         self.optimizer = torch.optim.Adam(self.params.values(), lr=meta_learning_rate)
@@ -161,6 +176,70 @@ class ANILLearner:
         self.optimizer.zero_grad(set_to_none=True)
         return result
 
+    def train_step(self, iteration: int) -> tuple[float, float]:
+        """One meta-update on meta-train batch ``iteration``; returns its target loss and score."""
+        if self.sampler is None or self.meta_batch_size is None:
+            raise ValueError("train_step needs the learner's sampler and meta_batch_size")
+        batch = self.sampler.meta_batch("train", iteration, self.meta_batch_size)
+        result = self.step(batch.to(self.device))
+        return result.target_loss, result.target_score
+
     def parameters_to_save(self) -> Params:
         """θ, detached."""
         return {name: p.detach() for name, p in self.params.items()}
+
+
+@dataclass(frozen=True)
+class ANILAlgorithm:
+    """ANIL: meta-train θ through a head-only inner loop; evaluation adapts the head only."""
+
+    def settings(self, config: RunConfig) -> ANILSettings:
+        """The run's ANIL settings."""
+        if config.inner_steps is None or config.inner_step_size is None:
+            raise ValueError("run config has no inner_steps/inner_step_size; resolve it first")
+        return ANILSettings(
+            inner_steps=config.inner_steps,
+            inner_step_size=config.inner_step_size,
+            first_order=config.anil_first_order,
+            task_chunk_size=config.task_chunk_size,
+        )
+
+    def output_size(self, config: RunConfig, source: TaskSource) -> int:
+        """The task's outputs."""
+        return source.output_size
+
+    def learner(
+        self,
+        config: RunConfig,
+        model: nn.Module,
+        params: Params,
+        source: TaskSource,
+        device: torch.device,
+    ) -> ANILLearner:
+        """θ with Adam at the meta-learning rate, drawing the run's meta-train batches."""
+        return ANILLearner(
+            model,
+            params,
+            source.kind,
+            self.settings(config),
+            config.meta_learning_rate,
+            sampler=TaskSampler(source, config.seed),
+            meta_batch_size=config.meta_batch_size,
+            device=device,
+        )
+
+    def evaluation_start(
+        self, config: RunConfig, params: Params, evaluation_seed: int, head: HeadMode
+    ) -> EvaluationStart:
+        """θ for every task (the head is meta-learned: ``head`` does not apply)."""
+        return EvaluationStart(params)
+
+    def evaluation_adaptation(
+        self, config: RunConfig, params: Params
+    ) -> tuple[int, dict[str, float]]:
+        """The run's T steps of α on the head parameters; the body stays at θ."""
+        assert config.inner_steps is not None and config.inner_step_size is not None
+        return config.inner_steps, head_step_sizes(params, config.inner_step_size)
+
+
+ALGORITHM = ANILAlgorithm()

@@ -133,7 +133,7 @@ class FinetuneAlgorithm:
 
         return EvaluationStart(shared, per_task)
 
-    def evaluation_adaptation(self, config: RunConfig) -> tuple[int, float]:
+    def evaluation_adaptation(self, config: RunConfig, params: Params) -> tuple[int, float]:
         """MAML's inner loop with the run's T and α."""
         assert config.inner_steps is not None and config.inner_step_size is not None
         return config.inner_steps, config.inner_step_size

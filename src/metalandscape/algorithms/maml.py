@@ -270,7 +270,7 @@ class MetaAlgorithm:
         """θs for every task (the head is meta-learned: ``head`` does not apply)."""
         return EvaluationStart(params)
 
-    def evaluation_adaptation(self, config: RunConfig) -> tuple[int, float]:
+    def evaluation_adaptation(self, config: RunConfig, params: Params) -> tuple[int, float]:
         """The run's own inner loop (T steps of α)."""
         assert config.inner_steps is not None and config.inner_step_size is not None
         return config.inner_steps, config.inner_step_size

@@ -9,7 +9,10 @@ with one Adam optimizer over θ ∪ α.
 §4) or, with ``step_size_init="constant"``, equal to ``inner_step_size`` everywhere (Meta-SGD
 started at MAML). Checkpoints hold α next to θ under :data:`STEP_SIZE_PREFIX` (see
 :meth:`MetaSGDLearner.parameters_to_save`, :func:`split_step_sizes`); evaluation adapts with the
-learned α (:func:`adapt_for_evaluation`).
+learned α (:func:`adapt_for_evaluation`; the registered :data:`ALGORITHM` hands α to the
+landscape metrics through :meth:`MetaSGDAlgorithm.evaluation_adaptation`). The run config's
+``metasgd_step_size_init``, ``metasgd_step_size_range`` and ``metasgd_first_order`` set α's start
+and the variant; α's uniform draw uses the run's seed.
 
 :func:`adapt_with_step_sizes` and :func:`backward_target_loss` are the general inner loop and
 meta-gradient with per-parameter step sizes, where parameters without a step size stay fixed:
@@ -20,13 +23,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
 
+from metalandscape.algorithms import EvaluationStart, HeadMode
 from metalandscape.algorithms.maml import _chunks, _expand, _task_split
-from metalandscape.data.tasks import TaskBatch, TaskKind
+from metalandscape.config import RunConfig
+from metalandscape.data.tasks import TaskBatch, TaskKind, TaskSampler, TaskSource
 from metalandscape.functional import (
     Params,
     forward,
@@ -286,7 +291,11 @@ def adapt_for_evaluation(
 
 
 class MetaSGDLearner:
-    """θ, α and one Adam optimizer over both; :meth:`step` applies one meta-update."""
+    """θ, α and one Adam optimizer over both; :meth:`step` applies one meta-update.
+
+    ``params`` is θ ∪ α (α under :data:`STEP_SIZE_PREFIX`, the same tensors as ``theta`` and
+    ``step_sizes``): what training checkpoints and resumes from.
+    """
 
     def __init__(
         self,
@@ -297,26 +306,35 @@ class MetaSGDLearner:
         meta_learning_rate: float,
         seed: int,
         step_sizes: Params | None = None,
+        *,
+        sampler: TaskSampler | None = None,
+        meta_batch_size: int | None = None,
+        device: torch.device | str = "cpu",
     ) -> None:
         self.model = model
         self.kind = kind
         self.settings = settings
-        self.params = {name: p.detach().clone().requires_grad_(True) for name, p in params.items()}
+        self.sampler = sampler
+        self.meta_batch_size = meta_batch_size
+        self.device = torch.device(device)
+        self.theta = {name: p.detach().clone().requires_grad_(True) for name, p in params.items()}
         if step_sizes is None:
             step_sizes = initial_step_sizes(params, settings, seed)
         self.step_sizes = {
             name: a.detach().clone().requires_grad_(True) for name, a in step_sizes.items()
         }
-        self.optimizer = torch.optim.Adam(
-            [*self.params.values(), *self.step_sizes.values()], lr=meta_learning_rate
-        )
+        self.params: Params = {
+            **self.theta,
+            **{STEP_SIZE_PREFIX + name: a for name, a in self.step_sizes.items()},
+        }
+        self.optimizer = torch.optim.Adam(self.params.values(), lr=meta_learning_rate)
 
     def step(self, batch: TaskBatch) -> MetaSGDGradient:
         """One meta-update of θ and α on ``batch``."""
         result = meta_gradient(
-            self.model, self.params, self.step_sizes, batch, self.kind, self.settings
+            self.model, self.theta, self.step_sizes, batch, self.kind, self.settings
         )
-        for name, p in self.params.items():
+        for name, p in self.theta.items():
             p.grad = result.gradients[name]
         for name, a in self.step_sizes.items():
             a.grad = result.step_size_gradients[name]
@@ -324,11 +342,17 @@ class MetaSGDLearner:
         self.optimizer.zero_grad(set_to_none=True)
         return result
 
+    def train_step(self, iteration: int) -> tuple[float, float]:
+        """One meta-update on meta-train batch ``iteration``; returns its target loss and score."""
+        if self.sampler is None or self.meta_batch_size is None:
+            raise ValueError("train_step needs the learner's sampler and meta_batch_size")
+        batch = self.sampler.meta_batch("train", iteration, self.meta_batch_size)
+        result = self.step(batch.to(self.device))
+        return result.target_loss, result.target_score
+
     def parameters_to_save(self) -> Params:
         """θ and α (under :data:`STEP_SIZE_PREFIX`), detached: what a checkpoint must hold."""
-        saved = {name: p.detach() for name, p in self.params.items()}
-        saved.update({STEP_SIZE_PREFIX + n: a.detach() for n, a in self.step_sizes.items()})
-        return saved
+        return {name: p.detach() for name, p in self.params.items()}
 
     @classmethod
     def from_saved(
@@ -338,14 +362,88 @@ class MetaSGDLearner:
         kind: TaskKind,
         settings: MetaSGDSettings,
         meta_learning_rate: float,
+        **kwargs: Any,
     ) -> MetaSGDLearner:
-        """A learner resuming from :meth:`parameters_to_save`'s dict (fresh optimizer state)."""
+        """A learner resuming from :meth:`parameters_to_save`'s dict (fresh optimizer state).
+
+        ``kwargs``: the constructor's keyword arguments (sampler, meta_batch_size, device).
+        """
         params, step_sizes = split_step_sizes(saved)
-        return cls(model, params, kind, settings, meta_learning_rate, 0, step_sizes)
+        return cls(model, params, kind, settings, meta_learning_rate, 0, step_sizes, **kwargs)
+
+
+@dataclass(frozen=True)
+class MetaSGDAlgorithm:
+    """Meta-SGD: meta-train θ and α together; evaluation adapts with the learned α."""
+
+    def settings(self, config: RunConfig) -> MetaSGDSettings:
+        """The run's Meta-SGD settings."""
+        if config.inner_steps is None or config.inner_step_size is None:
+            raise ValueError("run config has no inner_steps/inner_step_size; resolve it first")
+        return MetaSGDSettings(
+            inner_steps=config.inner_steps,
+            inner_step_size=config.inner_step_size,
+            step_size_init=cast(StepSizeInit, config.metasgd_step_size_init),
+            step_size_range=config.metasgd_step_size_range,
+            first_order=config.metasgd_first_order,
+            task_chunk_size=config.task_chunk_size,
+        )
+
+    def output_size(self, config: RunConfig, source: TaskSource) -> int:
+        """The task's outputs."""
+        return source.output_size
+
+    def learner(
+        self,
+        config: RunConfig,
+        model: nn.Module,
+        params: Params,
+        source: TaskSource,
+        device: torch.device,
+    ) -> MetaSGDLearner:
+        """θ ∪ α with Adam at the meta-learning rate, drawing the run's meta-train batches.
+
+        ``params`` is θ of a fresh run (α drawn from the run's seed) or a checkpoint's θ ∪ α.
+        """
+        settings = self.settings(config)
+        keywords: dict[str, Any] = {
+            "sampler": TaskSampler(source, config.seed),
+            "meta_batch_size": config.meta_batch_size,
+            "device": device,
+        }
+        if any(name.startswith(STEP_SIZE_PREFIX) for name in params):
+            return MetaSGDLearner.from_saved(
+                model, params, source.kind, settings, config.meta_learning_rate, **keywords
+            )
+        return MetaSGDLearner(
+            model,
+            params,
+            source.kind,
+            settings,
+            config.meta_learning_rate,
+            config.seed,
+            **keywords,
+        )
+
+    def evaluation_start(
+        self, config: RunConfig, params: Params, evaluation_seed: int, head: HeadMode
+    ) -> EvaluationStart:
+        """θ (without α) for every task (the head is meta-learned: ``head`` does not apply)."""
+        return EvaluationStart(split_step_sizes(params)[0])
+
+    def evaluation_adaptation(self, config: RunConfig, params: Params) -> tuple[int, Params]:
+        """The run's T steps with the learned α of the checkpoint ``params`` (θ ∪ α)."""
+        assert config.inner_steps is not None
+        return config.inner_steps, split_step_sizes(params)[1]
+
+
+ALGORITHM = MetaSGDAlgorithm()
 
 
 __all__ = [
+    "ALGORITHM",
     "STEP_SIZE_PREFIX",
+    "MetaSGDAlgorithm",
     "MetaSGDGradient",
     "MetaSGDLearner",
     "MetaSGDSettings",

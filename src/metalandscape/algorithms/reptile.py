@@ -18,6 +18,12 @@ Choices (documented here once):
   run's step size — SGD even for an Adam-trained run, so the landscape metrics see the same
   full-batch gradient-descent adaptation as for MAML (:func:`adapt_for_evaluation`).
 
+As a registered algorithm (:data:`ALGORITHM`) the run config's ``reptile_*`` keys set ε₀, the
+annealing (over the run's ``epochs × iterations_per_epoch`` meta-iterations, so a resumed run
+follows the same schedule) and the inner optimizer. The outer update is a
+``torch.optim.SGD`` step of learning rate εₜ on the "gradient" −meanᵢ(θ̃ᵢ − θ), which is
+θ + εₜ · meanᵢ(θ̃ᵢ − θ); the optimizer holds no state between steps.
+
 Tasks go in chunks of ``task_chunk_size`` as in :mod:`metalandscape.algorithms.maml`: per-task
 views of θ, forward passes mapped with ``vmap`` (exact with BatchNorm), chunk 1 the plain loop.
 """
@@ -25,13 +31,15 @@ views of θ, forward passes mapped with ``vmap`` (exact with BatchNorm), chunk 1
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import Tensor, nn
 
+from metalandscape.algorithms import EvaluationStart, HeadMode
 from metalandscape.algorithms.maml import _chunks, _expand, _task_split
-from metalandscape.data.tasks import TaskBatch, TaskKind
+from metalandscape.config import RunConfig
+from metalandscape.data.tasks import TaskBatch, TaskKind, TaskSampler, TaskSource
 from metalandscape.functional import (
     Params,
     adapt,
@@ -224,7 +232,7 @@ def adapt_for_evaluation(
 
 
 class ReptileLearner:
-    """θ and the meta-iteration count (for ε's schedule); :meth:`step` applies one update."""
+    """θ, an SGD optimizer taking Reptile's outer step, and the meta-iteration count (for εₜ)."""
 
     def __init__(
         self,
@@ -233,11 +241,19 @@ class ReptileLearner:
         kind: TaskKind,
         settings: ReptileSettings,
         iteration: int = 0,
+        *,
+        sampler: TaskSampler | None = None,
+        meta_batch_size: int | None = None,
+        device: torch.device | str = "cpu",
     ) -> None:
         self.model = model
         self.kind = kind
         self.settings = settings
+        self.sampler = sampler
+        self.meta_batch_size = meta_batch_size
+        self.device = torch.device(device)
         self.params = {name: p.detach().clone() for name, p in params.items()}
+        self.optimizer = torch.optim.SGD(self.params.values(), lr=settings.outer_step_size)
         self.iteration = iteration
 
     def step(self, batch: TaskBatch) -> ReptileUpdate:
@@ -245,10 +261,79 @@ class ReptileLearner:
         update = reptile_update(
             self.model, self.params, batch, self.kind, self.settings, self.iteration
         )
-        self.params = {name: value.clone() for name, value in update.params.items()}
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.settings.outer_step_size_at(self.iteration)
+        for name, p in self.params.items():
+            p.grad = -update.mean_displacement[name]
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
         self.iteration += 1
         return update
+
+    def train_step(self, iteration: int) -> tuple[float, float]:
+        """One meta-update on meta-train batch ``iteration`` (εₜ of that iteration)."""
+        if self.sampler is None or self.meta_batch_size is None:
+            raise ValueError("train_step needs the learner's sampler and meta_batch_size")
+        self.iteration = iteration
+        update = self.step(self.sampler.meta_batch("train", iteration, self.meta_batch_size))
+        return update.target_loss, update.target_score
 
     def parameters_to_save(self) -> Params:
         """θ, detached (resume needs the iteration count too, for ε's schedule)."""
         return dict(self.params)
+
+
+@dataclass(frozen=True)
+class ReptileAlgorithm:
+    """Reptile: meta-train θ toward the tasks' adapted parameters, evaluate by gradient descent."""
+
+    def settings(self, config: RunConfig) -> ReptileSettings:
+        """The run's Reptile settings (ε annealed over all its meta-iterations unless disabled)."""
+        if config.inner_steps is None or config.inner_step_size is None:
+            raise ValueError("run config has no inner_steps/inner_step_size; resolve it first")
+        total = config.epochs * config.iterations_per_epoch
+        return ReptileSettings(
+            inner_steps=config.inner_steps,
+            inner_step_size=config.inner_step_size,
+            outer_step_size=config.reptile_outer_step_size,
+            anneal_iterations=max(total, 1) if config.reptile_anneal else None,
+            inner_optimizer=cast(InnerOptimizer, config.reptile_inner_optimizer),
+            task_chunk_size=config.task_chunk_size,
+        )
+
+    def output_size(self, config: RunConfig, source: TaskSource) -> int:
+        """The task's outputs."""
+        return source.output_size
+
+    def learner(
+        self,
+        config: RunConfig,
+        model: nn.Module,
+        params: Params,
+        source: TaskSource,
+        device: torch.device,
+    ) -> ReptileLearner:
+        """θ drawing the run's meta-train batches (the same batches as MAML's)."""
+        return ReptileLearner(
+            model,
+            params,
+            source.kind,
+            self.settings(config),
+            sampler=TaskSampler(source, config.seed),
+            meta_batch_size=config.meta_batch_size,
+            device=device,
+        )
+
+    def evaluation_start(
+        self, config: RunConfig, params: Params, evaluation_seed: int, head: HeadMode
+    ) -> EvaluationStart:
+        """θ for every task (the head is meta-learned: ``head`` does not apply)."""
+        return EvaluationStart(params)
+
+    def evaluation_adaptation(self, config: RunConfig, params: Params) -> tuple[int, float]:
+        """Gradient descent, the paper's protocol: the run's T steps of α on every parameter."""
+        assert config.inner_steps is not None and config.inner_step_size is not None
+        return config.inner_steps, config.inner_step_size
+
+
+ALGORITHM = ReptileAlgorithm()

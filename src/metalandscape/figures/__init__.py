@@ -29,6 +29,7 @@ class FigureError(ValueError):
 
 def _registry() -> dict[str, FigureSpec]:
     from metalandscape.figures.coherence import FIG5, FIG8
+    from metalandscape.figures.comparison import COMPARISON
     from metalandscape.figures.correlation import FIG7, FIG11, FIG12
     from metalandscape.figures.curves import FIG10
     from metalandscape.figures.finetune import FIG6
@@ -43,7 +44,7 @@ def _registry() -> dict[str, FigureSpec]:
 
     specs = (
         *(FIG2, FIG3, FIG4, FIG5, FIG6, FIG7, FIG8, FIG9, FIG10, FIG11, FIG12),
-        *(SPECTRAL_DENSITY_FIGURE, LAYER_CURVATURE_FIGURE, FUNCTION_COHERENCE_FIGURE),
+        *(SPECTRAL_DENSITY_FIGURE, LAYER_CURVATURE_FIGURE, FUNCTION_COHERENCE_FIGURE, COMPARISON),
     )
     return {spec.name: spec for spec in specs}
 

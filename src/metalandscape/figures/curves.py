@@ -1,4 +1,5 @@
-"""Figure 10: meta-train and meta-test target accuracy of MAML and First-Order MAML."""
+"""Figure 10: meta-train and meta-test target accuracy of every meta-learner (the paper: MAML and
+First-Order MAML)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from metalandscape.figures import FigureError
 from metalandscape.figures.common import (
+    META_LEARNERS,
     algorithm_color,
     algorithm_label,
     algorithms_with_data,
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 TRAIN_ACCURACY = "train_target_accuracy_mean"
 TEST_ACCURACY = "test_target_accuracy_mean"
 FIG10_VARIABLES = (TRAIN_ACCURACY, TEST_ACCURACY)
-ALGORITHMS = ("maml", "fomaml")
+ALGORITHMS = META_LEARNERS
 SPLITS = ((TRAIN_ACCURACY, "meta-train", "--", "s"), (TEST_ACCURACY, "meta-test", "-", "o"))
 MAX_COLUMNS = 3
 
@@ -44,7 +46,7 @@ def missing_for_fig10(dataset: xr.Dataset) -> str | None:
             f"the aggregate lacks {lacking}"
         )
     if not classification_settings(dataset, FIG10_VARIABLES, ALGORITHMS):
-        return "fig10 needs MAML or First-Order MAML classification runs with both accuracies"
+        return "fig10 needs meta-learner classification runs with both accuracies"
     return None
 
 
@@ -97,7 +99,7 @@ def draw_fig10(dataset: xr.Dataset) -> Figure:
 
 FIG10 = FigureSpec(
     name="fig10",
-    description="meta-train and meta-test target accuracy vs epoch, MAML and First-Order MAML",
+    description="meta-train and meta-test target accuracy vs epoch, every meta-learner",
     draw=draw_fig10,
     variables=FIG10_VARIABLES,
     missing=missing_for_fig10,
@@ -105,15 +107,15 @@ FIG10 = FigureSpec(
         Needs(
             ("accuracy",),
             kind="classification",
-            algorithms=ALGORITHMS,
+            roles=("meta-learner",),
             accuracy_splits=("train", "test"),
         ),
     ),
     title="Meta-train and meta-test accuracy (fig. 10)",
     caption="""\
 **Meta-train and meta-test accuracy** (the paper's figure 10). The target accuracy after
-adaptation on meta-train tasks (dashed) and on meta-test tasks (solid) of every MAML and
-First-Order MAML setting against the epoch (mean ± 95% CI over seeds): how far meta-training
+adaptation on meta-train tasks (dashed) and on meta-test tasks (solid) of every meta-learner
+(the paper: MAML and First-Order MAML) in each setting against the epoch (mean ± 95% CI over seeds): how far meta-training
 fits its own tasks beyond what carries over to new ones.
 """,
 )

@@ -38,7 +38,7 @@ def missing_for_fig2(dataset: xr.Dataset) -> str | None:
     if lacking:
         return f"fig2 needs variable {FLATNESS!r} (metric 'hessian'); the aggregate lacks it"
     if not settings_with_data(dataset, [FLATNESS]):
-        return f"fig2 needs {FLATNESS!r} of a MAML-family run; the aggregate has no such values"
+        return f"fig2 needs {FLATNESS!r} of a meta-learner run; the aggregate has no such values"
     return None
 
 

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from metalandscape.algorithms.metasgd import adapt_with_step_sizes
 from metalandscape.data.tasks import Split, TaskBatch, TaskKind, TaskSampler
 from metalandscape.functional import (
     Params,
@@ -275,6 +276,13 @@ class EvaluationContext:
     task ``i``'s own start (the finetune baseline's per-task head). Task ``i`` of ``split`` is
     task ``i`` of ``TaskSampler(source, evaluation_seed)``, the same at every epoch. Every cache
     grows on demand: asking for 60 tasks after 600 reuses the first 60.
+    Each task adapts by the run's algorithm (:meth:`~metalandscape.algorithms.Algorithm.
+    evaluation_adaptation`): ``inner_steps`` steps of ``inner_step_size``, one float for every
+    parameter (MAML, Reptile, the finetune baseline) or a mapping from parameter name to a float
+    or a tensor shaped like it (Meta-SGD's learned α); a parameter missing from the mapping stays
+    at its start (ANIL's body), so its displacement θ̃ᵢ − θs is zero and direction-based metrics
+    (trajectory coherence) live in the adapted parameters. Curvature and gradients at θs or θ̃ᵢ
+    are still taken over all parameters.
     ``carried`` is a dict handed from the previous measured epoch's context to this one's (same
     run, epochs in order): metrics keep warm-start state there (e.g. each task's top Hessian
     eigenvector), under their own keys; it starts empty.
@@ -288,7 +296,7 @@ class EvaluationContext:
         kind: TaskKind,
         *,
         inner_steps: int,
-        inner_step_size: float,
+        inner_step_size: float | Mapping[str, Tensor | float],
         device: torch.device | str = "cpu",
         task_chunk_size: int | None = 1,
         progress: bool = False,
@@ -302,7 +310,16 @@ class EvaluationContext:
         self.sampler = sampler
         self.kind = kind
         self.inner_steps = inner_steps
-        self.inner_step_size = inner_step_size
+        self.inner_step_size: float | dict[str, Tensor | float] = (
+            inner_step_size
+            if isinstance(inner_step_size, int | float)
+            else {
+                name: value.detach().to(self.device, self.dtype)
+                if isinstance(value, Tensor)
+                else value
+                for name, value in inner_step_size.items()
+            }
+        )
         self.task_chunk_size = task_chunk_size
         self.progress = progress
         self.adaptations = 0
@@ -343,7 +360,7 @@ class EvaluationContext:
         return TaskBatch.stack(cache[:count])
 
     def adapted(self, split: Split, count: int) -> list[Params]:
-        """θ̃ᵢ for the first ``count`` tasks (T steps of α from θs on each support set)."""
+        """θ̃ᵢ for the first ``count`` tasks (the algorithm's adaptation from θs on each support set)."""
         cache = self._adapted.setdefault(split, [])
         if len(cache) < count:
             batch = self.tasks(split, count)
@@ -365,31 +382,50 @@ class EvaluationContext:
     def _chunk(self, count: int) -> int:
         return count if self.task_chunk_size is None else self.task_chunk_size
 
+    def _adapt(self, starts: Params, inputs: Tensor, labels: Tensor, batched: bool) -> Params:
+        """The algorithm's evaluation adaptation from ``starts`` (no graph kept)."""
+        if isinstance(self.inner_step_size, dict):
+            adapted = adapt_with_step_sizes(
+                self.model,
+                starts,
+                inputs,
+                labels,
+                kind=self.kind,
+                steps=self.inner_steps,
+                step_sizes=self.inner_step_size,
+                create_graph=False,
+                batched=batched,
+            )
+            assert isinstance(adapted, dict)
+            return adapted
+        return adapt(
+            self.model,
+            starts,
+            inputs,
+            labels,
+            kind=self.kind,
+            steps=self.inner_steps,
+            step_size=self.inner_step_size,
+            create_graph=False,
+            batched=batched,
+        )
+
     def _adapt_chunk(self, batch: TaskBatch, start: int, stop: int) -> list[Params]:
         tasks = stop - start
         if tasks == 1:
             self.adaptations += 1
             return [
-                adapt(
-                    self.model,
+                self._adapt(
                     self.start_for(start),
                     batch.support_inputs[start],
                     batch.support_labels[start],
-                    kind=self.kind,
-                    steps=self.inner_steps,
-                    step_size=self.inner_step_size,
-                    create_graph=False,
+                    batched=False,
                 )
             ]
-        adapted = adapt(
-            self.model,
+        adapted = self._adapt(
             self._starts(start, stop),
             batch.support_inputs[start:stop],
             batch.support_labels[start:stop],
-            kind=self.kind,
-            steps=self.inner_steps,
-            step_size=self.inner_step_size,
-            create_graph=False,
             batched=True,
         )
         self.adaptations += tasks

@@ -50,7 +50,7 @@ def make_context(
     model = make_model(config, source, for_training=False)
     algorithm = load_algorithm(config.algorithm)
     start = algorithm.evaluation_start(config, params, evaluation_seed, head)
-    inner_steps, inner_step_size = algorithm.evaluation_adaptation(config)
+    inner_steps, inner_step_size = algorithm.evaluation_adaptation(config, params)
     context = EvaluationContext(
         model,
         start.shared,

@@ -1,0 +1,226 @@
+"""Comparison figure: flatness and coherences against accuracy for every algorithm of a setting.
+
+One block of two rows per setting, one column per landscape measure the aggregate holds (flatness
+E[λmax], trajectory coherence, gradient coherence). The top row is the final epoch: each seed of
+each algorithm is one point (measure, meta-test accuracy or MSE), the algorithm's seed mean a
+large marker. The bottom row is training: the algorithm's seed-mean path through (measure,
+accuracy) over the measured epochs, its first epoch hollow and its last filled. Algorithms are
+every registered one with values in the setting (meta-learners and baselines), coloured as in
+the other figures, so a newly registered algorithm appears without edits.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from metalandscape.figures import FigureError
+from metalandscape.figures.common import (
+    ALGORITHM_ORDER,
+    Setting,
+    algorithm_color,
+    algorithm_label,
+    algorithms_with_data,
+    figure_style,
+    new_figure,
+    seed_by_epoch,
+    settings_with_data,
+)
+from metalandscape.figures.spec import FigureSpec, Needs
+
+if TYPE_CHECKING:
+    import xarray as xr
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+MEASURES = {
+    "hessian_top_eigenvalue_mean": (r"flatness E[$\lambda_{max}$] at $\tilde\theta_i$", "hessian"),
+    "trajectory_coherence": (r"trajectory coherence E[$\hat\theta_i^\top\hat\theta_j$]", None),
+    "gradient_coherence": (r"gradient coherence E[$g_i^\top g_j$] at $\theta_s$", None),
+}
+SCORES = {
+    "classification": ("test_target_accuracy_mean", "meta-test target accuracy"),
+    "regression": ("test_target_mse_mean", "meta-test target MSE"),
+}
+
+
+def _score(setting: Setting) -> tuple[str, str]:
+    return SCORES["regression" if setting.dataset == "sinusoid" else "classification"]
+
+
+def _panels(dataset: xr.Dataset) -> list[tuple[Setting, list[str]]]:
+    """Each setting with a meta-learner's accuracy and some measure, and the measures it has."""
+    found: dict[Setting, list[str]] = {}
+    for measure in MEASURES:
+        for score, _ in SCORES.values():
+            for setting in settings_with_data(dataset, [measure, score]):
+                if _score(setting)[0] == score:
+                    found.setdefault(setting, []).append(measure)
+    return [(setting, found[setting]) for setting in sorted(found)]
+
+
+def missing_for_comparison(dataset: xr.Dataset) -> str | None:
+    """Why the comparison figure cannot be drawn from ``dataset``, or None."""
+    if not _panels(dataset):
+        return (
+            "comparison needs a meta-learner's test accuracy (MSE for sinusoids) and one of "
+            f"{list(MEASURES)} in one setting; the aggregate has none"
+        )
+    return None
+
+
+def _final_epoch_values(
+    dataset: xr.Dataset, setting: Setting, algorithm: str, measure: str, score: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per seed: (measure, score) at the last epoch where both are finite."""
+    x = seed_by_epoch(dataset, measure, setting, algorithm)
+    y = seed_by_epoch(dataset, score, setting, algorithm).reindex_like(x)
+    xs, ys = [], []
+    for seed in x["seed"].values:
+        a, b = x.sel(seed=seed).values, y.sel(seed=seed).values
+        both = np.flatnonzero(np.isfinite(a) & np.isfinite(b))
+        if both.size:
+            xs.append(a[both[-1]])
+            ys.append(b[both[-1]])
+    return np.asarray(xs), np.asarray(ys)
+
+
+def _mean_path(
+    dataset: xr.Dataset, setting: Setting, algorithm: str, measure: str, score: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seed means of (measure, score) at every epoch where both are measured."""
+    x = seed_by_epoch(dataset, measure, setting, algorithm)
+    y = seed_by_epoch(dataset, score, setting, algorithm).reindex_like(x)
+    with warnings.catch_warnings():  # an epoch no seed measured: NaN, dropped below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mx, my = np.nanmean(x.values, axis=0), np.nanmean(y.values, axis=0)
+    both = np.isfinite(mx) & np.isfinite(my)
+    return mx[both], my[both]
+
+
+def _draw_final(axes: Axes, dataset: xr.Dataset, setting: Setting, measure: str) -> None:
+    score = _score(setting)[0]
+    for algorithm in algorithms_with_data(dataset, setting, [measure, score], ALGORITHM_ORDER):
+        xs, ys = _final_epoch_values(dataset, setting, algorithm, measure, score)
+        color = algorithm_color(algorithm)
+        axes.scatter(xs, ys, color=color, s=14, alpha=0.55, linewidths=0)
+        if xs.size:
+            axes.scatter(
+                [xs.mean()],
+                [ys.mean()],
+                color=color,
+                s=70,
+                marker="D",
+                edgecolors="black",
+                linewidths=0.6,
+                label=algorithm_label(algorithm),
+                zorder=3,
+            )
+
+
+def _draw_training(axes: Axes, dataset: xr.Dataset, setting: Setting, measure: str) -> None:
+    score = _score(setting)[0]
+    for algorithm in algorithms_with_data(dataset, setting, [measure, score], ALGORITHM_ORDER):
+        xs, ys = _mean_path(dataset, setting, algorithm, measure, score)
+        if not xs.size:
+            continue
+        color = algorithm_color(algorithm)
+        axes.plot(xs, ys, color=color, linewidth=1.3, marker="o", markersize=2.5, alpha=0.85)
+        axes.scatter(xs[:1], ys[:1], s=40, facecolors="white", edgecolors=[color], zorder=3)
+        axes.scatter(xs[-1:], ys[-1:], s=55, color=color, edgecolors="black", zorder=3)
+
+
+def draw_comparison(dataset: xr.Dataset) -> Figure:
+    """Per setting: final-epoch scatter and training paths of each measure against accuracy."""
+    from matplotlib.lines import Line2D
+
+    reason = missing_for_comparison(dataset)
+    if reason:
+        raise FigureError(reason)
+    panels = _panels(dataset)
+    columns = max(len(measures) for _, measures in panels)
+    with figure_style():
+        figure = new_figure(max(3.7 * columns, 7.0), 0.9 + 5.4 * len(panels))
+        grid = figure.subplots(2 * len(panels), columns, squeeze=False)
+        shown: set[str] = set()
+        for block, (setting, measures) in enumerate(panels):
+            score, score_label = _score(setting)
+            shown.update(algorithms_with_data(dataset, setting, [score], ALGORITHM_ORDER))
+            for column in range(columns):
+                final, training = grid[2 * block, column], grid[2 * block + 1, column]
+                if column >= len(measures):
+                    final.set_visible(False)
+                    training.set_visible(False)
+                    continue
+                measure = measures[column]
+                _draw_final(final, dataset, setting, measure)
+                _draw_training(training, dataset, setting, measure)
+                where = f"{setting.title}\n" if column == 0 else ""
+                final.set_title(f"{where}final epoch", loc="left")
+                training.set_title(f"{where}over training", loc="left")
+                for axes in (final, training):
+                    axes.set_xlabel(MEASURES[measure][0])
+                    axes.set_ylabel(score_label if column == 0 else "")
+        handles = [
+            Line2D(
+                [],
+                [],
+                color=algorithm_color(a),
+                marker="D",
+                linestyle="",
+                markersize=7,
+                markeredgecolor="black",
+                label=algorithm_label(a),
+            )
+            for a in ALGORITHM_ORDER
+            if a in shown
+        ]
+        handles += [
+            Line2D(
+                [],
+                [],
+                color="0.4",
+                marker="o",
+                markerfacecolor="white",
+                linestyle="-",
+                label="first measured epoch",
+            ),
+            Line2D([], [], color="0.4", marker="o", linestyle="-", label="last epoch"),
+        ]
+        figure.legend(
+            handles=handles,
+            loc="outside lower center",
+            ncols=min(len(handles), math.ceil(len(handles) / 2) + 1),
+            frameon=False,
+        )
+        figure.suptitle("Flatness and coherence against accuracy, all algorithms of a setting")
+    return figure
+
+
+COMPARISON = FigureSpec(
+    name="comparison",
+    description="flatness and coherences against accuracy, every algorithm of a setting",
+    draw=draw_comparison,
+    variables=("test_target_accuracy_mean",),
+    missing=missing_for_comparison,
+    optional_variables=(*MEASURES, "test_target_mse_mean"),
+    needs=tuple(
+        Needs(("accuracy", metric), roles=("meta-learner",))
+        for metric in ("hessian", "trajectory_coherence", "gradient_coherence")
+    ),
+    title="Algorithms compared (flatness, coherence, accuracy)",
+    caption="""\
+**Algorithms compared.** For each setting, every algorithm's meta-test target accuracy (MSE for
+sinusoids) against each landscape measure the run was measured with: flatness E[λmax] of the
+adapted solutions, trajectory coherence and gradient coherence. Top row: the final epoch, one
+small point per seed and the seed mean as a diamond. Bottom row: the seed-mean path over the
+measured epochs (hollow: first, filled: last). Each algorithm is measured after its own
+adaptation (ANIL: head only, so its trajectory coherence lives in the head's parameters;
+Meta-SGD: its learned step sizes; Reptile and the baseline: gradient descent as MAML's).
+""",
+)
+
+__all__ = ["COMPARISON", "draw_comparison", "missing_for_comparison"]
