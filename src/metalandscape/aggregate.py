@@ -50,7 +50,10 @@ _DECODING_ATTRIBUTES = frozenset(
     {"scale_factor", "add_offset", "_Unsigned", "missing_value", "calendar", "_Encoding", "dtype"}
 )
 # Per-file bookkeeping that means nothing once files are combined.
-_DROPPED_VARIABLE_ATTRIBUTES = frozenset({"tasks"})
+_DROPPED_VARIABLE_ATTRIBUTES = frozenset({"tasks", "coordinates"})
+#: The coordinate along ``epoch`` holding each checkpoint's meta-iteration count; in the
+#: aggregate a coordinate over GRID_DIMS (runs may have different checkpoint schedules).
+ITERATION = "iteration"
 _PHONY_DIMENSION = "This is a netCDF dimension but not a netCDF variable"
 
 
@@ -78,6 +81,7 @@ class MetricFile:
     scalars: dict[str, float]
     per_task: dict[str, np.ndarray]
     variable_attrs: dict[str, dict[str, Any]]
+    iteration: float = np.nan  # meta-iterations done at the checkpoint (NaN: not recorded)
 
 
 class _NotPlainLayout(Exception):
@@ -205,7 +209,11 @@ def _check_metric_file(path: Path, raw: _RawFile) -> list[MetricFile]:
     scalars: dict[str, np.ndarray] = {}
     per_task: dict[str, np.ndarray] = {}
     variable_attrs = {}
+    iterations = np.full(epochs.size, np.nan)
     for name, (dims, values, attrs) in raw.variables.items():
+        if name == ITERATION and dims == ("epoch",):
+            iterations = np.asarray(values, dtype=np.float64).reshape(epochs.size)
+            continue
         if np.asarray(values).dtype.kind not in "biuf":
             raise AggregateError(f"{path}: variable {name!r} is not numeric")
         values = np.asarray(values, dtype=np.float64)
@@ -233,6 +241,7 @@ def _check_metric_file(path: Path, raw: _RawFile) -> list[MetricFile]:
             {name: float(values[row]) for name, values in scalars.items()},
             {name: values[row] for name, values in per_task.items()},
             variable_attrs,
+            float(iterations[row]),
         )
         for row, epoch in enumerate(epochs)
     ]
@@ -346,6 +355,16 @@ def combine_metric_files(
             values = np.full(grid_shape, np.nan)
             values[tuple(np.array([cell for cell, _ in holders]).T)] = [v for _, v in holders]
             data_vars[name] = (GRID_DIMS, values, attrs_of[name])
+    iteration = np.full(grid_shape, np.nan)
+    for file, cell in zip(files, cells):
+        if np.isfinite(file.iteration):
+            iteration[cell] = file.iteration
+    if np.isfinite(iteration).any():
+        coords[ITERATION] = (
+            GRID_DIMS,
+            iteration,
+            {"long_name": "meta-training iterations done at the checkpoint", "units": "1"},
+        )
     dataset = xr.Dataset(data_vars, coords=coords)
     dataset.attrs.update(
         {

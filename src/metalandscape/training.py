@@ -1,4 +1,7 @@
-"""The training driver: epochs of meta-updates (or supervised steps), one checkpoint per epoch.
+"""The training driver: meta-updates (or supervised steps) with a checkpoint after each "epoch".
+
+Checkpoint ``e`` is written after ``config.checkpoint_iterations()[e]`` meta-iterations: one per
+epoch of ``iterations_per_epoch`` by default, or a schedule (e.g. log-spaced early).
 
 Meta-batch ``i`` of a run holds meta-train tasks ``i*B .. (i+1)*B-1`` of the run's seed, and the
 finetune baseline's batch ``i`` is drawn from ``task_rng(seed, "train", i)``: the data never
@@ -82,9 +85,10 @@ def _train_epochs(
         writer.write_epoch(0, learner.params, learner.optimizer.state_dict(), 0, {})
         start_epoch = 1
 
-    iterations = config.iterations_per_epoch
+    schedule = config.checkpoint_iterations()
     for epoch in range(start_epoch, config.epochs + 1):
         loss_sum = score_sum = 0.0
+        first, iterations = schedule[epoch - 1], schedule[epoch] - schedule[epoch - 1]
         bar = tqdm(
             range(iterations),
             desc=f"epoch {epoch}/{config.epochs}",
@@ -93,7 +97,7 @@ def _train_epochs(
             leave=False,
         )
         for step in bar:
-            iteration = (epoch - 1) * iterations + step
+            iteration = first + step
             loss, score = learner.train_step(iteration)
             if not math.isfinite(loss):
                 raise TrainingDiverged(
@@ -111,7 +115,7 @@ def _train_epochs(
             / max(iterations, 1),
         }
         writer.write_epoch(
-            epoch, learner.params, learner.optimizer.state_dict(), epoch * iterations, statistics
+            epoch, learner.params, learner.optimizer.state_dict(), schedule[epoch], statistics
         )
         log.info(
             "epoch %d/%d: %s",
