@@ -153,7 +153,7 @@ def bands(figure) -> int:
 def test_fontglot_is_named_as_the_omniglot_stand_in(aggregate_dataset):
     titles = panel_titles(FIGURES["fig2"].draw(aggregate_dataset))
     assert "fontglot (Omniglot stand-in)\n5-way 1-shot" in titles
-    assert "MiniImagenet, 5-way 5-shot" in titles and "sinusoid, K=10" in titles
+    assert "MiniImagenet\n5-way 5-shot" in titles and "sinusoid, K=10" in titles
     assert (
         Setting("fontglot", "wide", 20, 5).title
         == "fontglot (Omniglot stand-in)\n20-way 5-shot [wide]"

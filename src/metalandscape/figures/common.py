@@ -301,8 +301,18 @@ def checkpoint_axis(axes: Axes, dataset: xr.Dataset) -> None:
     if log_spaced(dataset):
         axes.set_xscale("symlog", linthresh=1.0)
         axes.set_xlim(left=0)
+        axes.xaxis.set_major_locator(mpl.ticker.SymmetricalLogLocator(base=10, linthresh=1.0))
+        axes.xaxis.set_minor_locator(mpl.ticker.NullLocator())
+        axes.xaxis.set_major_formatter(mpl.ticker.FuncFormatter(_short_count))
     else:
         axes.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True, nbins=6))
+
+
+def _short_count(value: float, _position: object = None) -> str:
+    """Compact tick text of an iteration count: 0, 1, 10, 100, 1k, 10k."""
+    if value >= 1000:
+        return f"{value / 1000:g}k"
+    return f"{value:g}"
 
 
 @contextlib.contextmanager

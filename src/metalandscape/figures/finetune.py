@@ -93,11 +93,11 @@ def _coherence_panel(
                 marker=marker,
             )
     axes.legend(
-        fontsize="small",
+        fontsize="x-small",
         frameon=False,
         loc="upper center",
-        bbox_to_anchor=(0.5, -0.28),
-        ncols=min(len(settings), 3),
+        bbox_to_anchor=(0.5, -0.3),
+        ncols=min(len(settings), 2),
     )
 
 
