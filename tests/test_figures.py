@@ -166,11 +166,11 @@ def bands(figure) -> int:
 
 def test_fontglot_is_named_as_the_omniglot_stand_in(aggregate_dataset):
     titles = panel_titles(FIGURES["fig2"].draw(aggregate_dataset))
-    assert "fontglot (Omniglot stand-in), 5-way 1-shot" in titles
-    assert "MiniImagenet, 5-way 5-shot" in titles and "sinusoid, K=10" in titles
+    assert "fontglot (Omniglot stand-in)\n5-way 1-shot" in titles
+    assert "MiniImagenet\n5-way 5-shot" in titles and "sinusoid, K=10" in titles
     assert (
         Setting("fontglot", "wide", 20, 5).title
-        == "fontglot (Omniglot stand-in), 20-way 5-shot [wide]"
+        == "fontglot (Omniglot stand-in)\n20-way 5-shot [wide]"
     )
 
 
@@ -180,7 +180,7 @@ def test_fig2_and_fig5_show_maml_family_only(aggregate_dataset):
     assert labels == {"MAML", "First-Order MAML"}
     titles = panel_titles(FIGURES["fig5"].draw(aggregate_dataset))
     assert not any("Finetune" in title for title in titles)
-    assert sum("fontglot (Omniglot stand-in), 20-way 1-shot" in t for t in titles) == 2
+    assert sum("fontglot (Omniglot stand-in)\n20-way 1-shot" in t for t in titles) == 2
 
 
 def test_bands_need_three_seeds():
@@ -321,7 +321,10 @@ def test_fig6_draws_only_the_panels_with_data(full_dataset):
 
 def test_fig7_prefers_one_step_models_and_fig12_shows_every_setting(full_dataset):
     fig7 = panel_titles(FIGURES["fig7"].draw(full_dataset))
-    assert fig7 and all("[T1]" in title and title.endswith("[T1], MAML") for title in fig7)
+    assert fig7 and all(title.split("\n")[1].endswith("[T1], MAML") for title in fig7)
+    # R goes into the title, never into a box over the data
+    assert all(title.split("\n")[-1].startswith("R ") for title in fig7)
+    assert not any(axes.texts for axes in FIGURES["fig7"].draw(full_dataset).get_axes())
     fig12 = panel_titles(FIGURES["fig12"].draw(full_dataset))
     assert len(fig12) == 2 * len(FULL_VARIANTS) * 2  # settings x variants x (MAML, reg. MAML)
     without_t1 = full_aggregate(variants=("default",))

@@ -24,7 +24,8 @@ def test_one_bar_over_every_iteration_of_the_run_resumed_where_it_stopped() -> N
     config = resolve_run_config(
         {"dataset": "sinusoid", "algorithm": "maml", "epochs": 4, "iterations_per_epoch": 5}
     )
-    progress = TrainingProgress(config, "regression", start_epoch=3, show_bar=False)
+    schedule = config.checkpoint_iterations()
+    progress = TrainingProgress(config, "regression", schedule, start_epoch=3, show_bar=False)
     assert (progress.bar.total, progress.bar.n) == (20, 10)
     for _ in range(5):
         progress.step(0.25, 0.25)

@@ -52,7 +52,10 @@ _DECODING_ATTRIBUTES = frozenset(
     {"scale_factor", "add_offset", "_Unsigned", "missing_value", "calendar", "_Encoding", "dtype"}
 )
 # Per-file bookkeeping that means nothing once files are combined.
-_DROPPED_VARIABLE_ATTRIBUTES = frozenset({"tasks"})
+_DROPPED_VARIABLE_ATTRIBUTES = frozenset({"tasks", "coordinates"})
+#: The coordinate along ``epoch`` holding each checkpoint's meta-iteration count; in the
+#: aggregate a coordinate over GRID_DIMS (runs may have different checkpoint schedules).
+ITERATION = "iteration"
 _PHONY_DIMENSION = "This is a netCDF dimension but not a netCDF variable"
 
 
@@ -83,6 +86,7 @@ class MetricFile:
     shaped: dict[str, np.ndarray] = field(default_factory=dict)  # no task dim: [*extra dims]
     extra_dims: dict[str, tuple[str, ...]] = field(default_factory=dict)  # variable: its extras
     extra_coords: dict[str, np.ndarray] = field(default_factory=dict)
+    iteration: float = np.nan  # meta-iterations done at the checkpoint (NaN: not recorded)
 
 
 class _NotPlainLayout(Exception):
@@ -213,7 +217,11 @@ def _check_metric_file(path: Path, raw: _RawFile) -> list[MetricFile]:
     extra_dims: dict[str, tuple[str, ...]] = {}
     extra_coords: dict[str, np.ndarray] = {}
     variable_attrs = {}
+    iterations = np.full(epochs.size, np.nan)
     for name, (dims, values, attrs) in raw.variables.items():
+        if name == ITERATION and dims == ("epoch",):
+            iterations = np.asarray(values, dtype=np.float64).reshape(epochs.size)
+            continue
         if np.asarray(values).dtype.kind not in "biuf":
             raise AggregateError(f"{path}: variable {name!r} is not numeric")
         values = np.asarray(values, dtype=np.float64)
@@ -259,6 +267,7 @@ def _check_metric_file(path: Path, raw: _RawFile) -> list[MetricFile]:
             {name: values[row] for name, values in shaped.items()},
             extra_dims,
             extra_coords,
+            float(iterations[row]),
         )
         for row, epoch in enumerate(epochs)
     ]
@@ -397,6 +406,16 @@ def combine_metric_files(
             values = np.full(grid_shape, np.nan)
             values[tuple(np.array([cell for cell, _ in holders]).T)] = [v for _, v in holders]
             data_vars[name] = (GRID_DIMS, values, attrs_of[name])
+    iteration = np.full(grid_shape, np.nan)
+    for file, cell in zip(files, cells):
+        if np.isfinite(file.iteration):
+            iteration[cell] = file.iteration
+    if np.isfinite(iteration).any():
+        coords[ITERATION] = (
+            GRID_DIMS,
+            iteration,
+            {"long_name": "meta-training iterations done at the checkpoint", "units": "1"},
+        )
     dataset = xr.Dataset(data_vars, coords=coords)
     dataset.attrs.update(
         {

@@ -4,7 +4,8 @@ Finished run, ``<run>.h5``::
 
     /                      attrs: format, config (JSON), package_version, torch_version,
                                   git_commit, finished (True), epochs_planned, parameter_names
-    /epoch_0000            θ0 before any meta-update; attrs: epoch, complete, train_loss, ...
+    /epoch_0000            θ0 before any meta-update; attrs: epoch, iteration (meta-iterations
+                           done), complete, train_loss, ...
         params/<name>      one dataset per parameter (dots in names become '/'); attr sha256
     /epoch_0001 ...
 
@@ -246,6 +247,7 @@ def _read_header(folder: Path) -> dict[str, Any]:
 class _Epoch:
     params: Params
     statistics: dict[str, float]
+    iteration: int
     resume: ResumeState | None
 
 
@@ -262,9 +264,10 @@ def _read_epoch_file(path: Path, epoch: int, *, with_resume: bool) -> _Epoch:
             names = json.loads(handle.attrs["parameter_names"])
             statistics = json.loads(handle.attrs["statistics"])
             params = _read_params(_group(handle, "params"), names)
+            slot = _group(handle, "resume")
+            iteration = int(slot.attrs["iteration"])
             resume = None
             if with_resume:
-                slot = _group(handle, "resume")
                 state = json.loads(slot.attrs["optimizer_json"])
                 tensors = _group(slot, "optimizer")
                 for index, entry in state["state"].items():
@@ -275,12 +278,12 @@ def _read_epoch_file(path: Path, epoch: int, *, with_resume: bool) -> _Epoch:
                     epoch=epoch,
                     params=params,
                     optimizer_state=state,
-                    iteration=int(slot.attrs["iteration"]),
+                    iteration=iteration,
                     torch_rng_state=torch.from_numpy(_get(slot, "torch_rng_state")),
                 )
         except (KeyError, ValueError, TypeError, OSError) as error:
             raise _Damaged(f"unreadable ({error})") from None
-    return _Epoch(params=params, statistics=statistics, resume=resume)
+    return _Epoch(params=params, statistics=statistics, iteration=iteration, resume=resume)
 
 
 def _group(parent: h5py.Group, name: str) -> h5py.Group:
@@ -437,6 +440,7 @@ class RunWriter:
             for epoch, content in epochs.items():
                 group = handle.create_group(epoch_group_name(epoch))
                 group.attrs["epoch"] = epoch
+                group.attrs["iteration"] = content.iteration
                 group.attrs["complete"] = True
                 for key, value in content.statistics.items():
                     group.attrs[key] = float(value)
@@ -482,13 +486,17 @@ def remove_partial(path: str | Path, writer: RunWriter | None = None) -> None:
 
 @dataclass(frozen=True)
 class RunInfo:
-    """What a finished (or partial) run file holds."""
+    """What a finished (or partial) run file holds.
+
+    ``iterations``: the meta-iterations done at each epoch's checkpoint.
+    """
 
     path: Path
     config: dict[str, Any]
     epochs: tuple[int, ...]
     finished: bool
     statistics: dict[int, dict[str, float]]
+    iterations: dict[int, int]
 
 
 def _check_format(handle: h5py.File, path: Path) -> None:
@@ -509,36 +517,53 @@ def read_run_info(path: str | Path) -> RunInfo:
     path = Path(path)
     if path.is_dir():
         header = _read_header(path)
-        statistics = {}
+        statistics, iterations = {}, {}
         for epoch, file in _epoch_files(path).items():
             with _open(file) as handle:
                 statistics[epoch] = json.loads(handle.attrs.get("statistics", "{}"))
+                slot = handle.get("resume")
+                if slot is not None and "iteration" in slot.attrs:
+                    iterations[epoch] = int(slot.attrs["iteration"])
+        config = json.loads(header["config"])
         return RunInfo(
             path=path,
-            config=json.loads(header["config"]),
+            config=config,
             epochs=tuple(statistics),
             finished=False,
             statistics=statistics,
+            iterations=_with_default_iterations(iterations, statistics, config),
         )
     with _open(path) as handle:
         _check_format(handle, path)
-        epochs, statistics = [], {}
+        epochs, statistics, iterations = [], {}, {}
         for name, group in handle.items():
             if name.startswith("epoch_") and bool(group.attrs.get("complete", False)):
                 epoch = int(group.attrs["epoch"])
                 epochs.append(epoch)
+                if "iteration" in group.attrs:
+                    iterations[epoch] = int(group.attrs["iteration"])
                 statistics[epoch] = {
                     key: float(value)
                     for key, value in group.attrs.items()
-                    if key not in ("epoch", "complete")
+                    if key not in ("epoch", "complete", "iteration")
                 }
+        config = json.loads(handle.attrs["config"])
         return RunInfo(
             path=path,
-            config=json.loads(handle.attrs["config"]),
+            config=config,
             epochs=tuple(sorted(epochs)),
             finished=bool(handle.attrs["finished"]),
             statistics=statistics,
+            iterations=_with_default_iterations(iterations, statistics, config),
         )
+
+
+def _with_default_iterations(
+    found: dict[int, int], epochs: dict[int, Any], config: dict[str, Any]
+) -> dict[int, int]:
+    """``found`` completed for files without the attribute: epoch × iterations_per_epoch."""
+    per_epoch = int(config.get("iterations_per_epoch", 500))
+    return {epoch: found.get(epoch, epoch * per_epoch) for epoch in sorted(epochs)}
 
 
 def load_epoch_params(path: str | Path, epoch: int) -> Params:

@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 import yaml
 
 from metalandscape import __version__
+from metalandscape.algorithms import HEAD_MODES
 
 log = logging.getLogger("metalandscape")
 
@@ -200,6 +201,7 @@ def _command_metrics(args: argparse.Namespace) -> int:
         metrics,
         device=device,
         evaluation_seed=args.evaluation_seed,
+        head=args.evaluation_head,
         progress=not args.quiet,
     )
     report_metric_values(results)
@@ -389,6 +391,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="METRIC.KEY=VALUE", help="a metric setting"
     )
     metrics.add_argument("--evaluation-seed", type=int, default=0, help="seed of the task set")
+    metrics.add_argument(
+        "--evaluation-head",
+        choices=HEAD_MODES,
+        default="per_task",
+        help="the finetune baseline's evaluation head: a fresh seeded head per task (default) "
+        "or one head shared by all tasks",
+    )
     metrics.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     metrics.add_argument(
         "--threads", type=positive_integer, default=1, help="PyTorch threads (default 1)"

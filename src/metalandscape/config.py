@@ -9,10 +9,12 @@ naming the key of anything wrong.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
+
 
 from metalandscape.algorithms import algorithm_names
 
@@ -22,6 +24,12 @@ ALGORITHMS: tuple[str, ...] = algorithm_names()
 CHARACTER_DATASETS = ("fontglot", "omniglot")
 #: Data sets without a default file: the config must name their folder.
 FOLDER_DATASETS = ("omniglot", "miniimagenet")
+#: Weight initializations (key ``initialization``): ``pytorch``, PyTorch's default
+#: (Kaiming-uniform weights, uniform biases); ``xavier``, Finn et al.'s code (Glorot-uniform
+#: weights of every convolution and linear layer, zero biases).
+INITIALIZATIONS: tuple[str, ...] = ("pytorch", "xavier")
+#: Keys of a checkpoint schedule given as a mapping (see :func:`checkpoint_schedule`).
+SCHEDULE_KEYS = ("log_spaced_until", "points", "then_every", "until")
 
 
 class ConfigError(ValueError):
@@ -129,6 +137,27 @@ class RunConfig:
     metasgd_first_order: bool = _key(
         False, help="Meta-SGD: drop the second-order term of the inner loop"
     )
+    initialization: str = _key(
+        "pytorch",
+        help="initial weights: pytorch (PyTorch's default) or xavier (Finn et al.'s code: "
+        "Glorot-uniform convolution and linear weights, zero biases)",
+    )
+    train_classes: int | None = _key(
+        None,
+        help="meta-train on only the first N classes of the meta-train split "
+        "(meta-overfitting; unset: all)",
+    )
+    checkpoints: tuple[int, ...] | None = _key(
+        None,
+        help="meta-iterations of checkpoints 0, 1, 2, ... (a list, or {log_spaced_until, "
+        "points, then_every, until}); unset: one per epoch, and epochs counts them",
+    )
+
+    def checkpoint_iterations(self) -> tuple[int, ...]:
+        """The meta-iteration count of every checkpoint ("epoch") 0..epochs."""
+        if self.checkpoints is not None:
+            return self.checkpoints
+        return tuple(epoch * self.iterations_per_epoch for epoch in range(self.epochs + 1))
 
     @property
     def kind(self) -> str:
@@ -136,8 +165,16 @@ class RunConfig:
         return "regression" if self.dataset == "sinusoid" else "classification"
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict (tuples become lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """Plain JSON-ready dict (tuples become lists).
+
+        Keys added after run files were first written are left out at their defaults, so a
+        run's stored config (and its resume check) is unchanged by their addition.
+        """
+        values = dataclasses.asdict(self)
+        for key, default in _OMITTED_AT_DEFAULT.items():
+            if values[key] == default:
+                del values[key]
+        return json.loads(json.dumps(values))
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys)."""
@@ -145,6 +182,46 @@ class RunConfig:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+_OMITTED_AT_DEFAULT = {"initialization": "pytorch", "checkpoints": None, "train_classes": None}
+
+
+def _schedule_error(value: Any, problem: str) -> ConfigError:
+    return ConfigError(
+        f"config key 'checkpoints' {problem}, got {value!r}; give a list of increasing "
+        "meta-iterations or {log_spaced_until: N, points: P, then_every: E, until: T}"
+    )
+
+
+def checkpoint_schedule(value: Any) -> tuple[int, ...]:
+    """The checkpoint iterations (0 first, strictly increasing) of a ``checkpoints`` value.
+
+    A list gives them (0 is added when absent). The mapping ``{log_spaced_until: N, points: P,
+    then_every: E, until: T}`` gives 0, then P iterations log-spaced from 1 to N (rounded,
+    duplicates dropped), then every E iterations after N up to T, and T itself.
+    """
+    if isinstance(value, dict):
+        if set(value) != set(SCHEDULE_KEYS):
+            raise _schedule_error(value, f"needs exactly the keys {list(SCHEDULE_KEYS)}")
+        if not all(isinstance(value[k], int) and not isinstance(value[k], bool) for k in value):
+            raise _schedule_error(value, "takes integers")
+        until_log, points, every, until = (value[k] for k in SCHEDULE_KEYS)
+        if until_log < 1 or points < 1 or every < 1 or until < until_log:
+            raise _schedule_error(
+                value, "needs log_spaced_until, points, then_every ≥ 1 and until ≥ log_spaced_until"
+            )
+        import numpy as np  # only for a schedule: plain config checks stay light
+
+        logs = np.unique(np.rint(np.geomspace(1, until_log, points)).astype(int)).tolist()
+        regular = list(range(until_log + every, until + 1, every))
+        return tuple(sorted({0, *logs, *regular, until}))
+    if isinstance(value, list | tuple) and value:
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise _schedule_error(value, "takes integers")
+        iterations = [0, *value] if value[0] != 0 else list(value)
+        if any(b <= a for a, b in itertools.pairwise(iterations)):
+            raise _schedule_error(value, "must be strictly increasing and ≥ 0")
+        return tuple(iterations)
+    raise _schedule_error(value, "is neither a list nor a mapping")
 
 
 def _check_positive_int(values: dict[str, Any], key: str, minimum: int = 1) -> None:
@@ -303,7 +380,7 @@ def _check_values(values: dict[str, Any]) -> list[str]:
         )
     for key in ("n_way", "k_shot", "query", "inner_steps", "meta_batch_size", "filters"):
         _collect(errors, _check_positive_int, values, key)
-    for key in ("iterations_per_epoch", "task_chunk_size", "finetune_batch_size"):
+    for key in ("iterations_per_epoch", "task_chunk_size", "finetune_batch_size", "train_classes"):
         _collect(errors, _check_positive_int, values, key)
     _collect(errors, _check_positive_int, values, "epochs", minimum=0)
     _collect(errors, _check_positive_int, values, "seed", minimum=0)
@@ -340,6 +417,18 @@ def _check_values(values: dict[str, Any]) -> list[str]:
             values["hidden_sizes"] = hidden
     _collect(errors, _check_choices, values)
     _collect(errors, _check_resize, values)
+    if values.get("train_classes") is not None and values.get("dataset") == "sinusoid":
+        errors.append("config key 'train_classes' applies to image data sets; drop it")
+    if values.get("initialization", "pytorch") not in INITIALIZATIONS:
+        errors.append(
+            f"config key 'initialization' must be one of {', '.join(INITIALIZATIONS)}, "
+            f"got {values['initialization']!r}"
+        )
+    if values.get("checkpoints") is not None:
+        schedule = _collect(errors, checkpoint_schedule, values["checkpoints"])
+        if schedule is not None:
+            values["checkpoints"] = schedule
+            values["epochs"] = len(schedule) - 1
     if values.get("dataset") == "sinusoid" and values.get("n_way", 1) != 1:
         errors.append(
             f"config key 'n_way' is {values['n_way']} but sinusoid regression has one output; "

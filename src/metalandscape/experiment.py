@@ -9,11 +9,11 @@ from torch import nn
 
 from metalandscape.algorithms import load_algorithm
 from metalandscape.algorithms.maml import MetaAlgorithm, MetaSettings
-from metalandscape.config import RunConfig
+from metalandscape.config import ConfigError, RunConfig
 from metalandscape.data.sinusoid import SinusoidSource
 from metalandscape.data.tasks import ClassImages, ImageClassificationSource, TaskSource
 from metalandscape.functional import Params, parameters_of
-from metalandscape.models import Conv4, SinusoidMLP
+from metalandscape.models import Conv4, SinusoidMLP, initialize
 
 
 @cache
@@ -52,6 +52,17 @@ def make_task_source(config: RunConfig) -> TaskSource:
     splits = load_class_images(
         config.dataset, config.data_path, config.resize, config.omniglot_proportional_split
     )
+    if config.train_classes is not None:
+        splits = dict(splits)
+        train = splits["train"]
+        if config.train_classes > len(train.class_names):
+            raise ConfigError(
+                f"config key 'train_classes' is {config.train_classes} but the meta-train split "
+                f"has {len(train.class_names)} classes; lower it"
+            )
+        splits["train"] = ClassImages(
+            train.images[: config.train_classes], train.class_names[: config.train_classes]
+        )
     return ImageClassificationSource(
         splits=splits,
         n_way=config.n_way,
@@ -62,7 +73,8 @@ def make_task_source(config: RunConfig) -> TaskSource:
 
 
 def make_model(config: RunConfig, source: TaskSource, *, for_training: bool = True) -> nn.Module:
-    """The run's network; its initial weights are drawn from ``torch.manual_seed(config.seed)``.
+    """The run's network; its initial weights are drawn from ``torch.manual_seed(config.seed)``
+    as ``config.initialization`` says.
 
     For training the algorithm decides the outputs (the finetune baseline: one per meta-train
     class); for evaluation (``for_training=False``) every network has the task's outputs.
@@ -72,14 +84,17 @@ def make_model(config: RunConfig, source: TaskSource, *, for_training: bool = Tr
         outputs = load_algorithm(config.algorithm).output_size(config, source)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
+        model: nn.Module
         if config.dataset == "sinusoid":
-            return SinusoidMLP(hidden=config.hidden_sizes)
-        return Conv4(
-            source.input_shape,
-            outputs,
-            filters=config.filters or 64,
-            use_max_pool=config.dataset == "miniimagenet",
-        )
+            model = SinusoidMLP(hidden=config.hidden_sizes)
+        else:
+            model = Conv4(
+                source.input_shape,
+                outputs,
+                filters=config.filters or 64,
+                use_max_pool=config.dataset == "miniimagenet",
+            )
+        return initialize(model, config.initialization)
 
 
 def initial_params(model: nn.Module) -> Params:

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from metalandscape.config import INITIALIZATIONS
+
 
 def conv_block(in_channels: int, out_channels: int, *, use_max_pool: bool) -> nn.Sequential:
     """3×3 conv → BatchNorm (batch statistics) → ReLU → 2×2 max-pool, or stride-2 conv instead."""
@@ -84,3 +86,20 @@ class SinusoidMLP(nn.Module):
 
 
 HEAD_PREFIX = "head."
+
+
+def initialize(model: nn.Module, initialization: str) -> nn.Module:
+    """Re-draw ``model``'s weights in place as ``initialization`` says (from torch's RNG).
+
+    ``xavier``: Glorot-uniform weights of every convolution and linear layer, zero biases
+    (Finn et al.'s code); ``pytorch``: leaves PyTorch's default initialization.
+    """
+    if initialization not in INITIALIZATIONS:
+        raise ValueError(f"initialization must be one of {INITIALIZATIONS}, got {initialization!r}")
+    if initialization == "xavier":
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+    return model

@@ -1,4 +1,7 @@
-"""The training driver: epochs of meta-updates (or supervised steps), one checkpoint per epoch.
+"""The training driver: meta-updates (or supervised steps) with a checkpoint after each "epoch".
+
+Checkpoint ``e`` is written after ``config.checkpoint_iterations()[e]`` meta-iterations: one per
+epoch of ``iterations_per_epoch`` by default, or a schedule (e.g. log-spaced early).
 
 Meta-batch ``i`` of a run holds meta-train tasks ``i*B .. (i+1)*B-1`` of the run's seed, and the
 finetune baseline's batch ``i`` is drawn from ``task_rng(seed, "train", i)``: the data never
@@ -11,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -83,12 +87,13 @@ def _train_epochs(
         writer.write_epoch(0, learner.params, learner.optimizer.state_dict(), 0, {})
         start_epoch = 1
 
-    iterations = config.iterations_per_epoch
-    progress_report = TrainingProgress(config, kind, start_epoch, show_bar=progress)
+    schedule = config.checkpoint_iterations()
+    progress_report = TrainingProgress(config, kind, schedule, start_epoch, show_bar=progress)
     for epoch in range(start_epoch, config.epochs + 1):
         loss_sum = score_sum = 0.0
+        first, iterations = schedule[epoch - 1], schedule[epoch] - schedule[epoch - 1]
         for step in range(iterations):
-            iteration = (epoch - 1) * iterations + step
+            iteration = first + step
             loss, score = learner.train_step(iteration)
             if not math.isfinite(loss):
                 progress_report.close()
@@ -105,7 +110,7 @@ def _train_epochs(
             / max(iterations, 1),
         }
         writer.write_epoch(
-            epoch, learner.params, learner.optimizer.state_dict(), epoch * iterations, statistics
+            epoch, learner.params, learner.optimizer.state_dict(), schedule[epoch], statistics
         )
         progress_report.epoch_done(epoch, statistics)
         if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < config.epochs:
@@ -146,6 +151,7 @@ class TrainingProgress:
         self,
         config: RunConfig,
         kind: str,
+        schedule: Sequence[int],
         start_epoch: int,
         *,
         show_bar: bool,
@@ -153,9 +159,8 @@ class TrainingProgress:
     ) -> None:
         self.kind = kind
         self.epochs = config.epochs
-        self.iterations = config.iterations_per_epoch
-        self.total = config.epochs * config.iterations_per_epoch
-        self.first = (start_epoch - 1) * config.iterations_per_epoch
+        self.total = schedule[-1]
+        self.first = schedule[start_epoch - 1]
         self.done = self.first
         self.interval = interval
         self.started = time.monotonic()

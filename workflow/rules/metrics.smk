@@ -25,6 +25,7 @@ for bundle, bundle_run_ids in GRID.bundle_runs().items():
             epochs=epoch_arguments,
             settings=bundle_settings_json(bundle),
             evaluation_seed=config["evaluation_seed"],
+            evaluation_head=config["evaluation_head"],
             out_dir="results/metrics/{run}",
         wildcard_constraints:
             run="|".join(bundle_run_ids),
@@ -41,5 +42,6 @@ for bundle, bundle_run_ids in GRID.bundle_runs().items():
         shell:
             "metalandscape metrics --checkpoint {input.run:q} {params.metrics:q} {params.epochs:q}"
             " --settings-json {params.settings:q} --evaluation-seed {params.evaluation_seed:q}"
+            " --evaluation-head {params.evaluation_head:q}"
             " --out-dir {params.out_dir:q} --device {resources.device:q} --threads {threads}"
             " --quiet > {log:q} 2>&1"

@@ -11,8 +11,10 @@ from metalandscape.figures.common import (
     Setting,
     algorithm_label,
     algorithms_with_data,
+    checkpoint_axis,
+    checkpoint_label,
+    checkpoint_x,
     figure_style,
-    integer_ticks,
     missing_variables,
     new_figure,
     ordered_algorithms,
@@ -42,11 +44,13 @@ MIN_EPOCHS_FOR_CORRELATION = 3
 
 
 def _left_color() -> tuple[float, float, float]:
-    return sns.color_palette("colorblind", 10)[0]
+    """Coherence (the left axis): orange, as in the paper."""
+    return sns.color_palette("colorblind", 10)[1]
 
 
 def _right_color() -> tuple[float, float, float]:
-    return sns.color_palette("colorblind", 10)[3]
+    """Accuracy or −MSE (the right axis): blue, as in the paper."""
+    return sns.color_palette("colorblind", 10)[0]
 
 
 def _missing(name: str, dataset: xr.Dataset, variables: tuple[str, ...], what: str) -> str | None:
@@ -75,6 +79,7 @@ def missing_for_fig8(dataset: xr.Dataset) -> str | None:
 
 def _twin_panel(
     axes: Axes,
+    dataset: xr.Dataset,
     left: xr.DataArray,
     right: xr.DataArray,
     *,
@@ -86,11 +91,11 @@ def _twin_panel(
     left_bounds = variable_bounds(str(left.name))
     low, high = variable_bounds(str(right.name))
     right_bounds = (low, high) if right_sign > 0 else (-high, -low)
-    plot_mean_band(axes, left["epoch"].values, left.values, color=_left_color(), bounds=left_bounds)
+    plot_mean_band(axes, checkpoint_x(left), left.values, color=_left_color(), bounds=left_bounds)
     twin = axes.twinx()
     plot_mean_band(
         twin,
-        right["epoch"].values,
+        checkpoint_x(right),
         right_sign * right.values,
         color=_right_color(),
         marker="s",
@@ -104,7 +109,7 @@ def _twin_panel(
         side.set_ylabel(label, color=color)
         side.tick_params(axis="y", colors=color)
     twin.grid(False)
-    integer_ticks(axes)
+    checkpoint_axis(axes, dataset)
     return twin
 
 
@@ -139,13 +144,14 @@ def draw_fig5(dataset: xr.Dataset) -> Figure:
                     continue
                 _twin_panel(
                     axes,
+                    dataset,
                     seed_by_epoch(dataset, TRAJECTORY_COHERENCE, setting, algorithm),
                     seed_by_epoch(dataset, TEST_ACCURACY, setting, algorithm),
                     left_label="trajectory coherence",
                     right_label="test target accuracy",
                 )
                 axes.set_title(f"{setting.title}\n{algorithm_label(algorithm)}")
-                axes.set_xlabel("meta-training epoch")
+                axes.set_xlabel(checkpoint_label(dataset))
         figure.suptitle("Trajectory coherence and meta-test accuracy during meta-training")
         _series_legend(
             figure,
@@ -231,7 +237,10 @@ def _plot_points(
 
 
 def _fig8_over_epochs(
-    top: SubFigure, series: dict[int, tuple[xr.DataArray, xr.DataArray]], shots: list[int]
+    top: SubFigure,
+    dataset: xr.Dataset,
+    series: dict[int, tuple[xr.DataArray, xr.DataArray]],
+    shots: list[int],
 ) -> None:
     """(a) one twin panel per K: gradient coherence and −MSE over epochs."""
     over_epochs = top.subplots(1, len(shots), squeeze=False)[0]
@@ -239,6 +248,7 @@ def _fig8_over_epochs(
         coherence, mse = series[k]
         _twin_panel(
             axes,
+            dataset,
             coherence,
             mse,
             left_label="gradient coherence",
@@ -246,7 +256,7 @@ def _fig8_over_epochs(
             right_sign=-1.0,
         )
         axes.set_title(f"K={k}")
-        axes.set_xlabel("meta-training epoch")
+        axes.set_xlabel(checkpoint_label(dataset))
     top.suptitle("(a) gradient coherence and −MSE during meta-training", fontsize="medium")
 
 
@@ -335,7 +345,7 @@ def draw_fig8(dataset: xr.Dataset) -> Figure:
         columns = max(len(shots), 2)
         figure = new_figure(max(3.9 * columns, 8.5), 6.6)
         top, bottom = figure.subfigures(2, 1, height_ratios=[1, 1])
-        _fig8_over_epochs(top, series, shots)
+        _fig8_over_epochs(top, dataset, series, shots)
         final_axes, correlation_axes = bottom.subplots(1, 2)
         _fig8_finals(final_axes, aligned, shots)
         _fig8_correlations(correlation_axes, aligned, shots)
@@ -372,9 +382,11 @@ FIG8 = FigureSpec(
     title="Gradient coherence (fig. 8)",
     caption="""\
 **Gradient coherence on sinusoid regression** (the paper's figure 8). The mean inner product
-E[gᵢᵀgⱼ] of support-loss gradients at the meta-train solution θs over pairs of meta-test tasks,
-against the negative target MSE after adaptation, for each number of support points k. In the
-paper the two correlate: where task gradients agree, adaptation generalizes better.
+E[gᵢᵀgⱼ] of support-loss gradients at the meta-train solution θs over pairs of meta-test tasks
+(the paper's measure, drawn; it grows with the gradients' size — the aggregate also holds the
+size-free mean cosine E[cos(gᵢ, gⱼ)] as ``gradient_cosine``), against the negative target MSE
+after adaptation, for each number of support points k. In the paper the two correlate: where task
+gradients agree, adaptation generalizes better.
 """,
 )
 

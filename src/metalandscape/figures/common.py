@@ -58,12 +58,12 @@ class Setting:
 
     @property
     def title(self) -> str:
-        """Panel title, e.g. ``Omniglot, 5-way 1-shot`` or ``sinusoid, K=10``."""
+        """Panel title, e.g. ``Omniglot`` over ``5-way 1-shot`` (two lines) or ``sinusoid, K=10``."""
         name = DATASET_LABELS.get(self.dataset, self.dataset)
         if self.dataset == "sinusoid":
             text = f"{name}, K={self.shot}"
         else:
-            text = f"{name}, {self.way}-way {self.shot}-shot"
+            text = f"{name}\n{self.way}-way {self.shot}-shot"
         return text if self.variant == "default" else f"{text} [{self.variant}]"
 
     def select(self) -> dict[str, object]:
@@ -225,7 +225,7 @@ def plot_seed_band(
     data = seed_by_epoch(dataset, variable, setting, algorithm)
     plot_mean_band(
         axes,
-        data["epoch"].values,
+        checkpoint_x(data),
         data.values,
         bounds=variable_bounds(variable),
         **style,  # type: ignore[arg-type]
@@ -256,6 +256,72 @@ def new_figure(width: float, height: float) -> Figure:
 def integer_ticks(axes: Axes) -> None:
     """Integer-only ticks on the x axis (epochs)."""
     axes.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True, nbins=6))
+
+
+#: The x-axis label of every curve over checkpoints (the aggregate's ``iteration``).
+ITERATION_LABEL = "meta-training iteration"
+EPOCH_LABEL = "meta-training epoch"
+
+
+def checkpoint_x(data: xr.DataArray) -> np.ndarray:
+    """The x values of ``data`` (seed, epoch): meta-iterations at each checkpoint, else epochs."""
+    if "iteration" in data.coords:
+        iterations = np.asarray(data["iteration"].transpose(..., "epoch").values, dtype=float)
+        iterations = iterations.reshape(-1, iterations.shape[-1])
+        with np.errstate(all="ignore"), _quiet_nan_warnings():
+            x = np.nanmax(iterations, axis=0)
+        if np.isfinite(x).all():
+            return x
+    return np.asarray(data["epoch"].values, dtype=float)
+
+
+def log_spaced(dataset: xr.Dataset) -> bool:
+    """Whether some run's checkpoints are not evenly spaced (a log-spaced schedule)."""
+    if "iteration" not in dataset.coords:
+        return False
+    iterations = dataset["iteration"].transpose(..., "epoch")
+    epochs = np.asarray(dataset["epoch"].values, dtype=float)
+    values = np.asarray(iterations.values, dtype=float).reshape(-1, epochs.size)
+    for row in values:
+        known = np.isfinite(row) & (epochs > 0)
+        if known.sum() >= 2:
+            per_epoch = row[known] / epochs[known]
+            if not np.allclose(per_epoch, per_epoch[0]):
+                return True
+    return False
+
+
+def checkpoint_label(dataset: xr.Dataset) -> str:
+    """The x-axis label of curves over checkpoints: meta-training iteration, else epoch."""
+    return ITERATION_LABEL if "iteration" in dataset.coords else EPOCH_LABEL
+
+
+def checkpoint_axis(axes: Axes, dataset: xr.Dataset) -> None:
+    """Integer ticks on the x axis, or a symlog scale for log-spaced checkpoint schedules."""
+    if log_spaced(dataset):
+        axes.set_xscale("symlog", linthresh=1.0)
+        axes.set_xlim(left=0)
+        axes.xaxis.set_major_locator(mpl.ticker.SymmetricalLogLocator(base=10, linthresh=1.0))
+        axes.xaxis.set_minor_locator(mpl.ticker.NullLocator())
+        axes.xaxis.set_major_formatter(mpl.ticker.FuncFormatter(_short_count))
+    else:
+        axes.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True, nbins=6))
+
+
+def _short_count(value: float, _position: object = None) -> str:
+    """Compact tick text of an iteration count: 0, 1, 10, 100, 1k, 10k."""
+    if value >= 1000:
+        return f"{value / 1000:g}k"
+    return f"{value:g}"
+
+
+@contextlib.contextmanager
+def _quiet_nan_warnings() -> Iterator[None]:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
 
 
 def output_paths(out: str | Path) -> tuple[Path, Path]:

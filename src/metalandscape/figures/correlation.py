@@ -112,7 +112,8 @@ def mean_seed_correlation(x: np.ndarray, y: np.ndarray) -> float:
 
 def _seed_lines(
     axes: Axes, coherence: xr.DataArray, accuracy: xr.DataArray, seeds: list[int]
-) -> None:
+) -> str:
+    """Draw one line per seed; returns the R line for the panel title (never over the data)."""
     coherence, accuracy = xr.align(coherence, accuracy, join="inner")
     colors = sns.color_palette("colorblind", max(len(seeds), 1))
     for seed, x, y in zip(coherence["seed"].values.tolist(), coherence.values, accuracy.values):
@@ -123,19 +124,10 @@ def _seed_lines(
         axes.plot(x[both], y[both], color=color, marker="o", markersize=3, linewidth=1.2)
         axes.plot(x[both][-1], y[both][-1], color=color, marker="*", markersize=10, ls="none")
     r = mean_seed_correlation(coherence.values, accuracy.values)
-    text = (
+    return (
         f"R = {r:.2f}"
         if math.isfinite(r)
         else f"R undefined (< {MIN_EPOCHS_FOR_CORRELATION} epochs or constant)"
-    )
-    axes.text(
-        0.03,
-        0.95,
-        text,
-        transform=axes.transAxes,
-        va="top",
-        fontsize="small",
-        bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none"},
     )
 
 
@@ -151,13 +143,13 @@ def draw_coherence_accuracy(
     with figure_style():
         figure = new_figure(max(3.6 * columns, 8.0), 1.0 + 3.1 * rows)
         for axes, (setting, algorithm) in zip(wrapped_axes(figure, len(panels), columns), panels):
-            _seed_lines(
+            r_text = _seed_lines(
                 axes,
                 seed_by_epoch(dataset, coherence, setting, algorithm),
                 seed_by_epoch(dataset, ACCURACY, setting, algorithm),
                 seeds,
             )
-            axes.set_title(panel_title(setting, f", {algorithm_label(algorithm)}"))
+            axes.set_title(panel_title(setting, f", {algorithm_label(algorithm)}") + f"\n{r_text}")
             axes.set_xlabel(COHERENCE_LABELS[coherence])
             axes.set_ylabel("meta-test target accuracy")
         colors = sns.color_palette("colorblind", max(len(seeds), 1))
@@ -232,7 +224,9 @@ FIG7 = FigureSpec(
 meta-trained with T = 1 inner step (variant ``T1``; in a grid without it, every MAML-family
 classification setting), the gradient coherence E[gᵢᵀgⱼ] at the meta-train solution θs against
 the meta-test target accuracy of the same checkpoint: one line per seed over the epochs, the last
-epoch starred, and R the mean over seeds of the Pearson correlation over epochs.
+epoch starred, and R the mean over seeds of the Pearson correlation over epochs. The raw inner
+product grows with the gradients' size; the aggregate also holds the size-free mean cosine
+E[cos(gᵢ, gⱼ)] (``gradient_cosine``) for the same pairs.
 """,
 )
 FIG11 = FigureSpec(
@@ -266,7 +260,9 @@ FIG12 = FigureSpec(
 **Gradient coherence against accuracy, every setting** (the paper's figure 12, the appendix
 version of figure 7). For each setting and MAML-family algorithm, the gradient coherence
 E[gᵢᵀgⱼ] at θs against the meta-test target accuracy: one line per seed over the epochs, the
-last epoch starred, and R the mean over seeds of the Pearson correlation over epochs.
+last epoch starred, and R the mean over seeds of the Pearson correlation over epochs. The raw inner
+product grows with the gradients' size; the aggregate also holds the size-free mean cosine
+E[cos(gᵢ, gⱼ)] (``gradient_cosine``) for the same pairs.
 """,
 )
 

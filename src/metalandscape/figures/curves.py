@@ -12,8 +12,9 @@ from metalandscape.figures.common import (
     algorithm_color,
     algorithm_label,
     algorithms_with_data,
+    checkpoint_axis,
+    checkpoint_label,
     figure_style,
-    integer_ticks,
     missing_variables,
     new_figure,
     plot_seed_band,
@@ -79,8 +80,8 @@ def draw_fig10(dataset: xr.Dataset) -> Figure:
                     )
             axes.set_title(panel_title(setting))
             axes.set_ylabel("target accuracy")
-            axes.set_xlabel("meta-training epoch")
-            integer_ticks(axes)
+            axes.set_xlabel(checkpoint_label(dataset))
+            checkpoint_axis(axes, dataset)
         handles = [
             Line2D([], [], color=algorithm_color(a), linewidth=3, label=algorithm_label(a))
             for a in ALGORITHMS

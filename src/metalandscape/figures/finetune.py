@@ -12,8 +12,9 @@ from metalandscape.figures.common import (
     algorithm_color,
     algorithm_label,
     algorithms_with_data,
+    checkpoint_axis,
+    checkpoint_label,
     figure_style,
-    integer_ticks,
     new_figure,
     plot_seed_band,
 )
@@ -70,12 +71,34 @@ def missing_for_fig6(dataset: xr.Dataset) -> str | None:
 def _coherence_panel(
     axes: Axes, dataset: xr.Dataset, variable: str, settings: list[Setting]
 ) -> None:
-    colors = sns.color_palette("dark", max(len(settings), 1))
-    for color, setting in zip(colors, settings):
+    """The baseline's ``variable`` per setting: its own colour, one line style per setting.
+
+    The legend sits below the axes so that it never covers a line.
+    """
+    styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]
+    for index, setting in enumerate(settings):
+        linestyle, marker = styles[index % len(styles)]
+        short = setting.title.split("\n")[-1]
         for algorithm in algorithms_with_data(dataset, setting, [variable], BASELINES):
-            label = setting.title if len(BASELINES) == 1 else f"{setting.title}, {algorithm}"
-            plot_seed_band(axes, dataset, variable, setting, algorithm, color=color, label=label)
-    axes.legend(fontsize="x-small", frameon=False)
+            label = short if len(BASELINES) == 1 else f"{short}, {algorithm_label(algorithm)}"
+            plot_seed_band(
+                axes,
+                dataset,
+                variable,
+                setting,
+                algorithm,
+                color=algorithm_color(algorithm),
+                label=label,
+                linestyle=linestyle,
+                marker=marker,
+            )
+    axes.legend(
+        fontsize="x-small",
+        frameon=False,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.3),
+        ncols=min(len(settings), 2),
+    )
 
 
 def draw_fig6(dataset: xr.Dataset) -> Figure:
@@ -101,8 +124,8 @@ def draw_fig6(dataset: xr.Dataset) -> Figure:
             _coherence_panel(axes, dataset, variable, settings)
             axes.set_title(f"({letter}) finetune baseline")
             axes.set_ylabel(label)
-            axes.set_xlabel("training epoch")
-            integer_ticks(axes)
+            axes.set_xlabel(checkpoint_label(dataset))
+            checkpoint_axis(axes, dataset)
         norm_axes = panels[len(coherences) :]
         for axes, setting in zip(norm_axes, norms):
             for algorithm in algorithms_with_data(
@@ -119,9 +142,9 @@ def draw_fig6(dataset: xr.Dataset) -> Figure:
                 )
             axes.set_title(panel_title(setting, prefix=f"({letters[setting.shot]}) "))
             axes.set_ylabel(r"trajectory norm E‖$\tilde\theta_i - \theta_s$‖")
-            axes.set_xlabel("meta-training epoch")
-            integer_ticks(axes)
-        figure.suptitle("Coherence of the finetune baseline and length of adaptation trajectories")
+            axes.set_xlabel(checkpoint_label(dataset))
+            checkpoint_axis(axes, dataset)
+        figure.suptitle("Finetune coherence and adaptation-trajectory length")
         bottom_legend(figure, norm_axes)
     return figure
 

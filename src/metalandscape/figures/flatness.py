@@ -11,8 +11,9 @@ from metalandscape.figures.common import (
     algorithm_color,
     algorithm_label,
     algorithms_with_data,
+    checkpoint_axis,
+    checkpoint_label,
     figure_style,
-    integer_ticks,
     missing_variables,
     new_figure,
     plot_seed_band,
@@ -79,7 +80,7 @@ def draw_fig2(dataset: xr.Dataset) -> Figure:
                 )
             flatness_axes.set_title(setting.title)
             flatness_axes.set_ylabel(r"E[$\lambda_{\max}$] (meta-test)")
-            integer_ticks(flatness_axes)
+            checkpoint_axis(flatness_axes, dataset)
             for handle, label in zip(*flatness_axes.get_legend_handles_labels()):
                 shown.setdefault(label, handle)
             last_axes = flatness_axes
@@ -104,9 +105,9 @@ def draw_fig2(dataset: xr.Dataset) -> Figure:
                             marker="s",
                         )
                     context_axes.set_ylabel(label)
-                    integer_ticks(context_axes)
+                    checkpoint_axis(context_axes, dataset)
                     last_axes = context_axes
-            last_axes.set_xlabel("meta-training epoch")
+            last_axes.set_xlabel(checkpoint_label(dataset))
         for position in range(len(settings), blocks * columns):
             block, column = divmod(position, columns)
             for row in range(rows_per_block):

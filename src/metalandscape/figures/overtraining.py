@@ -17,8 +17,9 @@ from metalandscape.figures.common import (
     algorithm_color,
     algorithm_label,
     algorithms_with_data,
+    checkpoint_axis,
+    checkpoint_label,
     figure_style,
-    integer_ticks,
     missing_variables,
     new_figure,
     plot_seed_band,
@@ -39,6 +40,7 @@ PANELS = (
     (SUPPORT_LOSS, r"support loss E[L($D_i$; $\tilde\theta_i$)]"),
     (FLATNESS, r"curvature E[$\lambda_{\max}$]"),
 )
+PANEL_NAMES = {ACCURACY: "accuracy", SUPPORT_LOSS: "support loss", FLATNESS: "curvature"}
 OVERTRAINING_VARIANTS = ("long",)
 MAX_COLUMNS = 3
 
@@ -53,7 +55,8 @@ def classification_settings(
 
 def panel_title(setting: Setting, suffix: str = "", prefix: str = "") -> str:
     """``setting``'s title on two lines (data set, then the rest), with ``prefix``/``suffix``."""
-    head, _, rest = setting.title.partition(", ")
+    title = setting.title
+    head, _, rest = title.partition("\n") if "\n" in title else title.partition(", ")
     rest = f"{rest}{suffix}" if rest else suffix.removeprefix(", ")
     return f"{prefix}{head}\n{rest}" if rest else f"{prefix}{head}"
 
@@ -87,7 +90,11 @@ def bottom_legend(figure: Figure, axes_list: Sequence[Axes]) -> None:
 def draw_epoch_panels(
     dataset: xr.Dataset, settings: Sequence[Setting], algorithms: Sequence[str], title: str
 ) -> Figure:
-    """Rows: ``settings``; columns: accuracy, support loss and E[λmax] where measured."""
+    """Rows: ``settings``; columns: accuracy, support loss and E[λmax] where measured.
+
+    ``title`` is completed by the names of the panels drawn (":" then e.g. "accuracy and support
+    loss"), so that it never names a panel the figure lacks.
+    """
     columns = [
         (variable, label)
         for variable, label in PANELS
@@ -116,9 +123,11 @@ def draw_epoch_panels(
                     )
                 axes.set_title(panel_title(setting))
                 axes.set_ylabel(label)
-                axes.set_xlabel("meta-training epoch")
-                integer_ticks(axes)
-        figure.suptitle(title)
+                axes.set_xlabel(checkpoint_label(dataset))
+                checkpoint_axis(axes, dataset)
+        names = [PANEL_NAMES[variable] for variable, _ in columns]
+        listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+        figure.suptitle(f"{title}: {listed}")
         bottom_legend(figure, grid.ravel().tolist())
     return figure
 
@@ -151,7 +160,7 @@ def draw_fig3(dataset: xr.Dataset) -> Figure:
         dataset,
         overtraining_settings(dataset),
         META_LEARNERS,
-        "Overtraining: accuracy, support loss and curvature over a long meta-training",
+        "Overtraining, a long meta-training",
     )
 
 
@@ -173,7 +182,7 @@ def draw_fig4(dataset: xr.Dataset) -> Figure:
         dataset,
         classification_settings(dataset, [ACCURACY], BASELINES),
         BASELINES,
-        "Finetune baseline: accuracy, support loss and curvature during training",
+        "Finetune baseline during training",
     )
 
 

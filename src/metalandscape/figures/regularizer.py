@@ -13,8 +13,10 @@ from metalandscape.figures.common import (
     algorithm_color,
     algorithm_label,
     algorithms_with_data,
+    checkpoint_axis,
+    checkpoint_label,
+    checkpoint_x,
     figure_style,
-    integer_ticks,
     missing_variables,
     new_figure,
     plot_mean_band,
@@ -109,7 +111,7 @@ def draw_fig9(dataset: xr.Dataset) -> Figure:
             for algorithm, data in series.items():
                 plot_mean_band(
                     axes,
-                    data["epoch"].values,
+                    checkpoint_x(data),
                     data.values,
                     bounds=variable_bounds(ACCURACY),
                     color=algorithm_color(algorithm),
@@ -129,8 +131,8 @@ def draw_fig9(dataset: xr.Dataset) -> Figure:
             )
             axes.set_title(panel_title(setting))
             axes.set_ylabel("meta-test target accuracy")
-            axes.set_xlabel("meta-training epoch")
-            integer_ticks(axes)
+            axes.set_xlabel(checkpoint_label(dataset))
+            checkpoint_axis(axes, dataset)
         figure.suptitle("Regularizing trajectory coherence: MAML vs regularized MAML")
         bottom_legend(figure, panels)
     return figure

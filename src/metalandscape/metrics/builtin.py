@@ -188,7 +188,11 @@ class TrajectoryCoherence(Metric):
 
 
 class GradientCoherence(Metric):
-    """E[gᵢᵀgⱼ] over task pairs i ≠ j with gᵢ = −∇L(Dᵢ; θs): raw inner products, not cosines."""
+    """E[gᵢᵀgⱼ] over task pairs i ≠ j with gᵢ = −∇L(Dᵢ; θs), and E[cos(gᵢ, gⱼ)].
+
+    The raw inner product (the paper's measure) grows with the gradients' size; the cosine does
+    not. A zero gradient counts as cosine 0 with every other.
+    """
 
     name = "gradient_coherence"
     description = "mean inner product of support-loss gradients at θs, task pairs i != j"
@@ -208,9 +212,21 @@ class GradientCoherence(Metric):
                 off_diagonal_mean(gradients @ gradients.T),
                 "mean inner product of support gradients at the meta-train solution, i != j",
                 "1",
-            )
+            ),
+            "gradient_cosine": Quantity(
+                off_diagonal_mean(_cosines(gradients, norms)),
+                "mean cosine of support gradients at the meta-train solution, i != j",
+                "1",
+            ),
         }
         out.update(
             _with_summary("gradient_norm", norms.cpu().numpy(), "L2 norm of support gradient", "1")
         )
         return out
+
+
+def _cosines(vectors: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
+    """The matrix of cos(vᵢ, vⱼ) (0 where either vector is zero)."""
+    safe = torch.where(norms > 0, norms, torch.ones_like(norms))
+    unit = vectors / safe[:, None]
+    return unit @ unit.T

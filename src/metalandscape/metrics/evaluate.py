@@ -23,6 +23,8 @@ from metalandscape.metrics import GRID_DIMS
 from metalandscape.metrics.base import EvaluationContext, Metric, MetricError, Quantity
 from metalandscape.runs import RunKey
 
+ITERATION_ATTRS = {"long_name": "meta-training iterations done at the checkpoint", "units": "1"}
+
 
 def make_context(
     run_path: str | Path,
@@ -75,7 +77,8 @@ def to_dataset(
 ) -> xr.Dataset:
     """``{epoch: quantities}`` as one Dataset over :data:`GRID_DIMS` (+ ``task``), CF attributes.
 
-    The six run coordinates have length 1, ``epoch`` holds every measured epoch in order.
+    The six run coordinates have length 1, ``epoch`` holds every measured epoch in order, and
+    the coordinate ``iteration`` along ``epoch`` the meta-iterations done at each checkpoint.
     Per-task variables of epochs with fewer tasks are NaN-padded. A quantity's ``extra_dims``
     become trailing dimensions (after ``task``) with their coordinates; they must be the same
     at every epoch.
@@ -136,6 +139,8 @@ def to_dataset(
     coords: dict[str, Any] = {k: [v] for k, v in RunKey.of(config).coordinates().items()}
     coords["epoch"] = epochs
     coords.update(extra_coords)
+    iterations = read_run_info(run_path).iterations
+    coords["iteration"] = ("epoch", [iterations[epoch] for epoch in epochs], ITERATION_ATTRS)
     dataset = xr.Dataset(data_vars, coords=coords)
     if "task" in dataset.dims:
         dataset = dataset.assign_coords(task=np.arange(dataset.sizes["task"]))
@@ -200,7 +205,10 @@ def evaluate(
         carried = context.carried
     if config is None:
         raise MetricError("no epoch to measure")
-    return {
+    results = {
         metric.name: to_dataset(metric, measured[metric.name], config, run_path)
         for metric in metrics
     }
+    for dataset in results.values():
+        dataset.attrs["evaluation_head"] = head
+    return results
