@@ -15,7 +15,6 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-
 from metalandscape.algorithms import algorithm_names
 
 Dataset = Literal["sinusoid", "fontglot", "omniglot", "miniimagenet"]

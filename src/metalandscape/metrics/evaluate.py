@@ -74,6 +74,7 @@ def to_dataset(
     measured: Mapping[int, Mapping[str, Quantity]],
     config: RunConfig,
     run_path: str | Path,
+    iterations: Sequence[int] | None = None,
 ) -> xr.Dataset:
     """``{epoch: quantities}`` as one Dataset over :data:`GRID_DIMS` (+ ``task``), CF attributes.
 
@@ -139,7 +140,8 @@ def to_dataset(
     coords: dict[str, Any] = {k: [v] for k, v in RunKey.of(config).coordinates().items()}
     coords["epoch"] = epochs
     coords.update(extra_coords)
-    iterations = read_run_info(run_path).iterations
+    if iterations is None:
+        iterations = config.checkpoint_iterations()
     coords["iteration"] = ("epoch", [iterations[epoch] for epoch in epochs], ITERATION_ATTRS)
     dataset = xr.Dataset(data_vars, coords=coords)
     if "task" in dataset.dims:
@@ -206,7 +208,9 @@ def evaluate(
     if config is None:
         raise MetricError("no epoch to measure")
     results = {
-        metric.name: to_dataset(metric, measured[metric.name], config, run_path)
+        metric.name: to_dataset(
+            metric, measured[metric.name], config, run_path, read_run_info(run_path).iterations
+        )
         for metric in metrics
     }
     for dataset in results.values():
