@@ -463,7 +463,12 @@ def walk_epochs(run_path: Path, epochs: Sequence[int], count: int) -> None:
             products = np.asarray([r.hessian_vector_products for r in results])
             errors = np.abs(values - largest) / np.abs(largest)
             rows.append((epoch, case.label, seconds, products, errors))
-            print(f"  epoch {epoch} {case.label:<28} {seconds:6.2f} s CPU", flush=True)
+            print(
+                f"  epoch {epoch} {case.label:<28} {seconds:6.2f} s CPU, HVPs median "
+                f"{np.median(products):g} mean {products.mean():.1f} max {products.max()}, "
+                f"error max {errors.max():.1e}, ≤1e-4 on {int((errors <= GOAL_ERROR).sum())}",
+                flush=True,
+            )
     header = (
         f"{'epoch':>5} {'case':<28} {'CPU s':>7} {'HVPs median':>11} {'mean':>6} {'max':>4} "
         f"{'rel.err max':>11} {'≤1e-4':>6}"
