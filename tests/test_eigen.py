@@ -755,3 +755,93 @@ def test_missing_warm_starts_start_at_random_and_wrong_sizes_are_refused(tasks: 
         tasks.batched(start_vectors=[None])
     with pytest.raises(ValueError, match="entries"):
         tasks.batched(start_vectors=[torch.ones(3, dtype=DTYPE)] * TASKS)
+
+
+# ------------------------------------------------------------------------------ stopping rules
+
+
+@pytest.mark.parametrize("tol", [1e-4, 1e-6])
+def test_eigenvalue_rule_meets_the_tolerance_with_fewer_products(tasks: Tasks, tol: float) -> None:
+    by_eigenvalue = tasks.batched(tol=tol)
+    by_residual = tasks.batched(tol=tol, stopping="residual")
+    for eigenvalue, residual, problem in zip(
+        by_eigenvalue, by_residual, tasks.problems, strict=True
+    ):
+        top = float(problem.dense[-1])
+        assert eigenvalue.converged and residual.converged
+        assert relative_error(eigenvalue.value, top) <= tol
+        assert relative_error(residual.value, top) <= tol
+        assert eigenvalue.hessian_vector_products <= residual.hessian_vector_products
+
+
+def test_eigenvalue_rule_saves_products_where_the_top_eigenvalue_is_separated() -> None:
+    problems = Tasks("mlp")
+    by_eigenvalue, by_residual = problems.batched(), problems.batched(stopping="residual")
+    products = [sum(r.hessian_vector_products for r in rs) for rs in (by_eigenvalue, by_residual)]
+    assert products[0] < products[1]
+
+
+class Twin(nn.Module):
+    """Two copies of a tiny MLP on the same inputs; :func:`twin_loss` weighs them 1 and 1 + ε."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Sequential(nn.Linear(2, 6), nn.Tanh(), nn.Linear(6, 3))
+        self.second = nn.Sequential(nn.Linear(2, 6), nn.Tanh(), nn.Linear(6, 3))
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return torch.stack([self.first(inputs), self.second(inputs)])
+
+
+def twin_problem(epsilon: float, seed: int) -> tuple[Twin, Params, Tensor, Tensor, Callable]:
+    """Equal parameters in both copies: the Hessian is diag(H, (1 + ε)H), every eigenvalue of H
+    paired with one (1 + ε) times it, so the top pair is ε apart (relative)."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = Twin().to(DTYPE)
+    first = {
+        name: (value + 0.5 * torch.randn(value.shape, generator=generator, dtype=DTYPE)).detach()
+        for name, value in model.first.named_parameters()
+    }
+    params = {
+        **{f"first.{name}": value for name, value in first.items()},
+        **{f"second.{name}": value.clone() for name, value in first.items()},
+    }
+    inputs = torch.randn(8, 2, generator=generator, dtype=DTYPE)
+    labels = torch.randint(0, 3, (8,), generator=generator)
+
+    def twin_loss(outputs: Tensor, targets: Tensor) -> Tensor:
+        return F.cross_entropy(outputs[0], targets) + (1 + epsilon) * F.cross_entropy(
+            outputs[1], targets
+        )
+
+    return model, params, inputs, labels, twin_loss
+
+
+@pytest.mark.parametrize("epsilon", [1e-2, 1e-6])
+@pytest.mark.parametrize("seed", range(6))
+def test_eigenvalue_rule_on_a_near_degenerate_top_pair(epsilon: float, seed: int) -> None:
+    """A near-degenerate top pair (ε = 1e-2) does not stop the guarded rule on the lower one (an
+    unguarded r²/gap ≤ tol·|θ| test stops at 9.6e-3 relative error for seed 4); a pair closer
+    than the tolerance (ε = 1e-6) may give either."""
+    model, params, inputs, labels, loss = twin_problem(epsilon, seed)
+
+    def loss_of_params(candidate: Params) -> Tensor:
+        return loss(torch.func.functional_call(model, candidate, (inputs,)), labels)
+
+    dense = dense_hessian_eigenvalues(loss_of_params, params)
+    top = float(dense[-1])
+    assert relative_error(float(dense[-2]), top) == pytest.approx(epsilon / (1 + epsilon), rel=1e-3)
+    (result,) = top_eigenvalues_batched(
+        model, [params], inputs[None], labels[None], loss, seed=seed
+    )
+    assert result.converged
+    assert relative_error(result.value, top) <= 1e-4
+
+
+def test_unknown_stopping_rule_is_refused(tasks: Tasks) -> None:
+    with pytest.raises(ValueError, match="stopping"):
+        tasks.batched(stopping="energy")
+    with pytest.raises(ValueError, match="stopping"):
+        make_metric("hessian", {"stopping": "energy"})
+    assert make_metric("hessian", {"stopping": "residual"}).settings.stopping == "residual"

@@ -326,3 +326,15 @@ def test_context_adapts_each_task_from_its_own_start(tiny_conv, tiny_batch):
             assert torch.allclose(result[i], step, atol=1e-6)
         g = gradient(tiny_conv, shifted[i], task.support_inputs, task.support_labels, KIND)
         assert torch.allclose(gradients[i], flatten(g), atol=1e-6)
+
+
+@pytest.mark.parametrize(("device", "expected"), [("cpu", 5), ("cuda", None)])
+def test_meta_learner_chunks_tasks_by_device(device: str, expected: int | None) -> None:
+    """Training takes the task chunk of devices.task_chunk_size: configured on CPU, whole on CUDA."""
+    config = resolve_run_config({"dataset": "sinusoid", "algorithm": "maml", "task_chunk_size": 5})
+    model = SinusoidMLP()
+    learner = load_algorithm("maml").learner(
+        config, model, parameters_of(model), SinusoidSource(k_shot=5), torch.device(device)
+    )
+    assert learner.settings.task_chunk_size == expected
+    assert learner.settings.inner_steps == config.inner_steps

@@ -14,7 +14,7 @@ whole meta-batch in one chunk is fastest for the small sinusoid MLP (see benchma
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from metalandscape.algorithms import EvaluationStart, HeadMode
 from metalandscape.config import RunConfig
 from metalandscape.data.tasks import TaskBatch, TaskKind, TaskSampler, TaskSource
+from metalandscape.devices import task_chunk_size
 from metalandscape.functional import (
     Params,
     adapt,
@@ -252,12 +253,18 @@ class MetaAlgorithm:
         source: TaskSource,
         device: torch.device,
     ) -> MetaLearner:
-        """θs with Adam at the meta-learning rate, drawing the run's meta-train batches."""
+        """θs with Adam at the meta-learning rate, drawing the run's meta-train batches.
+
+        Tasks per ``vmap`` call by device (:func:`~metalandscape.devices.task_chunk_size`).
+        """
         return MetaLearner(
             model,
             params,
             source.kind,
-            self.meta_settings(config),
+            replace(
+                self.meta_settings(config),
+                task_chunk_size=task_chunk_size(config.task_chunk_size, device),
+            ),
             config.meta_learning_rate,
             sampler=TaskSampler(source, config.seed),
             meta_batch_size=config.meta_batch_size,

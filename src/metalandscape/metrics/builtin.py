@@ -20,7 +20,12 @@ from metalandscape.metrics.base import (
     mean_and_ci95,
     setting,
 )
-from metalandscape.metrics.eigen import BACKENDS, top_eigenvalues
+from metalandscape.metrics.eigen import (
+    BACKENDS,
+    DEFAULT_STOPPING_RULE,
+    STOPPING_RULES,
+    top_eigenvalues,
+)
 
 SPLITS: tuple[str, ...] = get_args(Split)
 
@@ -101,6 +106,8 @@ class Hessian(Metric):
 
         ``warm_start`` (``lanczos_batched``): start each task's solve from its converged top
         eigenvector at the previous measured epoch of the job, at random where there is none.
+        ``stopping`` (``lanczos_batched``): stop when the eigenvalue's error bound (``eigenvalue``)
+        or the Ritz residual (``residual``) is ≤ ``tol``·|λ|.
         """
 
         tasks: int = setting(60, minimum=1)
@@ -110,6 +117,7 @@ class Hessian(Metric):
         max_hessian_vector_products: int | None = setting(None, kind=int, minimum=1, nullable=True)
         seed: int = setting(0, minimum=0)
         warm_start: bool = setting(True)
+        stopping: str = setting(DEFAULT_STOPPING_RULE, choices=STOPPING_RULES)
 
     def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
         settings = self.settings
@@ -128,6 +136,7 @@ class Hessian(Metric):
             max_hvps=settings.max_hessian_vector_products,
             seed=settings.seed,
             start_vectors=[previous.get(i) for i in range(settings.tasks)] if previous else None,
+            stopping=settings.stopping,
         )
         if settings.warm_start and settings.backend == "lanczos_batched":
             previous.clear()

@@ -12,7 +12,9 @@ Backends:
   largest-magnitude one. About 20–30 HVPs for ≤ 1e-4 relative error (~1e-8 in practice).
 - ``"lanczos_batched"`` (:func:`top_eigenvalues_batched`): Lanczos with full reorthogonalisation
   for many tasks in lockstep, one ``torch.func.vmap``-batched Hessian-vector product per step for
-  all running tasks; same ``"LA"``/``"LM"`` and the same residual stopping rule as ``"lanczos"``.
+  all running tasks; same ``"LA"``/``"LM"``. It stops by default when the Ritz value's
+  Kato–Temple error bound residual²/gap is ≤ tol·|θ| (``stopping="eigenvalue"``), or by the
+  residual rule of ``"lanczos"`` (``stopping="residual"``).
 - ``"pyhessian"`` (:func:`top_eigenvalue_pyhessian`): the PyHessian package's power iteration. It
   returns the largest-*magnitude* eigenvalue (with its sign), and with its default tolerance 1e-3 it
   can stop up to ~2% short of it; when λmax ≈ −λmin it oscillates and does not converge. At a
@@ -48,6 +50,8 @@ from metalandscape.metrics.eigen.lanczos import (
 from metalandscape.metrics.eigen.lanczos_batched import (
     DEFAULT_BATCHED_CHUNK_SIZE,
     DEFAULT_BATCHED_MAX_ITERATIONS,
+    DEFAULT_STOPPING_RULE,
+    STOPPING_RULES,
     top_eigenvalues_batched,
 )
 from metalandscape.metrics.eigen.pyhessian_backend import (
@@ -143,6 +147,7 @@ def top_eigenvalues(
     which: str | None = None,
     chunk_size: int | None = None,
     start_vectors: Sequence[Tensor | None] | None = None,
+    stopping: str = DEFAULT_STOPPING_RULE,
 ) -> list[EigenResult]:
     """Per task i, the top Hessian eigenvalue of ``criterion(model(inputs[i]), labels[i])``.
 
@@ -150,8 +155,8 @@ def top_eigenvalues(
     ``"lanczos_batched"`` solves all tasks together (:func:`top_eigenvalues_batched`; ``max_hvps``
     caps each task's products, ``chunk_size`` the tasks per batched product); the other backends
     loop over :func:`top_eigenvalue` and ignore ``chunk_size``. ``start_vectors`` (warm starts,
-    ``"lanczos_batched"`` only; ``None`` entries start at random) as in
-    :func:`top_eigenvalues_batched`. Other arguments as there.
+    ``"lanczos_batched"`` only; ``None`` entries start at random) and ``stopping`` (its stopping
+    rule) as in :func:`top_eigenvalues_batched`. Other arguments as there.
     """
     if backend == "lanczos_batched":
         return top_eigenvalues_batched(
@@ -166,6 +171,7 @@ def top_eigenvalues(
             chunk_size=DEFAULT_BATCHED_CHUNK_SIZE if chunk_size is None else chunk_size,
             which="LA" if which is None else which,
             start_vectors=start_vectors,
+            stopping=stopping,
         )
     if backend not in BACKENDS:
         raise ValueError(f"unknown eigenvalue backend {backend!r}; choose one of {BACKENDS}")
@@ -200,7 +206,9 @@ __all__ = [
     "DEFAULT_LANCZOS_TOL",
     "DEFAULT_PYHESSIAN_MAX_ITERATIONS",
     "DEFAULT_PYHESSIAN_TOL",
+    "DEFAULT_STOPPING_RULE",
     "LANCZOS_WHICH",
+    "STOPPING_RULES",
     "BatchedHessianVectorProduct",
     "EigenResult",
     "HessianVectorProduct",
