@@ -17,7 +17,12 @@ from metalandscape.grid import GridError, Run, build_grid, bundle_name, metric_f
 from metalandscape.runs import RUN_DIMS, RunKey
 
 REPO = Path(__file__).resolve().parents[1]
-PRESETS = (None, "workflow/presets/tiny.yaml", "workflow/presets/paper.yaml")
+PRESETS = (
+    None,
+    "workflow/presets/tiny.yaml",
+    "workflow/presets/paper.yaml",
+    "workflow/presets/study.yaml",
+)
 EPOCHS = 5
 
 
@@ -295,3 +300,22 @@ def test_every_figure_declares_needs_title_and_caption_once() -> None:
         assert spec.needs and spec.caption.strip() and spec.title
         for needs in spec.needs:
             assert needs.describe()
+
+
+def test_study_preset_schedules_every_claim_figure() -> None:
+    """The study preset draws every figure of the paper and of the extensions, skipping none."""
+    grid = build_grid(load_config("workflow/presets/study.yaml"))
+    assert grid.skipped == {}
+    drawn = {scheduled.figure for scheduled in grid.figures.values()}
+    assert {f"fig{n}" for n in range(2, 13)} <= drawn
+    assert {"comparison", "functioncoherence", "spectraldensity", "layercurvature"} <= drawn
+    assert all(len(runs) >= 3 for runs in _seeds_per_setting(grid).values())
+
+
+def _seeds_per_setting(grid) -> dict[tuple, set[int]]:
+    seeds: dict[tuple, set[int]] = {}
+    for run in grid.runs.values():
+        key = run.key
+        setting = (key.dataset, key.variant, key.way, key.shot, key.algorithm)
+        seeds.setdefault(setting, set()).add(key.seed)
+    return seeds
