@@ -24,13 +24,13 @@ def test_plan_lists_the_jobs_and_estimates_each_family(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "  train          3  one per run" in out
-    assert "  metrics        3  one per (run, metric bundle)" in out
+    assert "  train          4  one per run" in out
+    assert "  metrics        4  one per (run, metric bundle)" in out
     assert "  aggregate      2  sinusoid, fontglot" in out
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line[:1].isalpha()}
     assert rows["sinusoid"][1:4] == ["2", "2", "20"]  # runs, metric jobs, iterations
-    assert rows["fontglot"][1:4] == ["1", "1", "4"]
-    assert rows["total"][1:4] == ["3", "3", "24"]
+    assert rows["fontglot"][1:4] == ["2", "2", "8"]  # MAML and Meta-SGD
+    assert rows["total"][1:4] == ["4", "4", "28"]
     # A fresh copy has no fontglot file yet: the probe says it used stand-in images.
     assert "fontglot not found: probed on random images of the same shape" in out
     assert not (directory / "results").exists()
