@@ -22,9 +22,10 @@ _TITLE_NUMBER = re.compile(r"\s*\(fig\.\s*\d+\)\s*$")
 
 
 def figure_category(spec: FigureSpec) -> str:
-    """``Fig. 02 Flatness``: sorts in the paper's order, ``fig10`` after ``fig2``."""
+    """``Fig. 02 Flatness``: sorts in the paper's order, ``fig10`` after ``fig2``, and the
+    figures beyond the paper (``Fig. ext …``) after them."""
     match = _FIGURE_NUMBER.fullmatch(spec.name)
-    number = f"{int(match[1]):02d}" if match else spec.name
+    number = f"{int(match[1]):02d}" if match else "ext"
     return f"Fig. {number} {_TITLE_NUMBER.sub('', spec.title)}"
 
 
