@@ -38,7 +38,7 @@ def test_a_caption_names_the_runs_their_seed_count_and_the_bands() -> None:
     spec = next(spec for spec in figure_spec_list() if spec.name == "fig2")
     caption = figure_caption(spec, grid, "fig2", config)
     assert caption.startswith(spec.caption.strip())
-    assert "family *fontglot*: 1 run of data set fontglot, ways 3, shots 1" in caption
+    assert "family *fontglot*: 2 runs of data set fontglot, ways 3, shots 1" in caption
     assert "1 seed(s) per setting; 2 epochs × 2 iterations" in caption
     assert "hessian (backend=lanczos_batched" in caption and "evaluation seed 0" in caption
     assert f"**Bands:** {INTERVAL_DESCRIPTION}; none here, with fewer than 3 seeds" in caption
