@@ -117,7 +117,7 @@ def test_default_dry_run_plans_the_default_grid(workdir: Path) -> None:
     assert (
         stats["train"] == 14 and sum(n for r, n in stats.items() if r.startswith("metrics")) == 14
     )
-    assert sum(stats.values()) == 46
+    assert sum(stats.values()) == 48
     for path in (
         "results/data/fontglot.npz",
         "results/runs/fontglot-default-5way1shot-maml-seed0.h5",
