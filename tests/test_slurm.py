@@ -38,7 +38,7 @@ TINY = "workflow/presets/tiny.yaml"
 PAPER = "workflow/presets/paper.yaml"
 REQUIRE = os.environ.get("METALANDSCAPE_REQUIRE_SLURM") == "1"
 START_TIMEOUT = 300  # the first start installs Slurm with apt-get (well under a minute)
-RUN_TIMEOUT = 600
+RUN_TIMEOUT = 1800  # a bound against a hung cluster, not a speed check
 JOB_PREFIX = "mlstest"
 
 

@@ -72,7 +72,9 @@ def lanczos_quadrature(
         vector = torch.as_tensor(rng.standard_normal(size)).to(device=like.device, dtype=like.dtype)
         # tol = −∞: never stop because the top Ritz value converged (its residual bound can
         # underflow to 0); stop after ``steps`` products or on an invariant Krylov space only.
-        run = _LanczosRun(vector, tol=-math.inf, max_iterations=steps, which="LA")
+        run = _LanczosRun(
+            vector, tol=-math.inf, max_iterations=steps, which="LA", stopping="residual"
+        )
         with torch.no_grad():
             while run.result is None:
                 run.step(hessian_vector_product(run.vector))
