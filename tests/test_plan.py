@@ -6,9 +6,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from workflow_copy import copy_workflow
 
-from metalandscape.plan import duration, probe_settings
+from metalandscape.grid import Run, build_grid
+from metalandscape.plan import (
+    PlanError,
+    Probe,
+    choose_probes,
+    cost_key,
+    duration,
+    examples_per_task,
+    fill_in_probes,
+    probe_settings,
+    size_class,
+    workflow_config,
+)
+
+REPO = Path(__file__).resolve().parents[1]
 
 PLAN = [sys.executable, "-m", "metalandscape.cli", "plan"]
 
@@ -74,3 +89,36 @@ def test_probe_tasks_scale_back_to_the_configured_count() -> None:
         "03:00:05",
         "2 d 00:01:01",
     ]
+
+
+def test_probe_limit_covers_every_class_and_interpolates_the_rest() -> None:
+    """The paper grid under --probe-limit: every class probed at its largest task, the other
+    settings' seconds linear in examples per task between probes (exact for a linear cost)."""
+    config = workflow_config(REPO / "config.yaml", [REPO / "workflow/presets/paper.yaml"])
+    runs = list(build_grid(config).runs.values())
+    distinct = {cost_key(run) for run in runs}
+    classes = {size_class(run) for run in runs}
+    assert len(classes) < len(distinct)
+    with pytest.raises(PlanError, match=f"--probe-limit 3 is below the {len(classes)} classes"):
+        choose_probes(runs, 3)
+    assert len(choose_probes(runs, None)) == len(distinct)
+
+    chosen = choose_probes(runs, 2 * len(classes))
+    assert len(chosen) == 2 * len(classes) and len({cost_key(run) for run in chosen}) == len(chosen)
+    for name in classes:
+        sizes = [examples_per_task(run) for run in runs if size_class(run) == name]
+        probed = [examples_per_task(run) for run in chosen if size_class(run) == name]
+        assert max(sizes) in probed and min(sizes) in probed
+
+    def cost(run: Run) -> Probe:  # a linear cost: what interpolation must reproduce exactly
+        size = examples_per_task(run)
+        return Probe(0.5 + 0.01 * size, {("accuracy",): 2.0 + 0.1 * size})
+
+    filled = fill_in_probes(runs, {cost_key(run): cost(run) for run in chosen})
+    assert set(filled) == distinct
+    for run in runs:
+        expected, got = cost(run), filled[cost_key(run)]
+        assert got.seconds_per_iteration == pytest.approx(expected.seconds_per_iteration)
+        assert got.seconds_per_epoch[("accuracy",)] == pytest.approx(
+            expected.seconds_per_epoch[("accuracy",)]
+        )

@@ -38,7 +38,7 @@ TINY = "workflow/presets/tiny.yaml"
 PAPER = "workflow/presets/paper.yaml"
 REQUIRE = os.environ.get("METALANDSCAPE_REQUIRE_SLURM") == "1"
 START_TIMEOUT = 300  # the first start installs Slurm with apt-get (well under a minute)
-RUN_TIMEOUT = 1800  # a bound against a hung cluster, not a speed check
+RUN_TIMEOUT = 900  # a bound against a hung cluster (quiet: ~4 min), not a speed check
 JOB_PREFIX = "mlstest"
 
 
@@ -202,6 +202,34 @@ def cancel_test_jobs(env: dict[str, str]) -> None:
         subprocess.run(["scancel", *ids], env=env, check=False)
 
 
+def hang_report(env: dict[str, str], remote: Path, timeout: subprocess.TimeoutExpired) -> str:
+    """What a hung SLURM run left: the queue, Snakemake's last output, the daemons' logs."""
+
+    def text(value: bytes | str | None) -> str:
+        return value.decode(errors="replace") if isinstance(value, bytes) else value or ""
+
+    queue = subprocess.run(
+        ["squeue", "--states=all", "-o", "%i %j %T %M %R %b"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    state = Path(os.environ.get("METALANDSCAPE_SLURM_DIR", "/tmp/metalandscape-slurm"))
+    logs = []
+    for log in sorted((state / "log").glob("*.log")):
+        logs.append(f"--- {log} (last 30 lines)\n" + "\n".join(log.read_text().splitlines()[-30:]))
+    job_logs = sorted((remote / "results" / "logs" / "slurm").glob("**/*.log"))
+    return "\n".join(
+        [
+            f"squeue:\n{queue.stdout}{queue.stderr}",
+            f"Snakemake's last output:\n{(text(timeout.stdout) + text(timeout.stderr))[-6000:]}",
+            f"SLURM job logs: {[str(path.relative_to(remote)) for path in job_logs]}",
+            *logs,
+        ]
+    )
+
+
 def run_files(directory: Path, pattern: str) -> list[str]:
     return sorted(str(path.relative_to(directory)) for path in directory.glob(pattern))
 
@@ -275,9 +303,10 @@ def test_tiny_preset_on_slurm_matches_a_local_run(
             text=True,
             timeout=RUN_TIMEOUT,
         )
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as timeout:
+        report = hang_report(slurm_env, remote, timeout)
         cancel_test_jobs(slurm_env)
-        raise
+        pytest.fail(f"the tiny preset on SLURM did not finish within {RUN_TIMEOUT}s\n{report}")
     seconds = time.monotonic() - started
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-8000:]

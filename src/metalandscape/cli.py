@@ -482,6 +482,14 @@ def build_parser() -> argparse.ArgumentParser:
         "the config's (default 4)",
     )
     plan.add_argument(
+        "--probe-limit",
+        type=positive_integer,
+        metavar="N",
+        help="probe at most N settings: each class (data set, algorithm, inner steps, ...) gets "
+        "its largest task, then its smallest, ...; the others are interpolated in examples per "
+        "task (default: probe every distinct setting)",
+    )
+    plan.add_argument(
         "--no-probe", action="store_true", help="list the jobs only, without timing anything"
     )
     plan.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")

@@ -15,6 +15,7 @@ uses random images of the same shape and says so: its speed depends on shapes, n
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import tempfile
 import time
@@ -31,6 +32,9 @@ from metalandscape.grid import Grid, Run, build_grid
 SCHEMA = Path("workflow") / "schemas" / "config.schema.yaml"
 #: Settings that change how many iterations a run has, not what one costs.
 COUNT_SETTINGS = ("seed", "variant", "epochs", "iterations_per_epoch")
+#: Settings that change how many examples a task holds: within one class of settings (all else
+#: equal) a probe's time is interpolated linearly in examples per task (``--probe-limit``).
+SIZE_SETTINGS = ("n_way", "k_shot", "query")
 #: Shape of one random stand-in image per data set: (classes per split, samples, *image).
 FAKE_IMAGES: dict[str, tuple[int, ...]] = {
     "fontglot": (40, 20, 28, 28),
@@ -73,6 +77,109 @@ def cost_key(run: Run) -> str:
     return json.dumps(
         {k: v for k, v in run.settings.items() if k not in COUNT_SETTINGS}, sort_keys=True
     )
+
+
+def size_class(run: Run) -> str:
+    """The settings that stay fixed when only the task's size (ways, shots, queries) changes."""
+    skip = (*COUNT_SETTINGS, *SIZE_SETTINGS)
+    return json.dumps({k: v for k, v in run.settings.items() if k not in skip}, sort_keys=True)
+
+
+def examples_per_task(run: Run) -> int:
+    """Support plus query examples of one task of ``run`` (its config's defaults applied)."""
+    from metalandscape.config import resolve_run_config
+
+    config = resolve_run_config({**run.settings, "epochs": 0})
+    return config.n_way * (int(config.k_shot or 1) + int(config.query or 0))
+
+
+def choose_probes(runs: Sequence[Run], limit: int | None) -> list[Run]:
+    """One run per distinct setting to probe; with ``limit``, at most that many.
+
+    Under a limit, each size class gets its largest task first, then its smallest, then (round
+    by round) the middle of its widest unprobed stretch, until the limit is spent. A limit
+    below the number of size classes is an error: a class without a probe has no estimate.
+    """
+    settings: dict[str, Run] = {}
+    for run in runs:
+        settings.setdefault(cost_key(run), run)
+    if limit is None or limit >= len(settings):
+        return list(settings.values())
+    classes: dict[str, list[tuple[int, Run]]] = {}
+    for run in settings.values():
+        classes.setdefault(size_class(run), []).append((examples_per_task(run), run))
+    if limit < len(classes):
+        raise PlanError(
+            f"--probe-limit {limit} is below the {len(classes)} classes of settings this grid "
+            f"needs (one probe each: data set, algorithm, inner steps, ...); use at least "
+            f"{len(classes)}"
+        )
+    members = {
+        name: sorted(entries, key=lambda entry: entry[0]) for name, entries in classes.items()
+    }
+    chosen = {name: [len(entries) - 1] for name, entries in members.items()}  # the largest
+    budget = limit - len(chosen)
+    for name, entries in members.items():  # then the smallest
+        if budget and len(entries) > 1:
+            chosen[name].append(0)
+            budget -= 1
+    while budget:
+        gaps = {name: _widest_gap(chosen[name]) for name in members}
+        if not any(index is not None for index in gaps.values()):
+            break
+        for name, index in gaps.items():
+            if budget and index is not None:
+                chosen[name].append(index)
+                budget -= 1
+    return [members[name][index][1] for name in members for index in sorted(chosen[name])]
+
+
+def _widest_gap(taken: Sequence[int]) -> int | None:
+    """The unprobed index in the middle of the widest stretch between probed ones, if any."""
+    marks = sorted(taken)
+    best: tuple[int, int] | None = None
+    for low, high in itertools.pairwise(marks):
+        if high - low > 1 and (best is None or high - low > best[1] - best[0]):
+            best = (low, high)
+    return None if best is None else (best[0] + best[1]) // 2
+
+
+def fill_in_probes(runs: Sequence[Run], probes: Mapping[str, Probe]) -> dict[str, Probe]:
+    """Every distinct setting's probe: measured, or interpolated within its size class.
+
+    Between two probed task sizes the seconds are interpolated linearly in examples per task;
+    beyond the probed range the nearest probe is used (an upper bound below the largest probe,
+    which :func:`choose_probes` always takes).
+    """
+    filled = dict(probes)
+    measured: dict[str, list[tuple[int, Probe]]] = {}
+    settings: dict[str, Run] = {}
+    for run in runs:
+        settings.setdefault(cost_key(run), run)
+    for key, run in settings.items():
+        if key in probes:
+            measured.setdefault(size_class(run), []).append((examples_per_task(run), probes[key]))
+    for key, run in settings.items():
+        points = sorted(measured.get(size_class(run), []), key=lambda point: point[0])
+        if key in filled or not points:
+            continue
+        size = examples_per_task(run)
+        below = [point for point in points if point[0] <= size]
+        above = [point for point in points if point[0] >= size]
+        if not below or not above:
+            filled[key] = (below or above)[-1 if below else 0][1]
+            continue
+        (low, first), (high, second) = below[-1], above[0]
+        weight = 0.0 if high == low else (size - low) / (high - low)
+        filled[key] = Probe(
+            (1 - weight) * first.seconds_per_iteration + weight * second.seconds_per_iteration,
+            {
+                bundle: (1 - weight) * first.seconds_per_epoch.get(bundle, 0.0)
+                + weight * second.seconds_per_epoch.get(bundle, 0.0)
+                for bundle in {*first.seconds_per_epoch, *second.seconds_per_epoch}
+            },
+        )
+    return filled
 
 
 @dataclass
@@ -319,21 +426,23 @@ def command_plan(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     device = resolve_device(args.device)
-    chosen: dict[str, Run] = {}
-    for run in grid.runs.values():
-        chosen.setdefault(cost_key(run), run)
-    stand_in = {run.settings["dataset"] for run in chosen.values() if _missing_data(run)}
+    runs = list(grid.runs.values())
+    chosen = choose_probes(runs, args.probe_limit)
+    class_bundles: dict[str, set[tuple[str, ...]]] = {}
+    for run in runs:
+        class_bundles.setdefault(size_class(run), set()).update(grid.bundles(run.id))
+    stand_in = {run.settings["dataset"] for run in chosen if _missing_data(run)}
     probes: dict[str, Probe] = {}
     started = time.perf_counter()
     with (
         tempfile.TemporaryDirectory(prefix="metalandscape-plan-") as folder,
         stand_in_data(stand_in),
     ):
-        for index, (key, run) in enumerate(chosen.items(), 1):
+        for index, run in enumerate(chosen, 1):
             print(f"probing setting {index}/{len(chosen)}: {run.id}", flush=True)
-            probes[key] = probe_run(
+            probes[cost_key(run)] = probe_run(
                 run,
-                grid.bundles(run.id),
+                sorted(class_bundles[size_class(run)]),
                 config.get("metrics") or {},
                 iterations=args.probe_iterations,
                 probe_tasks=args.probe_tasks,
@@ -341,9 +450,17 @@ def command_plan(args: argparse.Namespace) -> int:
                 evaluation_seed=int(config.get("evaluation_seed", 0)),
                 folder=Path(folder),
             )
+    distinct = len({cost_key(run) for run in runs})
+    probes = fill_in_probes(runs, probes)
     note = (
         f"estimate on {device} with {args.threads} thread(s), from {len(chosen)} probed "
-        f"setting(s), {args.probe_iterations} iteration(s) each + one metric epoch on "
+        f"of {distinct} distinct setting(s)"
+        + (
+            " (the others interpolated in examples per task within their class)"
+            if len(chosen) < distinct
+            else ""
+        )
+        + f", {args.probe_iterations} iteration(s) each + one metric epoch on "
         f"{args.probe_tasks} and {2 * args.probe_tasks} tasks per metric, extrapolated to the "
         "configured tasks "
         f"(probe took {duration(time.perf_counter() - started)})"

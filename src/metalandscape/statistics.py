@@ -16,11 +16,20 @@ this minimum-seed rule and clipping.
 from __future__ import annotations
 
 import math
+import types
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+
+
+def _scipy_stats() -> types.ModuleType:
+    """``scipy.stats``, imported on first use: it takes seconds, and planning the workflow
+    imports this module through the figure specs without computing any statistic."""
+    from scipy import stats
+
+    return stats
+
 
 #: Fewer finite seeds than this: mean only, no interval.
 MIN_SEEDS_FOR_INTERVAL = 3
@@ -57,7 +66,7 @@ def mean_interval(
     half_width = np.full(mean.shape, np.nan)
     enough = seeds >= MIN_SEEDS_FOR_INTERVAL
     half_width[enough] = (
-        stats.t.ppf(0.975, seeds[enough] - 1) * spread[enough] / np.sqrt(seeds[enough])
+        _scipy_stats().t.ppf(0.975, seeds[enough] - 1) * spread[enough] / np.sqrt(seeds[enough])
     )
     low = np.clip(mean - half_width, *bounds)
     high = np.clip(mean + half_width, *bounds)
@@ -84,9 +93,9 @@ def per_seed_correlation(x: np.ndarray, y: np.ndarray, kind: str = "pearson") ->
     if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return math.nan
     if kind == "pearson":
-        return float(stats.pearsonr(x, y).statistic)
+        return float(_scipy_stats().pearsonr(x, y).statistic)
     if kind == "spearman":
-        return float(stats.spearmanr(x, y).statistic)
+        return float(_scipy_stats().spearmanr(x, y).statistic)
     raise ValueError(f"correlation kind must be 'pearson' or 'spearman', got {kind!r}")
 
 
