@@ -268,21 +268,16 @@ def _subcommand(
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
-    parser = ArgumentParser(
-        prog="metalandscape",
-        description="Loss-landscape study of gradient-based meta-learning (arXiv 1907.07287).",
-        epilog="The Snakemake workflow calls these commands; 'metalandscape COMMAND --help' "
-        "shows each one's options and an example.\nexample:\n"
-        "  metalandscape plan --configfile workflow/presets/tiny.yaml",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def _add_device_options(parser: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--threads``, shared by the commands that run PyTorch."""
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument(
+        "--threads", type=positive_integer, default=1, help="PyTorch threads (default 1)"
     )
-    parser.add_argument("--version", action="version", version=f"metalandscape {__version__}")
-    common = ArgumentParser(add_help=False)
-    common.add_argument("--quiet", action="store_true", help="no progress bars (log lines only)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+
+def _add_data_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    """``data fontglot`` and ``data inspect``."""
     data = _subcommand(
         commands,
         "data",
@@ -291,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
         [],
     )
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    _add_data_fontglot_command(data_commands, common)
+    _add_data_inspect_command(data_commands, common)
+
+
+def _add_data_fontglot_command(data_commands: Any, common: argparse.ArgumentParser) -> None:
+    """``data fontglot``: generate the glyph data set."""
     fontglot = _subcommand(
         data_commands,
         "fontglot",
@@ -312,6 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=positive_integer, default=2, help="processes (default 2)"
     )
     fontglot.set_defaults(handler=_command_data_fontglot)
+
+
+def _add_data_inspect_command(data_commands: Any, common: argparse.ArgumentParser) -> None:
+    """``data inspect``: load a data set and summarise its splits."""
     inspect = _subcommand(
         data_commands,
         "inspect",
@@ -332,13 +337,21 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["lanczos", "nearest"],
         help="image resampling filter (default lanczos)",
     )
-    inspect.add_argument(
+    _add_flag(
+        inspect,
         "--omniglot-proportional-split",
-        action="store_true",
-        help="split an incomplete Omniglot in Finn's proportions instead of refusing it",
+        "split an incomplete Omniglot in Finn's proportions instead of refusing it",
     )
     inspect.set_defaults(handler=_command_data_inspect)
 
+
+def _add_flag(parser: argparse.ArgumentParser, option: str, help: str) -> None:
+    """An on/off option (``store_true``)."""
+    parser.add_argument(option, action="store_true", help=help)
+
+
+def _add_train_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    """``train``: one run, one checkpoint file."""
     train = _subcommand(
         commands,
         "train",
@@ -355,21 +368,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="set a config key (repeatable; overrides --config; keys: --list-config)",
     )
-    train.add_argument(
+    _add_flag(
+        train,
         "--list-config",
-        action="store_true",
-        help="print every config key with its type, default and meaning, then exit",
+        "print every config key with its type, default and meaning, then exit",
     )
     train.add_argument("--out", help="run file (.h5) to write; required unless --list-config")
-    train.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    train.add_argument(
-        "--threads", type=positive_integer, default=1, help="PyTorch threads (default 1)"
-    )
+    _add_device_options(train)
     train.add_argument(
         "--stop-after-epoch", type=int, default=None, help="stop (resumable) after this epoch"
     )
     train.set_defaults(handler=_command_train)
 
+
+def _add_metrics_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    """``metrics``: measure checkpoint epochs with metric plugins."""
     metrics = _subcommand(
         commands,
         "metrics",
@@ -378,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--epoch 0 --epoch 5 --out-dir results/metrics/sine",
         [common],
     )
-    metrics.add_argument("--list", action="store_true", help="list the available metrics")
+    _add_flag(metrics, "--list", "list the available metrics")
     metrics.add_argument("--checkpoint", help="run file (.h5) written by train")
     metrics.add_argument("--epoch", type=int, action="append", help="epoch (repeatable)")
     metrics.add_argument("--metric", action="append", help="metric name (repeatable; see --list)")
@@ -398,12 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the finetune baseline's evaluation head: a fresh seeded head per task (default) "
         "or one head shared by all tasks",
     )
-    metrics.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    metrics.add_argument(
-        "--threads", type=positive_integer, default=1, help="PyTorch threads (default 1)"
-    )
+    _add_device_options(metrics)
     metrics.set_defaults(handler=_command_metrics)
 
+
+def _add_claims_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    """``claims``: check the paper's claims on aggregates."""
     claims = _subcommand(
         commands,
         "claims",
@@ -423,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     claims.add_argument("--config-name", default="", help="named in the Markdown header")
     claims.set_defaults(handler=_command_claims)
 
+
+def _add_aggregate_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    """``aggregate``: combine metric files."""
     aggregate = _subcommand(
         commands,
         "aggregate",
@@ -442,13 +458,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     aggregate.add_argument("--out", required=True, help="aggregate .nc to write")
     aggregate.add_argument("--csv", help="tidy table .csv to write (default: --out with .csv)")
-    aggregate.add_argument(
+    _add_flag(
+        aggregate,
         "--scalars-only",
-        action="store_true",
-        help="leave out per-task variables (much smaller for large grids)",
+        "leave out per-task variables (much smaller for large grids)",
     )
     aggregate.set_defaults(handler=_command_aggregate)
 
+
+def _add_plan_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    """``plan``: list the workflow's jobs and estimate their time."""
     plan = _subcommand(
         commands,
         "plan",
@@ -481,14 +500,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluation tasks per metric in the probe (and twice as many), extrapolated to "
         "the config's (default 4)",
     )
-    plan.add_argument(
-        "--no-probe", action="store_true", help="list the jobs only, without timing anything"
-    )
-    plan.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    plan.add_argument(
-        "--threads", type=positive_integer, default=1, help="PyTorch threads (default 1)"
-    )
+    _add_flag(plan, "--no-probe", "list the jobs only, without timing anything")
+    _add_device_options(plan)
     plan.set_defaults(handler=_command_plan)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = ArgumentParser(
+        prog="metalandscape",
+        description="Loss-landscape study of gradient-based meta-learning (arXiv 1907.07287).",
+        epilog="The Snakemake workflow calls these commands; 'metalandscape COMMAND --help' "
+        "shows each one's options and an example.\nexample:\n"
+        "  metalandscape plan --configfile workflow/presets/tiny.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"metalandscape {__version__}")
+    common = ArgumentParser(add_help=False)
+    _add_flag(common, "--quiet", "no progress bars (log lines only)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in (
+        _add_data_command,
+        _add_train_command,
+        _add_metrics_command,
+        _add_claims_command,
+        _add_aggregate_command,
+        _add_plan_command,
+    ):
+        add_command(commands, common)
 
     from metalandscape.figures import add_figure_parser
 
