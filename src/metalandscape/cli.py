@@ -11,7 +11,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import yaml
 
@@ -276,29 +276,13 @@ def _add_device_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_data_command(commands: Any, common: argparse.ArgumentParser) -> None:
-    """``data fontglot`` and ``data inspect``."""
-    data = _subcommand(
-        commands,
-        "data",
-        "build or inspect a data set",
-        "metalandscape data fontglot --out results/data/fontglot.npz",
-        [],
-    )
-    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
-    _add_data_fontglot_command(data_commands, common)
-    _add_data_inspect_command(data_commands, common)
+def _add_flag(parser: argparse.ArgumentParser, option: str, help: str) -> None:
+    """An on/off option (``store_true``)."""
+    parser.add_argument(option, action="store_true", help=help)
 
 
-def _add_data_fontglot_command(data_commands: Any, common: argparse.ArgumentParser) -> None:
-    """``data fontglot``: generate the glyph data set."""
-    fontglot = _subcommand(
-        data_commands,
-        "fontglot",
-        "generate the embedded Omniglot-like glyph data set (.npz)",
-        "metalandscape data fontglot --out results/data/fontglot.npz --workers 2",
-        [common],
-    )
+def _add_fontglot_options(fontglot: argparse.ArgumentParser) -> None:
+    """Options of ``data fontglot``."""
     fontglot.add_argument("--out", required=True, help="output .npz path")
     fontglot.add_argument(
         "--seed", type=int, default=0, help="seed of the glyph shapes and their noise (default 0)"
@@ -312,18 +296,10 @@ def _add_data_fontglot_command(data_commands: Any, common: argparse.ArgumentPars
     fontglot.add_argument(
         "--workers", type=positive_integer, default=2, help="processes (default 2)"
     )
-    fontglot.set_defaults(handler=_command_data_fontglot)
 
 
-def _add_data_inspect_command(data_commands: Any, common: argparse.ArgumentParser) -> None:
-    """``data inspect``: load a data set and summarise its splits."""
-    inspect = _subcommand(
-        data_commands,
-        "inspect",
-        "load a data set and summarise its splits",
-        "metalandscape data inspect --dataset omniglot --path data/omniglot",
-        [common],
-    )
+def _add_inspect_options(inspect: argparse.ArgumentParser) -> None:
+    """Options of ``data inspect``."""
     inspect.add_argument(
         "--dataset",
         required=True,
@@ -342,24 +318,10 @@ def _add_data_inspect_command(data_commands: Any, common: argparse.ArgumentParse
         "--omniglot-proportional-split",
         "split an incomplete Omniglot in Finn's proportions instead of refusing it",
     )
-    inspect.set_defaults(handler=_command_data_inspect)
 
 
-def _add_flag(parser: argparse.ArgumentParser, option: str, help: str) -> None:
-    """An on/off option (``store_true``)."""
-    parser.add_argument(option, action="store_true", help=help)
-
-
-def _add_train_command(commands: Any, common: argparse.ArgumentParser) -> None:
-    """``train``: one run, one checkpoint file."""
-    train = _subcommand(
-        commands,
-        "train",
-        "train one run and write its HDF5 checkpoint file (one checkpoint per epoch)",
-        "metalandscape train --set dataset=sinusoid --set algorithm=maml --set epochs=5 "
-        "--out results/runs/sine.h5\n  metalandscape train --list-config",
-        [common],
-    )
+def _add_train_options(train: argparse.ArgumentParser) -> None:
+    """Options of ``train``."""
     train.add_argument("--config", help="YAML/JSON file with the run's config keys")
     train.add_argument(
         "--set",
@@ -378,19 +340,10 @@ def _add_train_command(commands: Any, common: argparse.ArgumentParser) -> None:
     train.add_argument(
         "--stop-after-epoch", type=int, default=None, help="stop (resumable) after this epoch"
     )
-    train.set_defaults(handler=_command_train)
 
 
-def _add_metrics_command(commands: Any, common: argparse.ArgumentParser) -> None:
-    """``metrics``: measure checkpoint epochs with metric plugins."""
-    metrics = _subcommand(
-        commands,
-        "metrics",
-        "measure checkpoint epochs with metric plugins and print each value per epoch",
-        "metalandscape metrics --checkpoint results/runs/sine.h5 --metric accuracy "
-        "--epoch 0 --epoch 5 --out-dir results/metrics/sine",
-        [common],
-    )
+def _add_metrics_options(metrics: argparse.ArgumentParser) -> None:
+    """Options of ``metrics``."""
     _add_flag(metrics, "--list", "list the available metrics")
     metrics.add_argument("--checkpoint", help="run file (.h5) written by train")
     metrics.add_argument("--epoch", type=int, action="append", help="epoch (repeatable)")
@@ -412,19 +365,10 @@ def _add_metrics_command(commands: Any, common: argparse.ArgumentParser) -> None
         "or one head shared by all tasks",
     )
     _add_device_options(metrics)
-    metrics.set_defaults(handler=_command_metrics)
 
 
-def _add_claims_command(commands: Any, common: argparse.ArgumentParser) -> None:
-    """``claims``: check the paper's claims on aggregates."""
-    claims = _subcommand(
-        commands,
-        "claims",
-        "check the paper's claims on aggregated Datasets",
-        "metalandscape claims --input results/aggregate/sinusoid.nc "
-        "--out-csv results/claims.csv --out-md results/claims.md",
-        [common],
-    )
+def _add_claims_options(claims: argparse.ArgumentParser) -> None:
+    """Options of ``claims``."""
     claims.add_argument(
         "--input", action="append", required=True, help="aggregated .nc (repeatable)"
     )
@@ -434,19 +378,10 @@ def _add_claims_command(commands: Any, common: argparse.ArgumentParser) -> None:
     claims.add_argument("--out-csv", required=True, help="claims table .csv to write")
     claims.add_argument("--out-md", required=True, help="claims table Markdown to write")
     claims.add_argument("--config-name", default="", help="named in the Markdown header")
-    claims.set_defaults(handler=_command_claims)
 
 
-def _add_aggregate_command(commands: Any, common: argparse.ArgumentParser) -> None:
-    """``aggregate``: combine metric files."""
-    aggregate = _subcommand(
-        commands,
-        "aggregate",
-        "combine metric .nc files into one aggregate .nc and a tidy .csv",
-        "metalandscape aggregate --inputs-from results/aggregate/sinusoid.inputs "
-        "--out results/aggregate/sinusoid.nc",
-        [common],
-    )
+def _add_aggregate_options(aggregate: argparse.ArgumentParser) -> None:
+    """Options of ``aggregate``."""
     aggregate.add_argument(
         "--inputs", nargs="+", action="extend", metavar="FILE", help="metric .nc files"
     )
@@ -463,18 +398,10 @@ def _add_aggregate_command(commands: Any, common: argparse.ArgumentParser) -> No
         "--scalars-only",
         "leave out per-task variables (much smaller for large grids)",
     )
-    aggregate.set_defaults(handler=_command_aggregate)
 
 
-def _add_plan_command(commands: Any, common: argparse.ArgumentParser) -> None:
-    """``plan``: list the workflow's jobs and estimate their time."""
-    plan = _subcommand(
-        commands,
-        "plan",
-        "list the workflow's jobs and estimate their time from a short probe on this device",
-        "metalandscape plan --configfile workflow/presets/paper.yaml --probe-iterations 3",
-        [common],
-    )
+def _add_plan_options(plan: argparse.ArgumentParser) -> None:
+    """Options of ``plan``."""
     plan.add_argument(
         "--configfile",
         action="append",
@@ -502,7 +429,85 @@ def _add_plan_command(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     _add_flag(plan, "--no-probe", "list the jobs only, without timing anything")
     _add_device_options(plan)
-    plan.set_defaults(handler=_command_plan)
+
+
+class _Command(NamedTuple):
+    """A subcommand that takes the common options."""
+
+    name: str
+    help: str
+    example: str
+    add_options: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace], int]
+
+
+_DATA_COMMANDS = (
+    _Command(
+        "fontglot",
+        "generate the embedded Omniglot-like glyph data set (.npz)",
+        "metalandscape data fontglot --out results/data/fontglot.npz --workers 2",
+        _add_fontglot_options,
+        _command_data_fontglot,
+    ),
+    _Command(
+        "inspect",
+        "load a data set and summarise its splits",
+        "metalandscape data inspect --dataset omniglot --path data/omniglot",
+        _add_inspect_options,
+        _command_data_inspect,
+    ),
+)
+_COMMANDS = (
+    _Command(
+        "train",
+        "train one run and write its HDF5 checkpoint file (one checkpoint per epoch)",
+        "metalandscape train --set dataset=sinusoid --set algorithm=maml --set epochs=5 "
+        "--out results/runs/sine.h5\n  metalandscape train --list-config",
+        _add_train_options,
+        _command_train,
+    ),
+    _Command(
+        "metrics",
+        "measure checkpoint epochs with metric plugins and print each value per epoch",
+        "metalandscape metrics --checkpoint results/runs/sine.h5 --metric accuracy "
+        "--epoch 0 --epoch 5 --out-dir results/metrics/sine",
+        _add_metrics_options,
+        _command_metrics,
+    ),
+    _Command(
+        "claims",
+        "check the paper's claims on aggregated Datasets",
+        "metalandscape claims --input results/aggregate/sinusoid.nc "
+        "--out-csv results/claims.csv --out-md results/claims.md",
+        _add_claims_options,
+        _command_claims,
+    ),
+    _Command(
+        "aggregate",
+        "combine metric .nc files into one aggregate .nc and a tidy .csv",
+        "metalandscape aggregate --inputs-from results/aggregate/sinusoid.inputs "
+        "--out results/aggregate/sinusoid.nc",
+        _add_aggregate_options,
+        _command_aggregate,
+    ),
+    _Command(
+        "plan",
+        "list the workflow's jobs and estimate their time from a short probe on this device",
+        "metalandscape plan --configfile workflow/presets/paper.yaml --probe-iterations 3",
+        _add_plan_options,
+        _command_plan,
+    ),
+)
+
+
+def _add_commands(
+    commands: Any, common: argparse.ArgumentParser, table: Sequence[_Command]
+) -> None:
+    """One subcommand per row of ``table``, each with the ``common`` options and its handler."""
+    for name, help, example, add_options, handler in table:
+        command = _subcommand(commands, name, help, example, [common])
+        add_options(command)
+        command.set_defaults(handler=handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -519,15 +524,16 @@ def build_parser() -> argparse.ArgumentParser:
     common = ArgumentParser(add_help=False)
     _add_flag(common, "--quiet", "no progress bars (log lines only)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add_command in (
-        _add_data_command,
-        _add_train_command,
-        _add_metrics_command,
-        _add_claims_command,
-        _add_aggregate_command,
-        _add_plan_command,
-    ):
-        add_command(commands, common)
+    data = _subcommand(
+        commands,
+        "data",
+        "build or inspect a data set",
+        "metalandscape data fontglot --out results/data/fontglot.npz",
+        [],
+    )
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    _add_commands(data_commands, common, _DATA_COMMANDS)
+    _add_commands(commands, common, _COMMANDS)
 
     from metalandscape.figures import add_figure_parser
 
