@@ -31,6 +31,7 @@ from metalandscape.data.tasks import (
     DataError,
     ImageClassificationSource,
     TaskSampler,
+    unequal_counts,
 )
 
 CLASSES_PER_SPLIT = (5, 3, 3)
@@ -221,6 +222,12 @@ def test_unequal_image_counts(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="same count") as error:
         load_miniimagenet(root)
     assert str(class_folder) in str(error.value)
+
+
+def test_unequal_counts_names_the_most_common_count_and_the_others() -> None:
+    assert unequal_counts([20, 20, 19, 20, 18]) == (20, [2, 4], " (and 1 more)")
+    assert unequal_counts([3, 3]) == (3, [], "")
+    assert unequal_counts([2, 5]) == (2, [1], "")  # a tie: the count seen first
 
 
 def test_csv_with_a_missing_image(tmp_path: Path) -> None:

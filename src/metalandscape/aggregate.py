@@ -193,12 +193,71 @@ def _read_file(path: Path) -> _RawFile:
         raise AggregateError(f"{path} is not a readable netCDF file: {error}") from None
 
 
-def _check_metric_file(path: Path, raw: _RawFile) -> list[MetricFile]:
-    """One record per epoch of the metric file, or AggregateError if it is not what
-    :func:`metalandscape.metrics.evaluate.to_dataset` writes."""
+@dataclass
+class _Variables:
+    """A metric file's variables, sorted by kind, each with a leading ``epoch`` axis."""
+
+    epochs: int
+    scalars: dict[str, np.ndarray] = field(default_factory=dict)
+    per_task: dict[str, np.ndarray] = field(default_factory=dict)
+    shaped: dict[str, np.ndarray] = field(default_factory=dict)
+    extra_dims: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    extra_coords: dict[str, np.ndarray] = field(default_factory=dict)
+    attrs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    iterations: np.ndarray = field(init=False)  # NaN: not recorded
+
+    def __post_init__(self) -> None:
+        self.iterations = np.full(self.epochs, np.nan)
+
+    def add(self, path: Path, raw: _RawFile, name: str) -> None:
+        """Check variable ``name`` of ``raw`` and file it under its kind."""
+        dims, values, attrs = raw.variables[name]
+        if name == ITERATION and dims == ("epoch",):
+            self.iterations = np.asarray(values, dtype=np.float64).reshape(self.epochs)
+            return
+        if np.asarray(values).dtype.kind not in "biuf":
+            raise AggregateError(f"{path}: variable {name!r} is not numeric")
+        values = np.asarray(values, dtype=np.float64)
+        has_task, extra = _trailing_dims(path, name, dims)
+        for axis, dim in enumerate(extra, start=len(dims) - len(extra)):
+            coordinate = raw.coords.get(dim)
+            if coordinate is None or coordinate.shape != (values.shape[axis],):
+                raise AggregateError(
+                    f"{path}: dimension {dim!r} of variable {name!r} has no coordinate of its "
+                    "length"
+                )
+            self.extra_coords[dim] = coordinate
+        if extra:
+            self.extra_dims[name] = extra
+        by_epoch = values.reshape(self.epochs, *values.shape[len(GRID_DIMS) :])
+        kind = self.per_task if has_task else self.shaped if extra else self.scalars
+        kind[name] = by_epoch
+        self.attrs[name] = {k: v for k, v in attrs.items() if k not in _DROPPED_VARIABLE_ATTRIBUTES}
+
+
+def _trailing_dims(path: Path, name: str, dims: tuple[str, ...]) -> tuple[bool, tuple[str, ...]]:
+    """Whether a variable has a ``task`` dimension, and its dimensions after that (or GRID_DIMS)."""
+    rest = dims[len(GRID_DIMS) :]
+    has_task = bool(rest) and rest[0] == "task"
+    extra = rest[1:] if has_task else rest
+    if dims[: len(GRID_DIMS)] != GRID_DIMS or {"task", *GRID_DIMS} & set(extra):
+        raise AggregateError(
+            f"{path}: variable {name!r} has dimensions {dims}, expected {GRID_DIMS} "
+            "optionally followed by 'task', then any other dimensions"
+        )
+    return has_task, extra
+
+
+def _metric_name(path: Path, raw: _RawFile) -> str:
+    """The file's ``metric`` attribute."""
     metric = raw.attrs.get("metric")
     if not isinstance(metric, str) or not metric:
         raise AggregateError(f"{path} is not a metric file: it has no 'metric' attribute")
+    return metric
+
+
+def _run_values(path: Path, raw: _RawFile) -> list[Any]:
+    """The file's value of each RUN_DIMS coordinate (each of length 1)."""
     run = []
     for dim in RUN_DIMS:
         values = raw.coords.get(dim)
@@ -208,51 +267,27 @@ def _check_metric_file(path: Path, raw: _RawFile) -> list[MetricFile]:
                 f"{path} is not a metric file: coordinate {dim!r} is {found}, expected length 1"
             )
         run.append(_python_value(values[0]))
+    return run
+
+
+def _epochs(path: Path, raw: _RawFile) -> np.ndarray:
+    """The file's ``epoch`` coordinate (one dimension, not empty)."""
     epochs = raw.coords.get("epoch")
     if epochs is None or epochs.ndim != 1 or epochs.size == 0:
         raise AggregateError(f"{path} is not a metric file: it has no 'epoch' coordinate")
-    scalars: dict[str, np.ndarray] = {}
-    per_task: dict[str, np.ndarray] = {}
-    shaped: dict[str, np.ndarray] = {}
-    extra_dims: dict[str, tuple[str, ...]] = {}
-    extra_coords: dict[str, np.ndarray] = {}
-    variable_attrs = {}
-    iterations = np.full(epochs.size, np.nan)
-    for name, (dims, values, attrs) in raw.variables.items():
-        if name == ITERATION and dims == ("epoch",):
-            iterations = np.asarray(values, dtype=np.float64).reshape(epochs.size)
-            continue
-        if np.asarray(values).dtype.kind not in "biuf":
-            raise AggregateError(f"{path}: variable {name!r} is not numeric")
-        values = np.asarray(values, dtype=np.float64)
-        rest = dims[len(GRID_DIMS) :]
-        has_task = bool(rest) and rest[0] == "task"
-        extra = rest[1:] if has_task else rest
-        if dims[: len(GRID_DIMS)] != GRID_DIMS or {"task", *GRID_DIMS} & set(extra):
-            raise AggregateError(
-                f"{path}: variable {name!r} has dimensions {dims}, expected {GRID_DIMS} "
-                "optionally followed by 'task', then any other dimensions"
-            )
-        for axis, dim in enumerate(extra, start=len(dims) - len(extra)):
-            coordinate = raw.coords.get(dim)
-            if coordinate is None or coordinate.shape != (values.shape[axis],):
-                raise AggregateError(
-                    f"{path}: dimension {dim!r} of variable {name!r} has no coordinate of its "
-                    "length"
-                )
-            extra_coords[dim] = coordinate
-        if extra:
-            extra_dims[name] = extra
-        if has_task:
-            per_task[name] = values.reshape(epochs.size, *values.shape[len(GRID_DIMS) :])
-        elif extra:
-            shaped[name] = values.reshape(epochs.size, *values.shape[len(GRID_DIMS) :])
-        else:
-            scalars[name] = values.reshape(epochs.size)
-        variable_attrs[name] = {
-            k: v for k, v in attrs.items() if k not in _DROPPED_VARIABLE_ATTRIBUTES
-        }
-    if not scalars and not per_task and not shaped:
+    return epochs
+
+
+def _check_metric_file(path: Path, raw: _RawFile) -> list[MetricFile]:
+    """One record per epoch of the metric file, or AggregateError if it is not what
+    :func:`metalandscape.metrics.evaluate.to_dataset` writes."""
+    metric = _metric_name(path, raw)
+    run = _run_values(path, raw)
+    epochs = _epochs(path, raw)
+    variables = _Variables(epochs.size)
+    for name in raw.variables:
+        variables.add(path, raw, name)
+    if not variables.scalars and not variables.per_task and not variables.shaped:
         raise AggregateError(f"{path} is not a metric file: it has no variables")
     settings = str(raw.attrs.get("metric_settings", "{}"))
     return [
@@ -261,13 +296,13 @@ def _check_metric_file(path: Path, raw: _RawFile) -> list[MetricFile]:
             metric,
             settings,
             (*run, _python_value(epoch)),
-            {name: float(values[row]) for name, values in scalars.items()},
-            {name: values[row] for name, values in per_task.items()},
-            variable_attrs,
-            {name: values[row] for name, values in shaped.items()},
-            extra_dims,
-            extra_coords,
-            float(iterations[row]),
+            {name: float(values[row]) for name, values in variables.scalars.items()},
+            {name: values[row] for name, values in variables.per_task.items()},
+            variables.attrs,
+            {name: values[row] for name, values in variables.shaped.items()},
+            variables.extra_dims,
+            variables.extra_coords,
+            float(variables.iterations[row]),
         )
         for row, epoch in enumerate(epochs)
     ]
@@ -309,114 +344,179 @@ def _settings_by_metric(files: Sequence[MetricFile]) -> dict[str, list[Any]]:
     return out
 
 
+@dataclass
+class _Layout:
+    """What the metric files must agree on, checked file by file."""
+
+    seen: dict[tuple[str, tuple[Any, ...]], Path] = field(default_factory=dict)
+    owner: dict[str, str] = field(default_factory=dict)  # variable: its metric
+    owner_file: dict[str, Path] = field(default_factory=dict)
+    is_per_task: dict[str, bool] = field(default_factory=dict)
+    extra_of: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    extra_coords: dict[str, tuple[np.ndarray, Path]] = field(default_factory=dict)
+
+    def add(self, file: MetricFile) -> None:
+        """Check ``file`` against the files added before it."""
+        self._add_run(file)
+        self._add_extra_coords(file)
+        for name in [*file.scalars, *file.shaped]:
+            self._add_variable(file, name, per_task=False)
+        for name in file.per_task:
+            self._add_variable(file, name, per_task=True)
+
+    def _add_run(self, file: MetricFile) -> None:
+        key = (file.metric, file.run)
+        if key in self.seen:
+            run = ", ".join(f"{d}={v}" for d, v in zip(GRID_DIMS, file.run))
+            raise AggregateError(
+                f"{self.seen[key]} and {file.path} both hold metric {file.metric!r} for {run}"
+            )
+        self.seen[key] = file.path
+
+    def _add_extra_coords(self, file: MetricFile) -> None:
+        for dim, coordinate in file.extra_coords.items():
+            known, known_path = self.extra_coords.setdefault(dim, (coordinate, file.path))
+            if known.shape != coordinate.shape or not np.array_equal(known, coordinate):
+                raise AggregateError(
+                    f"coordinate {dim!r} differs between {known_path} and {file.path}: "
+                    "measure them with the same settings"
+                )
+
+    def _add_variable(self, file: MetricFile, name: str, per_task: bool) -> None:
+        extra = file.extra_dims.get(name, ())
+        if self.extra_of.setdefault(name, extra) != extra:
+            raise AggregateError(
+                f"variable {name!r} has dimensions {self.extra_of[name]} after the run's in "
+                f"{self.owner_file[name]} but {extra} in {file.path}"
+            )
+        if self.owner.setdefault(name, file.metric) != file.metric:
+            raise AggregateError(
+                f"variable {name!r} comes from metric {self.owner[name]!r} "
+                f"({self.owner_file[name]}) and metric {file.metric!r} ({file.path})"
+            )
+        self.owner_file.setdefault(name, file.path)
+        if self.is_per_task.setdefault(name, per_task) != per_task:
+            raise AggregateError(
+                f"variable {name!r} is per-task in some files and scalar in others "
+                f"(e.g. {self.owner_file[name]} and {file.path})"
+            )
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """The union grid of the files' run coordinates, and each file's cell on it."""
+
+    files: Sequence[MetricFile]
+    cells: list[tuple[int, ...]]
+    shape: tuple[int, ...]
+    coords: dict[str, Any]  # GRID_DIMS first; the other coordinates are added as they come
+
+    @staticmethod
+    def of(files: Sequence[MetricFile]) -> _Grid:
+        """The grid of ``files``: every level of each of GRID_DIMS that some file holds."""
+        levels = {
+            dim: _sorted_levels(dim, {file.run[i] for file in files})
+            for i, dim in enumerate(GRID_DIMS)
+        }
+        positions = {dim: {level: i for i, level in enumerate(levels[dim])} for dim in GRID_DIMS}
+        cells = [
+            tuple(positions[dim][value] for dim, value in zip(GRID_DIMS, file.run))
+            for file in files
+        ]
+        shape = tuple(len(levels[dim]) for dim in GRID_DIMS)
+        coords: dict[str, Any] = {dim: _coordinate_array(levels[dim]) for dim in GRID_DIMS}
+        return _Grid(files, cells, shape, coords)
+
+    def per_task_values(self, name: str, tasks: int, extra_shape: tuple[int, ...]) -> np.ndarray:
+        """``[*GRID_DIMS, task, *extra]``: each file's tasks first, NaN after and elsewhere."""
+        values = np.full((*self.shape, tasks, *extra_shape), np.nan)
+        for file, cell in zip(self.files, self.cells):
+            vector = file.per_task.get(name)
+            if vector is not None:
+                values[(*cell, slice(0, vector.shape[0]))] = vector
+        return values
+
+    def shaped_values(self, name: str, extra_shape: tuple[int, ...]) -> np.ndarray:
+        """``[*GRID_DIMS, *extra]``, NaN where no file holds ``name``."""
+        values = np.full((*self.shape, *extra_shape), np.nan)
+        for file, cell in zip(self.files, self.cells):
+            if name in file.shaped:
+                values[cell] = file.shaped[name]
+        return values
+
+    def scalar_values(self, name: str) -> np.ndarray:
+        """``[*GRID_DIMS]``, NaN where no file holds ``name``."""
+        holders = [
+            (cell, file.scalars[name])
+            for file, cell in zip(self.files, self.cells)
+            if name in file.scalars
+        ]
+        values = np.full(self.shape, np.nan)
+        values[tuple(np.array([cell for cell, _ in holders]).T)] = [v for _, v in holders]
+        return values
+
+    def iteration_values(self) -> np.ndarray:
+        """Each checkpoint's meta-iteration count, NaN where not recorded."""
+        iteration = np.full(self.shape, np.nan)
+        for file, cell in zip(self.files, self.cells):
+            if np.isfinite(file.iteration):
+                iteration[cell] = file.iteration
+        return iteration
+
+
+def _data_variables(
+    files: Sequence[MetricFile], layout: _Layout, grid: _Grid, include_per_task: bool
+) -> dict[str, Any]:
+    """Every variable on the grid, by metric then name; adds each ``task_<metric>`` coordinate."""
+    attrs_of: dict[str, dict[str, Any]] = {}
+    for file in files:
+        for name, attrs in file.variable_attrs.items():
+            attrs_of.setdefault(name, {**attrs, "metric": file.metric})
+    task_counts: dict[str, int] = {}
+    for file in files:
+        for vector in file.per_task.values():
+            task_counts[file.metric] = max(task_counts.get(file.metric, 0), vector.shape[0])
+    data_vars: dict[str, Any] = {}
+    for name in sorted(layout.owner, key=lambda n: (layout.owner[n], n)):
+        extra = layout.extra_of[name]
+        extra_shape = tuple(grid.coords[dim].size for dim in extra)
+        if layout.is_per_task[name]:
+            if not include_per_task:
+                continue
+            task_dim = f"task_{layout.owner[name]}"
+            tasks = task_counts[layout.owner[name]]
+            grid.coords[task_dim] = np.arange(tasks)
+            values = grid.per_task_values(name, tasks, extra_shape)
+            data_vars[name] = ((*GRID_DIMS, task_dim, *extra), values, attrs_of[name])
+        elif extra:
+            values = grid.shaped_values(name, extra_shape)
+            data_vars[name] = ((*GRID_DIMS, *extra), values, attrs_of[name])
+        else:
+            data_vars[name] = (GRID_DIMS, grid.scalar_values(name), attrs_of[name])
+    return data_vars
+
+
 def combine_metric_files(
     files: Sequence[MetricFile], *, include_per_task: bool = True
 ) -> xr.Dataset:
     """Place checked metric files on the union grid of their run coordinates (NaN elsewhere)."""
     if not files:
         raise AggregateError("no metric files to aggregate")
-    seen: dict[tuple[str, tuple[Any, ...]], Path] = {}
-    owner: dict[str, str] = {}
-    owner_file: dict[str, Path] = {}
-    is_per_task: dict[str, bool] = {}
-    extra_of: dict[str, tuple[str, ...]] = {}
-    extra_coords: dict[str, tuple[np.ndarray, Path]] = {}
+    layout = _Layout()
     for file in files:
-        key = (file.metric, file.run)
-        if key in seen:
-            run = ", ".join(f"{d}={v}" for d, v in zip(GRID_DIMS, file.run))
-            raise AggregateError(
-                f"{seen[key]} and {file.path} both hold metric {file.metric!r} for {run}"
-            )
-        seen[key] = file.path
-        for dim, coordinate in file.extra_coords.items():
-            known, known_path = extra_coords.setdefault(dim, (coordinate, file.path))
-            if known.shape != coordinate.shape or not np.array_equal(known, coordinate):
-                raise AggregateError(
-                    f"coordinate {dim!r} differs between {known_path} and {file.path}: "
-                    "measure them with the same settings"
-                )
-        for name, per_task in [(n, False) for n in [*file.scalars, *file.shaped]] + [
-            (n, True) for n in file.per_task
-        ]:
-            extra = file.extra_dims.get(name, ())
-            if extra_of.setdefault(name, extra) != extra:
-                raise AggregateError(
-                    f"variable {name!r} has dimensions {extra_of[name]} after the run's in "
-                    f"{owner_file[name]} but {extra} in {file.path}"
-                )
-            if owner.setdefault(name, file.metric) != file.metric:
-                raise AggregateError(
-                    f"variable {name!r} comes from metric {owner[name]!r} ({owner_file[name]}) "
-                    f"and metric {file.metric!r} ({file.path})"
-                )
-            owner_file.setdefault(name, file.path)
-            if is_per_task.setdefault(name, per_task) != per_task:
-                raise AggregateError(
-                    f"variable {name!r} is per-task in some files and scalar in others "
-                    f"(e.g. {owner_file[name]} and {file.path})"
-                )
-    levels = {
-        dim: _sorted_levels(dim, {file.run[i] for file in files}) for i, dim in enumerate(GRID_DIMS)
-    }
-    positions = {dim: {level: i for i, level in enumerate(levels[dim])} for dim in GRID_DIMS}
-    cells = [
-        tuple(positions[dim][value] for dim, value in zip(GRID_DIMS, file.run)) for file in files
-    ]
-    grid_shape = tuple(len(levels[dim]) for dim in GRID_DIMS)
-    coords: dict[str, Any] = {dim: _coordinate_array(levels[dim]) for dim in GRID_DIMS}
-    data_vars: dict[str, Any] = {}
-    attrs_of: dict[str, dict[str, Any]] = {}
-    for file in files:
-        for name, attrs in file.variable_attrs.items():
-            attrs_of.setdefault(name, {**attrs, "metric": file.metric})
-    for dim, (coordinate, _) in extra_coords.items():
-        coords[dim] = _coordinate_array(list(coordinate))
-    task_counts: dict[str, int] = {}
-    for file in files:
-        for vector in file.per_task.values():
-            task_counts[file.metric] = max(task_counts.get(file.metric, 0), vector.shape[0])
-    for name in sorted(owner, key=lambda n: (owner[n], n)):
-        extra = extra_of[name]
-        extra_shape = tuple(coords[dim].size for dim in extra)
-        if is_per_task[name]:
-            if not include_per_task:
-                continue
-            task_dim = f"task_{owner[name]}"
-            tasks = task_counts[owner[name]]
-            coords[task_dim] = np.arange(tasks)
-            values = np.full((*grid_shape, tasks, *extra_shape), np.nan)
-            for file, cell in zip(files, cells):
-                vector = file.per_task.get(name)
-                if vector is not None:
-                    values[(*cell, slice(0, vector.shape[0]))] = vector
-            data_vars[name] = ((*GRID_DIMS, task_dim, *extra), values, attrs_of[name])
-        elif extra:
-            values = np.full((*grid_shape, *extra_shape), np.nan)
-            for file, cell in zip(files, cells):
-                if name in file.shaped:
-                    values[cell] = file.shaped[name]
-            data_vars[name] = ((*GRID_DIMS, *extra), values, attrs_of[name])
-        else:
-            holders = [
-                (cell, file.scalars[name])
-                for file, cell in zip(files, cells)
-                if name in file.scalars
-            ]
-            values = np.full(grid_shape, np.nan)
-            values[tuple(np.array([cell for cell, _ in holders]).T)] = [v for _, v in holders]
-            data_vars[name] = (GRID_DIMS, values, attrs_of[name])
-    iteration = np.full(grid_shape, np.nan)
-    for file, cell in zip(files, cells):
-        if np.isfinite(file.iteration):
-            iteration[cell] = file.iteration
+        layout.add(file)
+    grid = _Grid.of(files)
+    for dim, (coordinate, _) in layout.extra_coords.items():
+        grid.coords[dim] = _coordinate_array(list(coordinate))
+    data_vars = _data_variables(files, layout, grid, include_per_task)
+    iteration = grid.iteration_values()
     if np.isfinite(iteration).any():
-        coords[ITERATION] = (
+        grid.coords[ITERATION] = (
             GRID_DIMS,
             iteration,
             {"long_name": "meta-training iterations done at the checkpoint", "units": "1"},
         )
-    dataset = xr.Dataset(data_vars, coords=coords)
+    dataset = xr.Dataset(data_vars, coords=grid.coords)
     dataset.attrs.update(
         {
             "title": "metalandscape metric aggregate",

@@ -11,7 +11,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import yaml
 
@@ -268,36 +268,21 @@ def _subcommand(
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
-    parser = ArgumentParser(
-        prog="metalandscape",
-        description="Loss-landscape study of gradient-based meta-learning (arXiv 1907.07287).",
-        epilog="The Snakemake workflow calls these commands; 'metalandscape COMMAND --help' "
-        "shows each one's options and an example.\nexample:\n"
-        "  metalandscape plan --configfile workflow/presets/tiny.yaml",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def _add_device_options(parser: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--threads``, shared by the commands that run PyTorch."""
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument(
+        "--threads", type=positive_integer, default=1, help="PyTorch threads (default 1)"
     )
-    parser.add_argument("--version", action="version", version=f"metalandscape {__version__}")
-    common = ArgumentParser(add_help=False)
-    common.add_argument("--quiet", action="store_true", help="no progress bars (log lines only)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    data = _subcommand(
-        commands,
-        "data",
-        "build or inspect a data set",
-        "metalandscape data fontglot --out results/data/fontglot.npz",
-        [],
-    )
-    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
-    fontglot = _subcommand(
-        data_commands,
-        "fontglot",
-        "generate the embedded Omniglot-like glyph data set (.npz)",
-        "metalandscape data fontglot --out results/data/fontglot.npz --workers 2",
-        [common],
-    )
+
+def _add_flag(parser: argparse.ArgumentParser, option: str, help: str) -> None:
+    """An on/off option (``store_true``)."""
+    parser.add_argument(option, action="store_true", help=help)
+
+
+def _add_fontglot_options(fontglot: argparse.ArgumentParser) -> None:
+    """Options of ``data fontglot``."""
     fontglot.add_argument("--out", required=True, help="output .npz path")
     fontglot.add_argument(
         "--seed", type=int, default=0, help="seed of the glyph shapes and their noise (default 0)"
@@ -311,14 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     fontglot.add_argument(
         "--workers", type=positive_integer, default=2, help="processes (default 2)"
     )
-    fontglot.set_defaults(handler=_command_data_fontglot)
-    inspect = _subcommand(
-        data_commands,
-        "inspect",
-        "load a data set and summarise its splits",
-        "metalandscape data inspect --dataset omniglot --path data/omniglot",
-        [common],
-    )
+
+
+def _add_inspect_options(inspect: argparse.ArgumentParser) -> None:
+    """Options of ``data inspect``."""
     inspect.add_argument(
         "--dataset",
         required=True,
@@ -332,21 +313,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["lanczos", "nearest"],
         help="image resampling filter (default lanczos)",
     )
-    inspect.add_argument(
+    _add_flag(
+        inspect,
         "--omniglot-proportional-split",
-        action="store_true",
-        help="split an incomplete Omniglot in Finn's proportions instead of refusing it",
+        "split an incomplete Omniglot in Finn's proportions instead of refusing it",
     )
-    inspect.set_defaults(handler=_command_data_inspect)
 
-    train = _subcommand(
-        commands,
-        "train",
-        "train one run and write its HDF5 checkpoint file (one checkpoint per epoch)",
-        "metalandscape train --set dataset=sinusoid --set algorithm=maml --set epochs=5 "
-        "--out results/runs/sine.h5\n  metalandscape train --list-config",
-        [common],
-    )
+
+def _add_train_options(train: argparse.ArgumentParser) -> None:
+    """Options of ``train``."""
     train.add_argument("--config", help="YAML/JSON file with the run's config keys")
     train.add_argument(
         "--set",
@@ -355,30 +330,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="set a config key (repeatable; overrides --config; keys: --list-config)",
     )
-    train.add_argument(
+    _add_flag(
+        train,
         "--list-config",
-        action="store_true",
-        help="print every config key with its type, default and meaning, then exit",
+        "print every config key with its type, default and meaning, then exit",
     )
     train.add_argument("--out", help="run file (.h5) to write; required unless --list-config")
-    train.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    train.add_argument(
-        "--threads", type=positive_integer, default=1, help="PyTorch threads (default 1)"
-    )
+    _add_device_options(train)
     train.add_argument(
         "--stop-after-epoch", type=int, default=None, help="stop (resumable) after this epoch"
     )
-    train.set_defaults(handler=_command_train)
 
-    metrics = _subcommand(
-        commands,
-        "metrics",
-        "measure checkpoint epochs with metric plugins and print each value per epoch",
-        "metalandscape metrics --checkpoint results/runs/sine.h5 --metric accuracy "
-        "--epoch 0 --epoch 5 --out-dir results/metrics/sine",
-        [common],
-    )
-    metrics.add_argument("--list", action="store_true", help="list the available metrics")
+
+def _add_metrics_options(metrics: argparse.ArgumentParser) -> None:
+    """Options of ``metrics``."""
+    _add_flag(metrics, "--list", "list the available metrics")
     metrics.add_argument("--checkpoint", help="run file (.h5) written by train")
     metrics.add_argument("--epoch", type=int, action="append", help="epoch (repeatable)")
     metrics.add_argument("--metric", action="append", help="metric name (repeatable; see --list)")
@@ -398,20 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the finetune baseline's evaluation head: a fresh seeded head per task (default) "
         "or one head shared by all tasks",
     )
-    metrics.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    metrics.add_argument(
-        "--threads", type=positive_integer, default=1, help="PyTorch threads (default 1)"
-    )
-    metrics.set_defaults(handler=_command_metrics)
+    _add_device_options(metrics)
 
-    claims = _subcommand(
-        commands,
-        "claims",
-        "check the paper's claims on aggregated Datasets",
-        "metalandscape claims --input results/aggregate/sinusoid.nc "
-        "--out-csv results/claims.csv --out-md results/claims.md",
-        [common],
-    )
+
+def _add_claims_options(claims: argparse.ArgumentParser) -> None:
+    """Options of ``claims``."""
     claims.add_argument(
         "--input", action="append", required=True, help="aggregated .nc (repeatable)"
     )
@@ -421,16 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
     claims.add_argument("--out-csv", required=True, help="claims table .csv to write")
     claims.add_argument("--out-md", required=True, help="claims table Markdown to write")
     claims.add_argument("--config-name", default="", help="named in the Markdown header")
-    claims.set_defaults(handler=_command_claims)
 
-    aggregate = _subcommand(
-        commands,
-        "aggregate",
-        "combine metric .nc files into one aggregate .nc and a tidy .csv",
-        "metalandscape aggregate --inputs-from results/aggregate/sinusoid.inputs "
-        "--out results/aggregate/sinusoid.nc",
-        [common],
-    )
+
+def _add_aggregate_options(aggregate: argparse.ArgumentParser) -> None:
+    """Options of ``aggregate``."""
     aggregate.add_argument(
         "--inputs", nargs="+", action="extend", metavar="FILE", help="metric .nc files"
     )
@@ -442,20 +393,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     aggregate.add_argument("--out", required=True, help="aggregate .nc to write")
     aggregate.add_argument("--csv", help="tidy table .csv to write (default: --out with .csv)")
-    aggregate.add_argument(
+    _add_flag(
+        aggregate,
         "--scalars-only",
-        action="store_true",
-        help="leave out per-task variables (much smaller for large grids)",
+        "leave out per-task variables (much smaller for large grids)",
     )
-    aggregate.set_defaults(handler=_command_aggregate)
 
-    plan = _subcommand(
-        commands,
-        "plan",
-        "list the workflow's jobs and estimate their time from a short probe on this device",
-        "metalandscape plan --configfile workflow/presets/paper.yaml --probe-iterations 3",
-        [common],
-    )
+
+def _add_plan_options(plan: argparse.ArgumentParser) -> None:
+    """Options of ``plan``."""
     plan.add_argument(
         "--configfile",
         action="append",
@@ -489,14 +435,113 @@ def build_parser() -> argparse.ArgumentParser:
         "its largest task, then its smallest, ...; the others are interpolated in examples per "
         "task (default: probe every distinct setting)",
     )
-    plan.add_argument(
-        "--no-probe", action="store_true", help="list the jobs only, without timing anything"
+    _add_flag(plan, "--no-probe", "list the jobs only, without timing anything")
+    _add_device_options(plan)
+
+
+class _Command(NamedTuple):
+    """A subcommand that takes the common options."""
+
+    name: str
+    help: str
+    example: str
+    add_options: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace], int]
+
+
+_DATA_COMMANDS = (
+    _Command(
+        "fontglot",
+        "generate the embedded Omniglot-like glyph data set (.npz)",
+        "metalandscape data fontglot --out results/data/fontglot.npz --workers 2",
+        _add_fontglot_options,
+        _command_data_fontglot,
+    ),
+    _Command(
+        "inspect",
+        "load a data set and summarise its splits",
+        "metalandscape data inspect --dataset omniglot --path data/omniglot",
+        _add_inspect_options,
+        _command_data_inspect,
+    ),
+)
+_COMMANDS = (
+    _Command(
+        "train",
+        "train one run and write its HDF5 checkpoint file (one checkpoint per epoch)",
+        "metalandscape train --set dataset=sinusoid --set algorithm=maml --set epochs=5 "
+        "--out results/runs/sine.h5\n  metalandscape train --list-config",
+        _add_train_options,
+        _command_train,
+    ),
+    _Command(
+        "metrics",
+        "measure checkpoint epochs with metric plugins and print each value per epoch",
+        "metalandscape metrics --checkpoint results/runs/sine.h5 --metric accuracy "
+        "--epoch 0 --epoch 5 --out-dir results/metrics/sine",
+        _add_metrics_options,
+        _command_metrics,
+    ),
+    _Command(
+        "claims",
+        "check the paper's claims on aggregated Datasets",
+        "metalandscape claims --input results/aggregate/sinusoid.nc "
+        "--out-csv results/claims.csv --out-md results/claims.md",
+        _add_claims_options,
+        _command_claims,
+    ),
+    _Command(
+        "aggregate",
+        "combine metric .nc files into one aggregate .nc and a tidy .csv",
+        "metalandscape aggregate --inputs-from results/aggregate/sinusoid.inputs "
+        "--out results/aggregate/sinusoid.nc",
+        _add_aggregate_options,
+        _command_aggregate,
+    ),
+    _Command(
+        "plan",
+        "list the workflow's jobs and estimate their time from a short probe on this device",
+        "metalandscape plan --configfile workflow/presets/paper.yaml --probe-iterations 3",
+        _add_plan_options,
+        _command_plan,
+    ),
+)
+
+
+def _add_commands(
+    commands: Any, common: argparse.ArgumentParser, table: Sequence[_Command]
+) -> None:
+    """One subcommand per row of ``table``, each with the ``common`` options and its handler."""
+    for name, help, example, add_options, handler in table:
+        command = _subcommand(commands, name, help, example, [common])
+        add_options(command)
+        command.set_defaults(handler=handler)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = ArgumentParser(
+        prog="metalandscape",
+        description="Loss-landscape study of gradient-based meta-learning (arXiv 1907.07287).",
+        epilog="The Snakemake workflow calls these commands; 'metalandscape COMMAND --help' "
+        "shows each one's options and an example.\nexample:\n"
+        "  metalandscape plan --configfile workflow/presets/tiny.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    plan.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    plan.add_argument(
-        "--threads", type=positive_integer, default=1, help="PyTorch threads (default 1)"
+    parser.add_argument("--version", action="version", version=f"metalandscape {__version__}")
+    common = ArgumentParser(add_help=False)
+    _add_flag(common, "--quiet", "no progress bars (log lines only)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    data = _subcommand(
+        commands,
+        "data",
+        "build or inspect a data set",
+        "metalandscape data fontglot --out results/data/fontglot.npz",
+        [],
     )
-    plan.set_defaults(handler=_command_plan)
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    _add_commands(data_commands, common, _DATA_COMMANDS)
+    _add_commands(commands, common, _COMMANDS)
 
     from metalandscape.figures import add_figure_parser
 

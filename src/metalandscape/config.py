@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -341,14 +342,12 @@ def _check_resize(values: dict[str, Any]) -> None:
         )
 
 
-def _check_hidden_sizes(values: dict[str, Any]) -> tuple[int, ...]:
-    hidden = values["hidden_sizes"]
+def _check_hidden_sizes(values: dict[str, Any], key: str) -> tuple[int, ...]:
+    hidden = values[key]
     if not isinstance(hidden, list | tuple) or not all(
         isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden
     ):
-        raise ConfigError(
-            f"config key 'hidden_sizes' must be a list of positive ints, got {hidden!r}"
-        )
+        raise ConfigError(f"config key {key!r} must be a list of positive ints, got {hidden!r}")
     return tuple(hidden)
 
 
@@ -357,9 +356,29 @@ def _check_flag(values: dict[str, Any], key: str) -> None:
         raise ConfigError(f"config key {key!r} must be true or false, got {values[key]!r}")
 
 
-def _check_values(values: dict[str, Any]) -> list[str]:
-    """Every problem of ``values`` (one line each); fixes up ranges and lists in place."""
-    errors: list[str] = []
+def _check_step_size_range(values: dict[str, Any], key: str) -> tuple[float, float]:
+    """Meta-SGD's α initialisation range: a [low, high] pair with low ≥ 0."""
+    low, high = _check_range(values, key)
+    if low < 0:
+        raise ConfigError(f"config key {key!r} must have low ≥ 0, got [{low}, {high}]")
+    return (low, high)
+
+
+def _store_checked(
+    errors: list[str],
+    values: dict[str, Any],
+    key: str,
+    check: Callable[[dict[str, Any], str], Any],
+) -> None:
+    """Run ``check(values, key)`` when ``key`` is set; store its fixed-up value, or record why not."""
+    if key in values:
+        checked = _collect(errors, check, values, key)
+        if checked is not None:
+            values[key] = checked
+
+
+def _check_keys(values: dict[str, Any], errors: list[str]) -> None:
+    """Unknown keys (removed from ``values``), and the required dataset and algorithm."""
     unknown = sorted(set(values) - set(_FIELDS))
     if unknown:
         errors.append(
@@ -377,6 +396,10 @@ def _check_values(values: dict[str, Any]) -> list[str]:
         errors.append(
             f"config key 'algorithm' must be one of {ALGORITHMS}, got {values['algorithm']!r}"
         )
+
+
+def _check_numbers(values: dict[str, Any], errors: list[str]) -> None:
+    """Counts, rates and the sinusoid ranges (stored back as float pairs)."""
     for key in ("n_way", "k_shot", "query", "inner_steps", "meta_batch_size", "filters"):
         _collect(errors, _check_positive_int, values, key)
     for key in ("iterations_per_epoch", "task_chunk_size", "finetune_batch_size", "train_classes"):
@@ -387,10 +410,11 @@ def _check_values(values: dict[str, Any]) -> list[str]:
         _collect(errors, _check_positive_float, values, key)
     _collect(errors, _check_positive_float, values, "regularizer_gamma", allow_zero=True)
     for key in ("train_amplitude", "train_phase", "test_amplitude", "test_phase"):
-        if key in values:
-            checked = _collect(errors, _check_range, values, key)
-            if checked is not None:
-                values[key] = checked
+        _store_checked(errors, values, key, _check_range)
+
+
+def _check_algorithm_options(values: dict[str, Any], errors: list[str]) -> None:
+    """The on/off flags and the Reptile and Meta-SGD settings."""
     for key in (
         "omniglot_proportional_split",
         "reptile_anneal",
@@ -401,19 +425,12 @@ def _check_values(values: dict[str, Any]) -> list[str]:
     _collect(errors, _check_positive_float, values, "reptile_outer_step_size")
     _collect(errors, _check_choice, values, "reptile_inner_optimizer", ("sgd", "adam"))
     _collect(errors, _check_choice, values, "metasgd_step_size_init", ("uniform", "constant"))
-    if "metasgd_step_size_range" in values:
-        step_sizes = _collect(errors, _check_range, values, "metasgd_step_size_range")
-        if step_sizes is not None and step_sizes[0] < 0:
-            errors.append(
-                "config key 'metasgd_step_size_range' must have low ≥ 0, "
-                f"got [{step_sizes[0]}, {step_sizes[1]}]"
-            )
-        elif step_sizes is not None:
-            values["metasgd_step_size_range"] = step_sizes
-    if "hidden_sizes" in values:
-        hidden = _collect(errors, _check_hidden_sizes, values)
-        if hidden is not None:
-            values["hidden_sizes"] = hidden
+    _store_checked(errors, values, "metasgd_step_size_range", _check_step_size_range)
+
+
+def _check_model_and_data(values: dict[str, Any], errors: list[str]) -> None:
+    """Model shape, data options, checkpoints, and the keys that depend on the dataset."""
+    _store_checked(errors, values, "hidden_sizes", _check_hidden_sizes)
     _collect(errors, _check_choices, values)
     _collect(errors, _check_resize, values)
     if values.get("train_classes") is not None and values.get("dataset") == "sinusoid":
@@ -438,6 +455,13 @@ def _check_values(values: dict[str, Any]) -> list[str]:
             f"dataset {values['dataset']!r} needs 'data_path' (the folder holding its files); "
             "see README's data layouts"
         )
+
+
+def _check_values(values: dict[str, Any]) -> list[str]:
+    """Every problem of ``values`` (one line each); fixes up ranges and lists in place."""
+    errors: list[str] = []
+    for check in (_check_keys, _check_numbers, _check_algorithm_options, _check_model_and_data):
+        check(values, errors)
     return errors
 
 

@@ -28,7 +28,6 @@ import csv
 import json
 import os
 import pickle
-from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,7 +38,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from metalandscape.data.tasks import SPLITS, ClassImages, DataError
+from metalandscape.data.tasks import SPLITS, ClassImages, DataError, unequal_counts
 
 MINIIMAGENET_LAYOUTS: tuple[str, ...] = (
     "torchmeta: {train,val,test}_data.hdf5 and {train,val,test}_labels.json "
@@ -442,12 +441,12 @@ def _check_image_array(dtype: np.dtype, shape: tuple[int, ...], where: str) -> N
 
 def _check_equal_counts(counts: dict[str, int], where: str) -> None:
     """Every class needs as many images as the most common count (600 in MiniImagenet)."""
-    expected, _ = Counter(counts.values()).most_common(1)[0]
-    odd = [name for name, count in counts.items() if count != expected]
+    names = list(counts)
+    expected, odd, more = unequal_counts([counts[name] for name in names])
     if odd:
-        more = f" (and {len(odd) - 1} more)" if len(odd) > 1 else ""
+        first = names[odd[0]]
         raise DataError(
-            f"{where}: class {odd[0]} has {counts[odd[0]]} images, other classes have "
+            f"{where}: class {first} has {counts[first]} images, other classes have "
             f"{expected}{more}; every class of a split needs the same count"
         )
 

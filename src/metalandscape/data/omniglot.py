@@ -31,7 +31,6 @@ import os
 import threading
 import zipfile
 import zlib
-from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -44,7 +43,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from metalandscape.data.splits import OMNIGLOT_CLASSES, finn_split
-from metalandscape.data.tasks import SPLITS, ClassImages, DataError
+from metalandscape.data.tasks import SPLITS, ClassImages, DataError, unequal_counts
 
 ResizeMode = Literal["lanczos", "nearest"]
 
@@ -102,13 +101,19 @@ class _CharacterFolder:
     read: Callable[[str], bytes]
 
 
-def find_omniglot_layout(path: str | Path) -> OmniglotLayout:
-    """The layout :func:`load_omniglot` would read at ``path``, without decoding any image."""
+def _existing_root(path: str | Path) -> Path:
+    """``path`` with ``~`` expanded, or DataError if nothing is there."""
     root = Path(path).expanduser()
     if not root.exists():
         raise DataError(
             f"Omniglot path {root} does not exist; accepted layouts: {describe_layouts()}"
         )
+    return root
+
+
+def find_omniglot_layout(path: str | Path) -> OmniglotLayout:
+    """The layout :func:`load_omniglot` would read at ``path``, without decoding any image."""
+    root = _existing_root(path)
     with ExitStack() as archives:
         layout = OmniglotLayout(root, "", [], [])
         _find_characters(root, archives, layout)
@@ -133,11 +138,7 @@ def load_omniglot(
         raise DataError(f"image_size must be a positive integer, got {image_size!r}")
     if resize not in RESIZE_MODES:
         raise DataError(f"resize must be 'lanczos' or 'nearest', got {resize!r}")
-    root = Path(path).expanduser()
-    if not root.exists():
-        raise DataError(
-            f"Omniglot path {root} does not exist; accepted layouts: {describe_layouts()}"
-        )
+    root = _existing_root(path)
     with ExitStack() as archives:
         layout = OmniglotLayout(root, "", [], [])
         characters = _find_characters(root, archives, layout)
@@ -348,12 +349,11 @@ def _check_unique_keys(characters: Sequence[_CharacterFolder]) -> None:
 
 def _check_equal_counts(characters: Sequence[_CharacterFolder]) -> None:
     """Every character must have as many drawings as the most common count (20 in Omniglot)."""
-    expected, _ = Counter(len(c.members) for c in characters).most_common(1)[0]
-    odd = [c for c in characters if len(c.members) != expected]
+    expected, odd, more = unequal_counts([len(c.members) for c in characters])
     if odd:
-        more = f" (and {len(odd) - 1} more)" if len(odd) > 1 else ""
+        first = characters[odd[0]]
         raise DataError(
-            f"Omniglot character folder {odd[0].location} has {len(odd[0].members)} images, "
+            f"Omniglot character folder {first.location} has {len(first.members)} images, "
             f"other characters have {expected}{more}; every character needs the same count"
         )
 

@@ -9,6 +9,7 @@ so evaluation task sets are identical at every epoch and on every machine.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -155,6 +156,18 @@ class ClassImages:
             )
         if len(self.class_names) != self.images.shape[0]:
             raise ValueError("one class name per class is required")
+
+
+def unequal_counts(counts: Sequence[int]) -> tuple[int, list[int], str]:
+    """How ``counts`` (images per class) fall short of one ``ClassImages`` array.
+
+    Returns the most common count (the first seen on a tie), the positions of the counts that
+    differ from it, and ``" (and N more)"`` for the differing ones after the first (else ``""``).
+    """
+    expected, _ = Counter(counts).most_common(1)[0]
+    odd = [position for position, count in enumerate(counts) if count != expected]
+    more = f" (and {len(odd) - 1} more)" if len(odd) > 1 else ""
+    return expected, odd, more
 
 
 @dataclass(frozen=True)
