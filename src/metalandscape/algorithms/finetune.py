@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from metalandscape.algorithms import EvaluationStart, HeadMode
+from metalandscape.algorithms._shared import TrainedParameters
 from metalandscape.config import RunConfig
 from metalandscape.data.tasks import TaskKind, TaskSource, task_rng
 from metalandscape.functional import Params, forward, loss_from_outputs, score_from_outputs
@@ -42,7 +43,7 @@ def task_head_seed(evaluation_seed: int, task_index: int) -> int:
     return int(state[0])
 
 
-class SupervisedLearner:
+class SupervisedLearner(TrainedParameters):
     """Ordinary supervised training of the whole network with Adam."""
 
     def __init__(
@@ -57,14 +58,10 @@ class SupervisedLearner:
         batch_size: int | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
-        self.model = model
-        self.kind = kind
+        super().__init__(model, params, kind, learning_rate, device)
         self.source = source
         self.seed = seed
         self.batch_size = batch_size
-        self.device = torch.device(device)
-        self.params = {name: p.detach().clone().requires_grad_(True) for name, p in params.items()}
-        self.optimizer = torch.optim.Adam(self.params.values(), lr=learning_rate)
 
     def step(self, inputs: Tensor, labels: Tensor) -> tuple[float, float]:
         """One Adam step on a batch; returns (loss, accuracy or MSE)."""
