@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import Tensor, nn
 
-from metalandscape.algorithms import EvaluationStart, HeadMode
+from metalandscape.algorithms import EvaluationStart, HeadMode, Learner
 from metalandscape.config import RunConfig
 from metalandscape.data.tasks import TaskBatch, TaskKind, TaskSampler, TaskSource
 from metalandscape.functional import (
@@ -41,11 +41,27 @@ def check_inner_loop(inner_steps: int, task_chunk_size: int | None) -> None:
         raise ValueError(f"task_chunk_size must be positive or None, got {task_chunk_size}")
 
 
+def resolved_inner_loop(config: RunConfig) -> tuple[int, float]:
+    """The run's ``inner_steps`` and ``inner_step_size`` (refused before the config is resolved)."""
+    if config.inner_steps is None or config.inner_step_size is None:
+        raise ValueError("run config has no inner_steps/inner_step_size; resolve it first")
+    return config.inner_steps, config.inner_step_size
+
+
+def inner_loop_settings(config: RunConfig) -> dict[str, Any]:
+    """A meta-learner's settings keywords from the run: T, α and tasks per ``vmap`` call."""
+    steps, step_size = resolved_inner_loop(config)
+    return {
+        "inner_steps": steps,
+        "inner_step_size": step_size,
+        "task_chunk_size": config.task_chunk_size,
+    }
+
+
 class InnerLoopSettings(Protocol):
-    """What every meta-learner's settings hold."""
+    """What every algorithm's settings hold: the evaluation inner loop."""
 
     inner_steps: int
-    task_chunk_size: int | None
 
     def start_and_step_sizes(self, params: Params) -> tuple[Params, float | StepSizes]:
         """Where evaluation adapts from, and with which step sizes, for trained ``params``."""
@@ -95,6 +111,19 @@ ChunkAdaptation = Callable[[Params, TaskChunk], Params]
 """Adapted parameters of a chunk's tasks from their per-task starts (:meth:`TaskChunk.starts`)."""
 
 
+def support_adaptation(
+    adapt_task: Callable[..., Params], model: nn.Module, **options: Any
+) -> ChunkAdaptation:
+    """``adapt_task(model, starts, support inputs, support labels, batched=…, **options)`` on
+    each chunk: :func:`~metalandscape.functional.adapt` or an inner loop called like it."""
+
+    def adapt_chunk(starts: Params, chunk: TaskChunk) -> Params:
+        inputs, labels = chunk.support_inputs, chunk.support_labels
+        return adapt_task(model, starts, inputs, labels, batched=chunk.batched, **options)
+
+    return adapt_chunk
+
+
 def inner_loop(
     model: nn.Module,
     kind: TaskKind,
@@ -104,21 +133,9 @@ def inner_loop(
     create_graph: bool,
 ) -> ChunkAdaptation:
     """:func:`~metalandscape.functional.adapt` on each chunk's support sets."""
-
-    def adapt_chunk(starts: Params, chunk: TaskChunk) -> Params:
-        return adapt(
-            model,
-            starts,
-            chunk.support_inputs,
-            chunk.support_labels,
-            kind=kind,
-            steps=steps,
-            step_size=step_size,
-            create_graph=create_graph,
-            batched=chunk.batched,
-        )
-
-    return adapt_chunk
+    return support_adaptation(
+        adapt, model, kind=kind, steps=steps, step_size=step_size, create_graph=create_graph
+    )
 
 
 def target_losses(
@@ -139,60 +156,6 @@ def target_losses(
     return losses, scores
 
 
-def adapt_chunks(
-    model: nn.Module,
-    params: Params,
-    batch: TaskBatch,
-    kind: TaskKind,
-    *,
-    task_chunk_size: int | None,
-    adapt_chunk: ChunkAdaptation,
-    use_chunk: Callable[[TaskChunk, Params, Tensor], None],
-) -> tuple[float, float]:
-    """Adapt each chunk of ``batch`` from per-task views of ``params`` and hand ``use_chunk`` the
-    chunk, its adapted parameters and its per-task target losses; returns the mean target loss
-    and score."""
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    score_sum = torch.zeros((), dtype=torch.float64)
-    for chunk in task_chunks(batch, task_chunk_size):
-        adapted = adapt_chunk(chunk.starts(params), chunk)
-        losses, scores = target_losses(model, adapted, chunk, kind)
-        use_chunk(chunk, adapted, losses)
-        loss_sum += losses.detach().double().sum()
-        score_sum += scores.double().sum()
-    return float(loss_sum) / len(batch), float(score_sum) / len(batch)
-
-
-def backward_target_loss(
-    model: nn.Module,
-    leaves: Params,
-    batch: TaskBatch,
-    kind: TaskKind,
-    *,
-    task_chunk_size: int | None,
-    adapt_chunk: ChunkAdaptation,
-) -> tuple[float, float]:
-    """Back-propagate mean_i L(D'ᵢ; θ̃ᵢ) into ``leaves`` (and into any step-size tensors
-    ``adapt_chunk`` uses that require gradients), one chunk's share at a time, so only one
-    chunk's graph is alive. Gradients accumulate in ``.grad``. Returns the mean target loss and
-    score."""
-    tasks = len(batch)
-
-    def backward(chunk: TaskChunk, adapted: Params, losses: Tensor) -> None:
-        (losses.sum() / tasks).backward()
-
-    with torch.enable_grad():
-        return adapt_chunks(
-            model,
-            leaves,
-            batch,
-            kind,
-            task_chunk_size=task_chunk_size,
-            adapt_chunk=adapt_chunk,
-            use_chunk=backward,
-        )
-
-
 @dataclass(frozen=True)
 class MetaGradient:
     """Mean meta-gradient of a meta-batch and the mean target loss and score behind it."""
@@ -202,25 +165,55 @@ class MetaGradient:
     target_score: float
 
 
-def meta_gradient(
-    model: nn.Module,
-    params: Params,
-    batch: TaskBatch,
-    kind: TaskKind,
-    *,
-    task_chunk_size: int | None,
-    adapt_chunk: ChunkAdaptation,
-) -> MetaGradient:
-    """∇θ mean_i L(D'ᵢ; θ̃ᵢ) over one meta-batch, θ̃ᵢ = ``adapt_chunk`` from θ = ``params``."""
-    leaves = gradient_leaves(params)
-    loss, score = backward_target_loss(
-        model, leaves, batch, kind, task_chunk_size=task_chunk_size, adapt_chunk=adapt_chunk
-    )
-    return MetaGradient(
-        gradients={name: leaf.grad for name, leaf in leaves.items()},  # type: ignore[misc]
-        target_loss=loss,
-        target_score=score,
-    )
+@dataclass(frozen=True)
+class MetaBatchPass:
+    """One pass over a meta-batch: each chunk of ``task_chunk_size`` tasks adapts from per-task
+    views of θ by ``adapt_chunk`` and is scored on its target sets with ``model``'s loss."""
+
+    model: nn.Module
+    kind: TaskKind
+    task_chunk_size: int | None
+    adapt_chunk: ChunkAdaptation
+
+    def run(
+        self,
+        params: Params,
+        batch: TaskBatch,
+        use_chunk: Callable[[TaskChunk, Params, Tensor], None],
+    ) -> tuple[float, float]:
+        """Hand ``use_chunk`` each chunk, its adapted parameters and its per-task target losses;
+        returns the mean target loss and score."""
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        score_sum = torch.zeros((), dtype=torch.float64)
+        for chunk in task_chunks(batch, self.task_chunk_size):
+            adapted = self.adapt_chunk(chunk.starts(params), chunk)
+            losses, scores = target_losses(self.model, adapted, chunk, self.kind)
+            use_chunk(chunk, adapted, losses)
+            loss_sum += losses.detach().double().sum()
+            score_sum += scores.double().sum()
+        return float(loss_sum) / len(batch), float(score_sum) / len(batch)
+
+    def backward(self, leaves: Params, batch: TaskBatch) -> tuple[float, float]:
+        """Back-propagate mean_i L(D'ᵢ; θ̃ᵢ) into ``leaves`` (and into step-size tensors
+        ``adapt_chunk`` uses that require gradients) one chunk's share at a time, so only one
+        chunk's graph is alive; gradients accumulate in ``.grad``. Returns the mean target loss
+        and score."""
+
+        def backward_share(chunk: TaskChunk, adapted: Params, losses: Tensor) -> None:
+            (losses.sum() / len(batch)).backward()
+
+        with torch.enable_grad():
+            return self.run(leaves, batch, backward_share)
+
+    def meta_gradient(self, params: Params, batch: TaskBatch) -> MetaGradient:
+        """∇θ mean_i L(D'ᵢ; θ̃ᵢ) at θ = ``params`` over ``batch``."""
+        leaves = gradient_leaves(params)
+        loss, score = self.backward(leaves, batch)
+        return MetaGradient(
+            gradients={name: leaf.grad for name, leaf in leaves.items()},  # type: ignore[misc]
+            target_loss=loss,
+            target_score=score,
+        )
 
 
 def adapt_for_evaluation(
@@ -329,13 +322,14 @@ class MetaBatchLearner(TrainedParameters):
         return result.target_loss, result.target_score
 
 
-class MetaBatchAlgorithm:
-    """An :class:`~metalandscape.algorithms.Algorithm` training a :class:`MetaBatchLearner` on
-    the run's meta-train batches; evaluation adapts as its settings say
-    (:meth:`InnerLoopSettings.start_and_step_sizes`). Subclasses name ``learner_type`` and define
-    :meth:`settings`."""
+class AlgorithmBase:
+    """The parts of :class:`~metalandscape.algorithms.Algorithm` every registered algorithm
+    shares: its learner is ``learner_type(model, θ, kind, settings, *arguments, **batches,
+    device=…)``; evaluation adapts from the same start for every task as the settings say
+    (:meth:`InnerLoopSettings.start_and_step_sizes`). Subclasses name ``learner_type`` and
+    define :meth:`settings`; the other hooks have meta-learners' defaults."""
 
-    learner_type: ClassVar[type[MetaBatchLearner]]
+    learner_type: ClassVar[Callable[..., Learner]]
 
     def settings(self, config: RunConfig) -> Any:
         """The run's settings of this algorithm."""
@@ -349,6 +343,13 @@ class MetaBatchAlgorithm:
         """The learner's arguments after its settings: the meta-learning rate by default."""
         return (config.meta_learning_rate,)
 
+    def batches(self, config: RunConfig, source: TaskSource) -> dict[str, Any]:
+        """Where the learner's training batches come from: the run's meta-train batches."""
+        return {
+            "sampler": TaskSampler(source, config.seed),
+            "meta_batch_size": config.meta_batch_size,
+        }
+
     def output_size(self, config: RunConfig, source: TaskSource) -> int:
         """The task's outputs."""
         return source.output_size
@@ -360,16 +361,15 @@ class MetaBatchAlgorithm:
         params: Params,
         source: TaskSource,
         device: torch.device,
-    ) -> MetaBatchLearner:
-        """A learner from ``params`` drawing the run's meta-train batches."""
+    ) -> Learner:
+        """A learner from ``params`` on the run's training batches."""
         return self.learner_type(
             model,
             params,
             source.kind,
             self.learner_settings(config, device),
             *self.learner_arguments(config),
-            sampler=TaskSampler(source, config.seed),
-            meta_batch_size=config.meta_batch_size,
+            **self.batches(config, source),
             device=device,
         )
 

@@ -28,14 +28,15 @@ from typing import Any
 
 from torch import nn
 
-from metalandscape.algorithms import _shared
 from metalandscape.algorithms._shared import (
-    MetaBatchAlgorithm,
+    AlgorithmBase,
     MetaBatchLearner,
+    MetaBatchPass,
     MetaGradient,
     adapt_for_evaluation,
     check_inner_loop,
     inner_loop,
+    inner_loop_settings,
 )
 from metalandscape.config import RunConfig
 from metalandscape.data.tasks import TaskBatch, TaskKind
@@ -89,9 +90,8 @@ def meta_gradient(
         step_size=head_step_sizes(params, settings.inner_step_size),
         create_graph=not settings.first_order,
     )
-    return _shared.meta_gradient(
-        model, params, batch, kind, task_chunk_size=settings.task_chunk_size, adapt_chunk=head_loop
-    )
+    meta_batch = MetaBatchPass(model, kind, settings.task_chunk_size, head_loop)
+    return meta_batch.meta_gradient(params, batch)
 
 
 class ANILLearner(MetaBatchLearner):
@@ -110,20 +110,16 @@ class ANILLearner(MetaBatchLearner):
 
 
 @dataclass(frozen=True)
-class ANILAlgorithm(MetaBatchAlgorithm):
+class ANILAlgorithm(AlgorithmBase):
     """ANIL: meta-train θ through a head-only inner loop; evaluation adapts the head only."""
 
     learner_type = ANILLearner
 
     def settings(self, config: RunConfig) -> ANILSettings:
         """The run's ANIL settings."""
-        if config.inner_steps is None or config.inner_step_size is None:
-            raise ValueError("run config has no inner_steps/inner_step_size; resolve it first")
         return ANILSettings(
-            inner_steps=config.inner_steps,
-            inner_step_size=config.inner_step_size,
+            **inner_loop_settings(config),
             first_order=config.anil_first_order,
-            task_chunk_size=config.task_chunk_size,
         )
 
 

@@ -13,15 +13,16 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor, nn
 
-from metalandscape.algorithms import _shared
 from metalandscape.algorithms._shared import (
+    AlgorithmBase,
     ChunkAdaptation,
-    MetaBatchAlgorithm,
     MetaBatchLearner,
+    MetaBatchPass,
     MetaGradient,
     TaskChunk,
     check_inner_loop,
     inner_loop,
+    inner_loop_settings,
     task_chunks,
 )
 from metalandscape.config import RunConfig
@@ -115,14 +116,8 @@ def meta_gradient(
             )
 
         adapt_chunk = corrected
-    return _shared.meta_gradient(
-        model,
-        params,
-        batch,
-        kind,
-        task_chunk_size=settings.task_chunk_size,
-        adapt_chunk=adapt_chunk,
-    )
+    meta_batch = MetaBatchPass(model, kind, settings.task_chunk_size, adapt_chunk)
+    return meta_batch.meta_gradient(params, batch)
 
 
 class MetaLearner(MetaBatchLearner):
@@ -138,7 +133,7 @@ class MetaLearner(MetaBatchLearner):
 
 
 @dataclass(frozen=True)
-class MetaAlgorithm(MetaBatchAlgorithm):
+class MetaAlgorithm(AlgorithmBase):
     """A MAML-family algorithm: meta-train θs, evaluate by its inner loop from θs."""
 
     second_order: bool = True
@@ -147,13 +142,9 @@ class MetaAlgorithm(MetaBatchAlgorithm):
 
     def settings(self, config: RunConfig) -> MetaSettings:
         """The meta-update settings of a run."""
-        if config.inner_steps is None or config.inner_step_size is None:
-            raise ValueError("run config has no inner_steps/inner_step_size; resolve it first")
         return MetaSettings(
-            inner_steps=config.inner_steps,
-            inner_step_size=config.inner_step_size,
+            **inner_loop_settings(config),
             regularizer_gamma=config.regularizer_gamma,
-            task_chunk_size=config.task_chunk_size,
             second_order=self.second_order,
             regularized=self.regularized,
         )

@@ -28,12 +28,13 @@ import torch
 from torch import Tensor, nn
 
 from metalandscape.algorithms._shared import (
-    MetaBatchAlgorithm,
+    AlgorithmBase,
     MetaBatchLearner,
+    MetaBatchPass,
     adapt_for_evaluation,
-    backward_target_loss,
     check_inner_loop,
     inner_loop,
+    inner_loop_settings,
 )
 from metalandscape.config import RunConfig
 from metalandscape.data.tasks import TaskBatch, TaskKind
@@ -122,9 +123,8 @@ def meta_gradient(
         step_size=alphas,
         create_graph=not settings.first_order,
     )
-    loss, score = backward_target_loss(
-        model, leaves, batch, kind, task_chunk_size=settings.task_chunk_size, adapt_chunk=alpha_loop
-    )
+    meta_batch = MetaBatchPass(model, kind, settings.task_chunk_size, alpha_loop)
+    loss, score = meta_batch.backward(leaves, batch)
     return MetaSGDGradient(
         gradients={n: leaf.grad for n, leaf in leaves.items()},  # type: ignore[misc]
         step_size_gradients={n: a.grad for n, a in alphas.items()},  # type: ignore[misc]
@@ -205,7 +205,7 @@ class MetaSGDLearner(MetaBatchLearner):
 
 
 @dataclass(frozen=True)
-class MetaSGDAlgorithm(MetaBatchAlgorithm):
+class MetaSGDAlgorithm(AlgorithmBase):
     """Meta-SGD: meta-train θ and α together; evaluation adapts with the learned α.
 
     Its learner starts from θ of a fresh run (α drawn from the run's seed) or a checkpoint's θ ∪ α.
@@ -215,15 +215,11 @@ class MetaSGDAlgorithm(MetaBatchAlgorithm):
 
     def settings(self, config: RunConfig) -> MetaSGDSettings:
         """The run's Meta-SGD settings."""
-        if config.inner_steps is None or config.inner_step_size is None:
-            raise ValueError("run config has no inner_steps/inner_step_size; resolve it first")
         return MetaSGDSettings(
-            inner_steps=config.inner_steps,
-            inner_step_size=config.inner_step_size,
+            **inner_loop_settings(config),
             step_size_init=cast(StepSizeInit, config.metasgd_step_size_init),
             step_size_range=config.metasgd_step_size_range,
             first_order=config.metasgd_first_order,
-            task_chunk_size=config.task_chunk_size,
         )
 
     def learner_arguments(self, config: RunConfig) -> tuple[float, int]:

@@ -37,12 +37,14 @@ import torch
 from torch import Tensor, nn
 
 from metalandscape.algorithms._shared import (
-    MetaBatchAlgorithm,
+    AlgorithmBase,
     MetaBatchLearner,
+    MetaBatchPass,
     TaskChunk,
-    adapt_chunks,
     adapt_for_evaluation,
     check_inner_loop,
+    inner_loop_settings,
+    support_adaptation,
 )
 from metalandscape.config import RunConfig
 from metalandscape.data.tasks import TaskBatch, TaskKind
@@ -162,32 +164,15 @@ def reptile_update(
     theta = {name: p.detach() for name, p in params.items()}
     displacement_sum = {name: torch.zeros_like(p) for name, p in theta.items()}
 
-    def adapt_chunk(starts: Params, chunk: TaskChunk) -> Params:
-        return adapt_task(
-            model,
-            starts,
-            chunk.support_inputs,
-            chunk.support_labels,
-            kind=kind,
-            settings=settings,
-            batched=chunk.batched,
-        )
-
     def add_displacement(chunk: TaskChunk, adapted: Params, losses: Tensor) -> None:
         with torch.no_grad():
             for name, value in adapted.items():
                 step = value - theta[name]
                 displacement_sum[name] += step.sum(dim=0) if chunk.batched else step
 
-    loss, score = adapt_chunks(
-        model,
-        theta,
-        batch,
-        kind,
-        task_chunk_size=settings.task_chunk_size,
-        adapt_chunk=adapt_chunk,
-        use_chunk=add_displacement,
-    )
+    adapt_chunk = support_adaptation(adapt_task, model, kind=kind, settings=settings)
+    meta_batch = MetaBatchPass(model, kind, settings.task_chunk_size, adapt_chunk)
+    loss, score = meta_batch.run(theta, batch, add_displacement)
     epsilon = settings.outer_step_size_at(iteration)
     mean_displacement = {name: total / len(batch) for name, total in displacement_sum.items()}
     return ReptileUpdate(
@@ -242,23 +227,19 @@ class ReptileLearner(MetaBatchLearner):
 
 
 @dataclass(frozen=True)
-class ReptileAlgorithm(MetaBatchAlgorithm):
+class ReptileAlgorithm(AlgorithmBase):
     """Reptile: meta-train θ toward the tasks' adapted parameters, evaluate by gradient descent."""
 
     learner_type = ReptileLearner
 
     def settings(self, config: RunConfig) -> ReptileSettings:
         """The run's Reptile settings (ε annealed over all its meta-iterations unless disabled)."""
-        if config.inner_steps is None or config.inner_step_size is None:
-            raise ValueError("run config has no inner_steps/inner_step_size; resolve it first")
         total = config.epochs * config.iterations_per_epoch
         return ReptileSettings(
-            inner_steps=config.inner_steps,
-            inner_step_size=config.inner_step_size,
+            **inner_loop_settings(config),
             outer_step_size=config.reptile_outer_step_size,
             anneal_iterations=max(total, 1) if config.reptile_anneal else None,
             inner_optimizer=cast(InnerOptimizer, config.reptile_inner_optimizer),
-            task_chunk_size=config.task_chunk_size,
         )
 
     def learner_arguments(self, config: RunConfig) -> tuple[()]:
