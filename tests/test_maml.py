@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from metalandscape.algorithms import algorithm_names, load_algorithm
+from metalandscape.algorithms._shared import task_chunks
 from metalandscape.algorithms.finetune import replace_head, task_head_seed
 from metalandscape.algorithms.maml import MetaAlgorithm, MetaSettings, meta_gradient
 from metalandscape.config import RunConfig, resolve_run_config
@@ -24,7 +25,7 @@ from metalandscape.functional import (
     unit_direction,
 )
 from metalandscape.metrics.base import EvaluationContext
-from metalandscape.models import Conv4, SinusoidMLP
+from metalandscape.models import HEAD_PREFIX, Conv4, SinusoidMLP
 
 KIND = "classification"
 
@@ -147,6 +148,31 @@ def test_batched_paths_equal_the_per_task_loop_with_batchnorm(
     for other in results[1:]:
         assert (flatten(other.gradients) - reference).norm() <= 1e-10 * reference.norm()
         assert other.target_loss == pytest.approx(results[0].target_loss, rel=1e-12)
+
+
+def test_one_step_size_per_parameter_generalises_the_single_step_size(tiny_conv, tiny_batch):
+    params = parameters_of(tiny_conv)
+    task = tiny_batch[0]
+    inputs = (tiny_conv, params, task.support_inputs, task.support_labels)
+    trajectory: list = []
+    single = adapt(*inputs, kind=KIND, steps=2, step_size=0.3, trajectory=trajectory)
+    mapped = adapt(*inputs, kind=KIND, steps=2, step_size=dict.fromkeys(params, 0.3))
+    assert all(torch.equal(single[name], mapped[name]) for name in params)
+    assert len(trajectory) == 3 and all(torch.equal(trajectory[-1][n], single[n]) for n in params)
+    head = {name: 0.3 for name in params if name.startswith(HEAD_PREFIX)}
+    head_only = adapt(*inputs, kind=KIND, steps=2, step_size=head)
+    assert all(torch.equal(head_only[n], params[n]) == (n not in head) for n in params)
+    with pytest.raises(ValueError, match="names none of the parameters"):
+        adapt(*inputs, kind=KIND, steps=1, step_size={"no such parameter": 0.3})
+
+
+def test_task_chunks_drop_the_task_axis_of_single_tasks_only(tiny_batch):
+    chunks = list(task_chunks(tiny_batch, 2))
+    assert [(chunk.tasks, chunk.batched) for chunk in chunks] == [(2, True), (1, False)]
+    assert torch.equal(chunks[1].support_inputs, tiny_batch[2].support_inputs)
+    kept = list(task_chunks(tiny_batch, 2, keep_task_axis=True))
+    assert [chunk.support_inputs.shape[0] for chunk in kept] == [2, 1]
+    assert [len(list(task_chunks(tiny_batch, size))) for size in (None, 1, 3)] == [1, 3, 1]
 
 
 def test_coherence_correction_matches_autograd():

@@ -2,14 +2,12 @@
 
 A network's parameters travel as ``Params = {name: tensor}`` and are applied with
 ``torch.func.functional_call``. :func:`adapt` runs T steps of full-batch gradient descent on the
-support loss; it is written with ``torch.func.grad`` so it runs the same inside ``torch.func.vmap``
-and ``torch.func.grad`` (second-order MAML) as in a plain loop.
+support loss, with one step size or one per parameter (Meta-SGD's α, ANIL's head-only loop).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Literal, overload
+from collections.abc import Container, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +17,8 @@ from torch.func import functional_call
 from metalandscape.data.tasks import TaskKind
 
 Params = dict[str, Tensor]
+StepSizes = Mapping[str, Tensor | float]
+"""Step sizes by parameter name: a float or a tensor broadcastable to the parameter."""
 
 
 def parameters_of(model: nn.Module) -> Params:
@@ -87,6 +87,14 @@ def task_losses(
     return torch.func.vmap(lambda p, x, y: task_loss(model, p, x, y, kind))(params, inputs, labels)
 
 
+def gradient_leaves(params: Params, names: Container[str] | None = None) -> Params:
+    """Detached views of ``params`` as autograd leaves, requiring gradients (only ``names``)."""
+    return {
+        name: p.detach().requires_grad_(names is None or name in names)
+        for name, p in params.items()
+    }
+
+
 def gradient(
     model: nn.Module,
     params: Params,
@@ -97,14 +105,13 @@ def gradient(
     batched: bool = False,
 ) -> Params:
     """∇ of the loss at ``params`` on (inputs, labels), detached (per task when ``batched``)."""
-    leaves = {name: p.detach().requires_grad_(True) for name, p in params.items()}
+    leaves = gradient_leaves(params)
     with torch.enable_grad():
         loss = task_losses(model, leaves, inputs, labels, kind, batched=batched).sum()
         grads = torch.autograd.grad(loss, list(leaves.values()))
     return dict(zip(leaves, grads, strict=True))
 
 
-@overload
 def adapt(
     model: nn.Module,
     params: Params,
@@ -113,71 +120,49 @@ def adapt(
     *,
     kind: TaskKind,
     steps: int,
-    step_size: float,
-    create_graph: bool = ...,
-    batched: bool = ...,
-    return_trajectory: Literal[False] = ...,
-) -> Params: ...
-
-
-@overload
-def adapt(
-    model: nn.Module,
-    params: Params,
-    inputs: Tensor,
-    labels: Tensor,
-    *,
-    kind: TaskKind,
-    steps: int,
-    step_size: float,
-    create_graph: bool = ...,
-    batched: bool = ...,
-    return_trajectory: Literal[True],
-) -> tuple[Params, list[Params]]: ...
-
-
-def adapt(
-    model: nn.Module,
-    params: Params,
-    inputs: Tensor,
-    labels: Tensor,
-    *,
-    kind: TaskKind,
-    steps: int,
-    step_size: float,
+    step_size: float | StepSizes,
     create_graph: bool = True,
     batched: bool = False,
-    return_trajectory: bool = False,
-) -> Params | tuple[Params, list[Params]]:
-    """T steps of full-batch gradient descent on the support loss from ``params``.
+    trajectory: list[Params] | None = None,
+) -> Params:
+    """T steps θ ← θ − α ⊙ ∇θ L(support) of full-batch gradient descent from ``params``.
 
-    With ``create_graph`` the inner gradients stay differentiable (second-order MAML); without,
-    they are detached, so the adapted parameters depend on ``params`` only through the identity
-    (First-Order MAML). Parameters that do not require gradients (evaluation) are adapted without
-    any graph. ``batched``: every tensor carries a leading task axis and each task adapts on its
-    own support set (``params`` may be ``θ.expand(tasks, ...)`` views of shared parameters).
-    ``return_trajectory`` also returns ``[θ0, θ1, …, θT]``.
+    ``step_size`` is one α for every parameter, or a mapping from parameter name to a float or a
+    tensor broadcastable to the parameter (α shaped like θ, also against a leading task axis);
+    parameters it does not name stay at the start. With ``create_graph`` the inner gradients stay
+    differentiable (second-order MAML); without, they are detached, so the adapted parameters
+    depend on ``params`` only through the identity (First-Order MAML). When neither the
+    parameters nor the step sizes require gradients (evaluation) no graph is kept. ``batched``:
+    every tensor carries a leading task axis and each task adapts on its own support set
+    (``params`` may be ``θ.expand(tasks, ...)`` views of shared parameters). ``trajectory``, when
+    given, receives [θ0, θ1, …, θT].
     """
-    tracked = any(p.requires_grad for p in params.values())
+    step_sizes = step_size if isinstance(step_size, Mapping) else dict.fromkeys(params, step_size)
+    names = [name for name in params if name in step_sizes]
+    if not names:
+        raise ValueError("step_size names none of the parameters: nothing would adapt")
+    tracked = any(p.requires_grad for p in params.values()) or any(
+        isinstance(a, Tensor) and a.requires_grad for a in step_sizes.values()
+    )
     if not tracked:
-        params = {name: p.detach().requires_grad_(True) for name, p in params.items()}
+        params = gradient_leaves(params, step_sizes)
         create_graph = False
-    trajectory = [params]
+    points = [params]
     with torch.enable_grad():
         for _ in range(steps):
             loss = task_losses(model, params, inputs, labels, kind, batched=batched).sum()
-            grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)
-            params = {
-                name: p - step_size * g for (name, p), g in zip(params.items(), grads, strict=True)
-            }
+            grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph)
+            params = dict(params)
+            for name, grad in zip(names, grads, strict=True):
+                params[name] = params[name] - step_sizes[name] * grad
             if not tracked:  # evaluation: keep no graph between steps
-                params = {name: p.detach().requires_grad_(True) for name, p in params.items()}
-            trajectory.append(params)
+                params = gradient_leaves(params, step_sizes)
+            points.append(params)
     if not tracked:
-        trajectory = [{name: p.detach() for name, p in point.items()} for point in trajectory]
-        params = trajectory[-1]
-    if return_trajectory:
-        return params, trajectory
+        points = [{name: p.detach() for name, p in point.items()} for point in points]
+        params = points[-1]
+    if trajectory is not None:
+        trajectory.extend(points)
     return params
 
 

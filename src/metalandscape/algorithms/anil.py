@@ -24,17 +24,42 @@ run's ``inner_steps`` and ``inner_step_size`` and the outer Adam its ``meta_lear
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
-from metalandscape.algorithms import EvaluationStart, HeadMode
-from metalandscape.algorithms.maml import MetaGradient
-from metalandscape.algorithms.metasgd import adapt_with_step_sizes, backward_target_loss
+from metalandscape.algorithms._shared import (
+    AlgorithmBase,
+    MetaBatchLearner,
+    MetaBatchPass,
+    MetaGradient,
+    adapt_for_evaluation,
+    check_inner_loop,
+    inner_loop,
+    inner_loop_settings,
+)
 from metalandscape.config import RunConfig
-from metalandscape.data.tasks import TaskBatch, TaskKind, TaskSampler, TaskSource
+from metalandscape.data.tasks import TaskBatch, TaskKind
 from metalandscape.functional import Params
 from metalandscape.models import HEAD_PREFIX
+
+__all__ = [
+    "ALGORITHM",
+    "ANILAlgorithm",
+    "ANILLearner",
+    "ANILSettings",
+    "adapt_for_evaluation",
+    "head_step_sizes",
+    "meta_gradient",
+]
+
+
+def head_step_sizes(params: Params, step_size: float) -> dict[str, float]:
+    """``step_size`` for each head parameter (names starting with ``HEAD_PREFIX``), none else."""
+    sizes = {name: step_size for name in params if name.startswith(HEAD_PREFIX)}
+    if not sizes:
+        raise KeyError(f"no head parameters (names starting with {HEAD_PREFIX!r}) to adapt")
+    return sizes
 
 
 @dataclass(frozen=True)
@@ -47,199 +72,55 @@ class ANILSettings:
     task_chunk_size: int | None = 1
 
     def __post_init__(self) -> None:
-        if self.inner_steps < 1:
-            raise ValueError(f"inner_steps must be at least 1, got {self.inner_steps}")
-        if self.task_chunk_size is not None and self.task_chunk_size < 1:
-            raise ValueError(
-                f"task_chunk_size must be positive or None, got {self.task_chunk_size}"
-            )
+        check_inner_loop(self.inner_steps, self.task_chunk_size)
 
-
-def head_step_sizes(params: Params, step_size: float) -> dict[str, float]:
-    """``step_size`` for each head parameter (names starting with ``HEAD_PREFIX``), none else."""
-    sizes = {name: step_size for name in params if name.startswith(HEAD_PREFIX)}
-    if not sizes:
-        raise KeyError(f"no head parameters (names starting with {HEAD_PREFIX!r}) to adapt")
-    return sizes
-
-
-def adapt_head(
-    model: nn.Module,
-    params: Params,
-    inputs: Tensor,
-    labels: Tensor,
-    *,
-    kind: TaskKind,
-    settings: ANILSettings,
-    batched: bool = False,
-    return_trajectory: bool = False,
-) -> Params | tuple[Params, list[Params]]:
-    """ANIL's inner loop: the head takes ``inner_steps`` gradient steps, the body stays at θ.
-
-    Differentiable in ``params`` (second order unless ``settings.first_order``) when they require
-    gradients; otherwise (evaluation) no graph is kept.
-    """
-    return adapt_with_step_sizes(
-        model,
-        params,
-        inputs,
-        labels,
-        kind=kind,
-        steps=settings.inner_steps,
-        step_sizes=head_step_sizes(params, settings.inner_step_size),
-        create_graph=not settings.first_order,
-        batched=batched,
-        return_trajectory=return_trajectory,
-    )
+    def start_and_step_sizes(self, params: Params) -> tuple[Params, dict[str, float]]:
+        """Evaluation adapts the head from θ as training does; the body stays at θ."""
+        return params, head_step_sizes(params, self.inner_step_size)
 
 
 def meta_gradient(
     model: nn.Module, params: Params, batch: TaskBatch, kind: TaskKind, settings: ANILSettings
 ) -> MetaGradient:
     """∇θ mean_i L(D'ᵢ; θ̃ᵢ) with θ̃ᵢ = θ with its head adapted on Dᵢ, over one meta-batch."""
-    leaves = {name: p.detach().requires_grad_(True) for name, p in params.items()}
-    loss, score = backward_target_loss(
+    head_loop = inner_loop(
         model,
-        leaves,
-        head_step_sizes(leaves, settings.inner_step_size),
-        batch,
         kind,
         steps=settings.inner_steps,
+        step_size=head_step_sizes(params, settings.inner_step_size),
         create_graph=not settings.first_order,
-        task_chunk_size=settings.task_chunk_size,
     )
-    return MetaGradient(
-        gradients={name: leaf.grad for name, leaf in leaves.items()},  # type: ignore[misc]
-        target_loss=loss,
-        target_score=score,
-    )
+    meta_batch = MetaBatchPass(model, kind, settings.task_chunk_size, head_loop)
+    return meta_batch.meta_gradient(params, batch)
 
 
-def adapt_for_evaluation(
-    model: nn.Module,
-    params: Params,
-    support_inputs: Tensor,
-    support_labels: Tensor,
-    *,
-    kind: TaskKind,
-    settings: ANILSettings,
-    batched: bool = False,
-    return_trajectory: bool = False,
-) -> Params | tuple[Params, list[Params]]:
-    """θ̃ of one task: the head adapted as in training, the body left at θ.
+class ANILLearner(MetaBatchLearner):
+    """θ and its Adam optimizer; :meth:`step` applies one ANIL meta-update.
 
-    ``batched``: θ and the data carry a leading task axis (θ may be ``expand``-ed views).
+    Arguments as :class:`~metalandscape.algorithms.maml.MetaLearner`'s, with :class:`ANILSettings`.
     """
-    return adapt_head(
-        model,
-        {n: p.detach() for n, p in params.items()},
-        support_inputs,
-        support_labels,
-        kind=kind,
-        settings=settings,
-        batched=batched,
-        return_trajectory=return_trajectory,
-    )
 
+    def __init__(self, *arguments: Any, **keywords: Any) -> None:
+        super().__init__(*arguments, **keywords)
+        head_step_sizes(self.params, self.settings.inner_step_size)  # refuse a model without a head
 
-class ANILLearner:
-    """θ and its Adam optimizer; :meth:`step` applies one ANIL meta-update."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        params: Params,
-        kind: TaskKind,
-        settings: ANILSettings,
-        meta_learning_rate: float,
-        *,
-        sampler: TaskSampler | None = None,
-        meta_batch_size: int | None = None,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        self.model = model
-        self.kind = kind
-        self.settings = settings
-        self.sampler = sampler
-        self.meta_batch_size = meta_batch_size
-        self.device = torch.device(device)
-        self.params = {name: p.detach().clone().requires_grad_(True) for name, p in params.items()}
-        head_step_sizes(self.params, settings.inner_step_size)  # refuse a model without a head
-        self.optimizer = torch.optim.Adam(self.params.values(), lr=meta_learning_rate)
-
-    def step(self, batch: TaskBatch) -> MetaGradient:
-        """One meta-update on ``batch``; returns the meta-gradient and the batch's target loss."""
-        result = meta_gradient(self.model, self.params, batch, self.kind, self.settings)
-        for name, p in self.params.items():
-            p.grad = result.gradients[name]
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return result
-
-    def train_step(self, iteration: int) -> tuple[float, float]:
-        """One meta-update on meta-train batch ``iteration``; returns its target loss and score."""
-        if self.sampler is None or self.meta_batch_size is None:
-            raise ValueError("train_step needs the learner's sampler and meta_batch_size")
-        batch = self.sampler.meta_batch("train", iteration, self.meta_batch_size)
-        result = self.step(batch.to(self.device))
-        return result.target_loss, result.target_score
-
-    def parameters_to_save(self) -> Params:
-        """θ, detached."""
-        return {name: p.detach() for name, p in self.params.items()}
+    def meta_gradient(self, batch: TaskBatch) -> MetaGradient:
+        """ANIL's meta-gradient of ``batch`` at θ."""
+        return meta_gradient(self.model, self.params, batch, self.kind, self.settings)
 
 
 @dataclass(frozen=True)
-class ANILAlgorithm:
+class ANILAlgorithm(AlgorithmBase):
     """ANIL: meta-train θ through a head-only inner loop; evaluation adapts the head only."""
+
+    learner_type = ANILLearner
 
     def settings(self, config: RunConfig) -> ANILSettings:
         """The run's ANIL settings."""
-        if config.inner_steps is None or config.inner_step_size is None:
-            raise ValueError("run config has no inner_steps/inner_step_size; resolve it first")
         return ANILSettings(
-            inner_steps=config.inner_steps,
-            inner_step_size=config.inner_step_size,
+            **inner_loop_settings(config),
             first_order=config.anil_first_order,
-            task_chunk_size=config.task_chunk_size,
         )
-
-    def output_size(self, config: RunConfig, source: TaskSource) -> int:
-        """The task's outputs."""
-        return source.output_size
-
-    def learner(
-        self,
-        config: RunConfig,
-        model: nn.Module,
-        params: Params,
-        source: TaskSource,
-        device: torch.device,
-    ) -> ANILLearner:
-        """θ with Adam at the meta-learning rate, drawing the run's meta-train batches."""
-        return ANILLearner(
-            model,
-            params,
-            source.kind,
-            self.settings(config),
-            config.meta_learning_rate,
-            sampler=TaskSampler(source, config.seed),
-            meta_batch_size=config.meta_batch_size,
-            device=device,
-        )
-
-    def evaluation_start(
-        self, config: RunConfig, params: Params, evaluation_seed: int, head: HeadMode
-    ) -> EvaluationStart:
-        """θ for every task (the head is meta-learned: ``head`` does not apply)."""
-        return EvaluationStart(params)
-
-    def evaluation_adaptation(
-        self, config: RunConfig, params: Params
-    ) -> tuple[int, dict[str, float]]:
-        """The run's T steps of α on the head parameters; the body stays at θ."""
-        assert config.inner_steps is not None and config.inner_step_size is not None
-        return config.inner_steps, head_step_sizes(params, config.inner_step_size)
 
 
 ALGORITHM = ANILAlgorithm()

@@ -12,12 +12,14 @@ regression network keeps its 1-output head.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from metalandscape.algorithms import EvaluationStart, HeadMode
+from metalandscape.algorithms._shared import AlgorithmBase, TrainedParameters, resolved_inner_loop
 from metalandscape.config import RunConfig
 from metalandscape.data.tasks import TaskKind, TaskSource, task_rng
 from metalandscape.functional import Params, forward, loss_from_outputs, score_from_outputs
@@ -42,29 +44,40 @@ def task_head_seed(evaluation_seed: int, task_index: int) -> int:
     return int(state[0])
 
 
-class SupervisedLearner:
-    """Ordinary supervised training of the whole network with Adam."""
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """Supervised training (Adam at ``learning_rate``, batches of ``batch_size``) and the
+    evaluation inner loop (``inner_steps`` steps of ``inner_step_size`` on every parameter)."""
+
+    inner_steps: int
+    inner_step_size: float
+    learning_rate: float = 0.001
+    batch_size: int | None = None
+
+    def start_and_step_sizes(self, params: Params) -> tuple[Params, float]:
+        """Evaluation adapts every parameter with MAML's inner loop (T steps of α)."""
+        return params, self.inner_step_size
+
+
+class SupervisedLearner(TrainedParameters):
+    """Ordinary supervised training of the whole network with Adam; batch ``iteration`` is
+    drawn from ``task_rng(seed, "train", iteration)`` of ``source``."""
 
     def __init__(
         self,
         model: nn.Module,
         params: Params,
         kind: TaskKind,
-        learning_rate: float,
+        settings: FinetuneSettings,
         *,
         source: TaskSource | None = None,
         seed: int = 0,
-        batch_size: int | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
-        self.model = model
-        self.kind = kind
+        super().__init__(model, params, kind, settings.learning_rate, device)
+        self.settings = settings
         self.source = source
         self.seed = seed
-        self.batch_size = batch_size
-        self.device = torch.device(device)
-        self.params = {name: p.detach().clone().requires_grad_(True) for name, p in params.items()}
-        self.optimizer = torch.optim.Adam(self.params.values(), lr=learning_rate)
 
     def step(self, inputs: Tensor, labels: Tensor) -> tuple[float, float]:
         """One Adam step on a batch; returns (loss, accuracy or MSE)."""
@@ -76,44 +89,40 @@ class SupervisedLearner:
         return float(loss.detach()), float(score_from_outputs(outputs, labels, self.kind))
 
     def train_step(self, iteration: int) -> tuple[float, float]:
-        """One Adam step on batch ``iteration``, drawn from ``task_rng(seed, "train", iteration)``."""
-        if self.source is None or self.batch_size is None:
-            raise ValueError("train_step needs the learner's source and batch_size")
+        """One Adam step on batch ``iteration``; returns (loss, accuracy or MSE)."""
+        if self.source is None or self.settings.batch_size is None:
+            raise ValueError("train_step needs the learner's source and a batch_size")
         inputs, labels = self.source.supervised_batch(  # type: ignore[attr-defined]
-            task_rng(self.seed, "train", iteration), self.batch_size
+            task_rng(self.seed, "train", iteration), self.settings.batch_size
         )
         return self.step(inputs.to(self.device), labels.to(self.device))
 
 
 @dataclass(frozen=True)
-class FinetuneAlgorithm:
+class FinetuneAlgorithm(AlgorithmBase):
     """Supervised pre-training on all meta-train classes; evaluation from a fresh head."""
+
+    learner_type = SupervisedLearner
+
+    def settings(self, config: RunConfig) -> FinetuneSettings:
+        """The run's finetune learning rate and batch size, and its evaluation T and α."""
+        steps, step_size = resolved_inner_loop(config)
+        learning_rate, batch_size = config.finetune_learning_rate, config.finetune_batch_size
+        return FinetuneSettings(steps, step_size, learning_rate, batch_size)
+
+    def learner_arguments(self, config: RunConfig) -> tuple[()]:
+        """None: the settings hold the learning rate."""
+        return ()
+
+    def batches(self, config: RunConfig, source: TaskSource) -> dict[str, Any]:
+        """The run's supervised batches of all meta-train classes."""
+        return {"source": source, "seed": config.seed}
 
     def output_size(self, config: RunConfig, source: TaskSource) -> int:
         """One output per meta-train class (classification), else the task's outputs."""
         if config.kind == "classification":
             return source.supervised_classes  # type: ignore[attr-defined]
         return source.output_size
-
-    def learner(
-        self,
-        config: RunConfig,
-        model: nn.Module,
-        params: Params,
-        source: TaskSource,
-        device: torch.device,
-    ) -> SupervisedLearner:
-        """The network with Adam at the finetune learning rate on the run's supervised batches."""
-        return SupervisedLearner(
-            model,
-            params,
-            source.kind,
-            config.finetune_learning_rate,
-            source=source,
-            seed=config.seed,
-            batch_size=config.finetune_batch_size,
-            device=device,
-        )
 
     def evaluation_start(
         self, config: RunConfig, params: Params, evaluation_seed: int, head: HeadMode
@@ -132,11 +141,6 @@ class FinetuneAlgorithm:
             return replace_head(params, config.n_way, seed=seed)
 
         return EvaluationStart(shared, per_task)
-
-    def evaluation_adaptation(self, config: RunConfig, params: Params) -> tuple[int, float]:
-        """MAML's inner loop with the run's T and α."""
-        assert config.inner_steps is not None and config.inner_step_size is not None
-        return config.inner_steps, config.inner_step_size
 
 
 ALGORITHM = FinetuneAlgorithm()

@@ -24,30 +24,43 @@ follows the same schedule) and the inner optimizer. The outer update is a
 ``torch.optim.SGD`` step of learning rate εₜ on the "gradient" −meanᵢ(θ̃ᵢ − θ), which is
 θ + εₜ · meanᵢ(θ̃ᵢ − θ); the optimizer holds no state between steps.
 
-Tasks go in chunks of ``task_chunk_size`` as in :mod:`metalandscape.algorithms.maml`: per-task
+Tasks go in chunks of ``task_chunk_size`` as in :mod:`metalandscape.algorithms._shared`: per-task
 views of θ, forward passes mapped with ``vmap`` (exact with BatchNorm), chunk 1 the plain loop.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
 
-from metalandscape.algorithms import EvaluationStart, HeadMode
-from metalandscape.algorithms.maml import _chunks, _expand, _task_split
-from metalandscape.config import RunConfig
-from metalandscape.data.tasks import TaskBatch, TaskKind, TaskSampler, TaskSource
-from metalandscape.functional import (
-    Params,
-    adapt,
-    forward,
-    gradient,
-    loss_from_outputs,
-    score_from_outputs,
+from metalandscape.algorithms._shared import (
+    AlgorithmBase,
+    MetaBatchLearner,
+    MetaBatchPass,
+    TaskChunk,
+    adapt_for_evaluation,
+    check_inner_loop,
+    inner_loop_settings,
+    support_adaptation,
 )
+from metalandscape.config import RunConfig
+from metalandscape.data.tasks import TaskBatch, TaskKind
+from metalandscape.functional import Params, adapt, gradient
+
+__all__ = [
+    "ALGORITHM",
+    "INNER_OPTIMIZERS",
+    "ReptileAlgorithm",
+    "ReptileLearner",
+    "ReptileSettings",
+    "ReptileUpdate",
+    "adapt_for_evaluation",
+    "adapt_task",
+    "reptile_update",
+]
 
 InnerOptimizer = Literal["sgd", "adam"]
 INNER_OPTIMIZERS: tuple[InnerOptimizer, ...] = ("sgd", "adam")
@@ -67,8 +80,7 @@ class ReptileSettings:
     task_chunk_size: int | None = 1
 
     def __post_init__(self) -> None:
-        if self.inner_steps < 1:
-            raise ValueError(f"inner_steps must be at least 1, got {self.inner_steps}")
+        check_inner_loop(self.inner_steps, self.task_chunk_size)
         if self.inner_optimizer not in INNER_OPTIMIZERS:
             raise ValueError(
                 f"unknown inner_optimizer {self.inner_optimizer!r}; use {INNER_OPTIMIZERS}"
@@ -79,16 +91,17 @@ class ReptileSettings:
             raise ValueError(
                 f"anneal_iterations must be positive or None, got {self.anneal_iterations}"
             )
-        if self.task_chunk_size is not None and self.task_chunk_size < 1:
-            raise ValueError(
-                f"task_chunk_size must be positive or None, got {self.task_chunk_size}"
-            )
 
     def outer_step_size_at(self, iteration: int) -> float:
         """εₜ: ε₀, or ε₀ · max(0, 1 − t/N) when annealed over N iterations."""
         if self.anneal_iterations is None:
             return self.outer_step_size
         return self.outer_step_size * max(0.0, 1.0 - iteration / self.anneal_iterations)
+
+    def start_and_step_sizes(self, params: Params) -> tuple[Params, float]:
+        """Evaluation, the paper's protocol: plain gradient descent with α from θ, whatever the
+        training inner optimizer."""
+        return params, self.inner_step_size
 
 
 @dataclass(frozen=True)
@@ -149,90 +162,32 @@ def reptile_update(
 ) -> ReptileUpdate:
     """θ + εₜ · meanᵢ(θ̃ᵢ − θ) over one meta-batch (εₜ from ``iteration``)."""
     theta = {name: p.detach() for name, p in params.items()}
-    tasks = len(batch)
     displacement_sum = {name: torch.zeros_like(p) for name, p in theta.items()}
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    score_sum = torch.zeros((), dtype=torch.float64)
-    for start, stop in _chunks(tasks, settings.task_chunk_size):
-        support_inputs, support_labels, target_inputs, target_labels = _task_split(
-            batch, start, stop
-        )
-        batched = stop - start > 1
-        if batched:
-            starts = _expand(theta, stop - start)
-        else:  # one task: no task axis, no vmap (the plain per-task loop)
-            starts = theta
-            support_inputs, support_labels = support_inputs[0], support_labels[0]
-            target_inputs, target_labels = target_inputs[0], target_labels[0]
-        adapted = adapt_task(
-            model,
-            starts,
-            support_inputs,
-            support_labels,
-            kind=kind,
-            settings=settings,
-            batched=batched,
-        )
+
+    def add_displacement(chunk: TaskChunk, adapted: Params, losses: Tensor) -> None:
         with torch.no_grad():
             for name, value in adapted.items():
                 step = value - theta[name]
-                displacement_sum[name] += step.sum(dim=0) if batched else step
-            if batched:
-                outputs = torch.func.vmap(lambda p, x: forward(model, p, x))(adapted, target_inputs)
-                losses = torch.func.vmap(lambda o, y: loss_from_outputs(o, y, kind))(
-                    outputs, target_labels
-                )
-                scores = torch.func.vmap(lambda o, y: score_from_outputs(o, y, kind))(
-                    outputs, target_labels
-                )
-            else:
-                outputs = forward(model, adapted, target_inputs)
-                losses = loss_from_outputs(outputs, target_labels, kind)[None]
-                scores = score_from_outputs(outputs, target_labels, kind)[None]
-        loss_sum += losses.double().sum()
-        score_sum += scores.double().sum()
+                displacement_sum[name] += step.sum(dim=0) if chunk.batched else step
+
+    adapt_chunk = support_adaptation(adapt_task, model, kind=kind, settings=settings)
+    meta_batch = MetaBatchPass(model, kind, settings.task_chunk_size, adapt_chunk)
+    loss, score = meta_batch.run(theta, batch, add_displacement)
     epsilon = settings.outer_step_size_at(iteration)
-    mean_displacement = {name: total / tasks for name, total in displacement_sum.items()}
+    mean_displacement = {name: total / len(batch) for name, total in displacement_sum.items()}
     return ReptileUpdate(
         params={name: theta[name] + epsilon * mean_displacement[name] for name in theta},
         mean_displacement=mean_displacement,
-        target_loss=float(loss_sum) / tasks,
-        target_score=float(score_sum) / tasks,
+        target_loss=loss,
+        target_score=score,
     )
 
 
-def adapt_for_evaluation(
-    model: nn.Module,
-    params: Params,
-    support_inputs: Tensor,
-    support_labels: Tensor,
-    *,
-    kind: TaskKind,
-    settings: ReptileSettings,
-    batched: bool = False,
-    return_trajectory: bool = False,
-) -> Params | tuple[Params, list[Params]]:
-    """θ̃ of one task: ``inner_steps`` gradient-descent steps of ``inner_step_size``.
+class ReptileLearner(MetaBatchLearner):
+    """θ, an SGD optimizer taking Reptile's outer step, and the meta-iteration count (for εₜ).
 
-    ``batched``: θ and the data carry a leading task axis (θ may be ``expand``-ed views).
-
-    The paper's evaluation protocol; plain SGD whatever the training inner optimizer.
+    Keywords as :class:`~metalandscape.algorithms.maml.MetaLearner`'s.
     """
-    return adapt(
-        model,
-        {n: p.detach() for n, p in params.items()},
-        support_inputs,
-        support_labels,
-        kind=kind,
-        steps=settings.inner_steps,
-        step_size=settings.inner_step_size,
-        batched=batched,
-        return_trajectory=return_trajectory,  # type: ignore[call-overload]
-    )
-
-
-class ReptileLearner:
-    """θ, an SGD optimizer taking Reptile's outer step, and the meta-iteration count (for εₜ)."""
 
     def __init__(
         self,
@@ -241,19 +196,17 @@ class ReptileLearner:
         kind: TaskKind,
         settings: ReptileSettings,
         iteration: int = 0,
-        *,
-        sampler: TaskSampler | None = None,
-        meta_batch_size: int | None = None,
-        device: torch.device | str = "cpu",
+        **keywords: Any,
     ) -> None:
-        self.model = model
-        self.kind = kind
-        self.settings = settings
-        self.sampler = sampler
-        self.meta_batch_size = meta_batch_size
-        self.device = torch.device(device)
-        self.params = {name: p.detach().clone() for name, p in params.items()}
-        self.optimizer = torch.optim.SGD(self.params.values(), lr=settings.outer_step_size)
+        super().__init__(
+            model,
+            params,
+            kind,
+            settings,
+            settings.outer_step_size,
+            optimizer=torch.optim.SGD,
+            **keywords,
+        )
         self.iteration = iteration
 
     def step(self, batch: TaskBatch) -> ReptileUpdate:
@@ -263,77 +216,35 @@ class ReptileLearner:
         )
         for group in self.optimizer.param_groups:
             group["lr"] = self.settings.outer_step_size_at(self.iteration)
-        for name, p in self.params.items():
-            p.grad = -update.mean_displacement[name]
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.descend({name: -step for name, step in update.mean_displacement.items()})
         self.iteration += 1
         return update
 
     def train_step(self, iteration: int) -> tuple[float, float]:
         """One meta-update on meta-train batch ``iteration`` (εₜ of that iteration)."""
-        if self.sampler is None or self.meta_batch_size is None:
-            raise ValueError("train_step needs the learner's sampler and meta_batch_size")
         self.iteration = iteration
-        update = self.step(self.sampler.meta_batch("train", iteration, self.meta_batch_size))
-        return update.target_loss, update.target_score
-
-    def parameters_to_save(self) -> Params:
-        """θ, detached (resume needs the iteration count too, for ε's schedule)."""
-        return dict(self.params)
+        return super().train_step(iteration)
 
 
 @dataclass(frozen=True)
-class ReptileAlgorithm:
+class ReptileAlgorithm(AlgorithmBase):
     """Reptile: meta-train θ toward the tasks' adapted parameters, evaluate by gradient descent."""
+
+    learner_type = ReptileLearner
 
     def settings(self, config: RunConfig) -> ReptileSettings:
         """The run's Reptile settings (ε annealed over all its meta-iterations unless disabled)."""
-        if config.inner_steps is None or config.inner_step_size is None:
-            raise ValueError("run config has no inner_steps/inner_step_size; resolve it first")
         total = config.epochs * config.iterations_per_epoch
         return ReptileSettings(
-            inner_steps=config.inner_steps,
-            inner_step_size=config.inner_step_size,
+            **inner_loop_settings(config),
             outer_step_size=config.reptile_outer_step_size,
             anneal_iterations=max(total, 1) if config.reptile_anneal else None,
             inner_optimizer=cast(InnerOptimizer, config.reptile_inner_optimizer),
-            task_chunk_size=config.task_chunk_size,
         )
 
-    def output_size(self, config: RunConfig, source: TaskSource) -> int:
-        """The task's outputs."""
-        return source.output_size
-
-    def learner(
-        self,
-        config: RunConfig,
-        model: nn.Module,
-        params: Params,
-        source: TaskSource,
-        device: torch.device,
-    ) -> ReptileLearner:
-        """θ drawing the run's meta-train batches (the same batches as MAML's)."""
-        return ReptileLearner(
-            model,
-            params,
-            source.kind,
-            self.settings(config),
-            sampler=TaskSampler(source, config.seed),
-            meta_batch_size=config.meta_batch_size,
-            device=device,
-        )
-
-    def evaluation_start(
-        self, config: RunConfig, params: Params, evaluation_seed: int, head: HeadMode
-    ) -> EvaluationStart:
-        """θ for every task (the head is meta-learned: ``head`` does not apply)."""
-        return EvaluationStart(params)
-
-    def evaluation_adaptation(self, config: RunConfig, params: Params) -> tuple[int, float]:
-        """Gradient descent, the paper's protocol: the run's T steps of α on every parameter."""
-        assert config.inner_steps is not None and config.inner_step_size is not None
-        return config.inner_steps, config.inner_step_size
+    def learner_arguments(self, config: RunConfig) -> tuple[()]:
+        """None: the outer step size is the settings' ε (``meta_learning_rate`` is unused)."""
+        return ()
 
 
 ALGORITHM = ReptileAlgorithm()
