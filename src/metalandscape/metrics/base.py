@@ -20,7 +20,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, ClassVar
 
 import numpy as np
@@ -80,30 +80,57 @@ class Metric(ABC):
         """The metric's quantities at the context's checkpoint epoch."""
 
 
+def metric_entry_points() -> dict[str, EntryPoint]:
+    """Every entry point of the ``metalandscape.metrics`` group by name, none of them loaded."""
+    return {entry.name: entry for entry in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_metric(entry: EntryPoint) -> type[Metric]:
+    """The Metric class of ``entry``; a plugin that fails is one line naming it and the fix."""
+    try:
+        cls = entry.load()
+    except Exception as error:  # any import error of a plugin, named clearly
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise MetricError(
+            f"metric plugin {entry.name!r} (entry point {entry.value}) failed to load: "
+            f"{type(error).__name__}: {reason}; reinstall the package that declares it "
+            "(pip install -e . in its checkout) or uninstall it"
+        ) from None
+    if not (isinstance(cls, type) and issubclass(cls, Metric)):
+        raise MetricError(
+            f"metric plugin {entry.name!r} (entry point {entry.value}) is not a Metric class; "
+            "fix the entry point in the pyproject.toml that declares it and reinstall"
+        )
+    return cls
+
+
+def metric_class(name: str) -> type[Metric]:
+    """The Metric class registered as ``name``, loading that plugin only."""
+    entries = metric_entry_points()
+    if name not in entries:
+        raise MetricError(
+            f"unknown metric {name!r}; available metrics: {', '.join(sorted(entries)) or 'none'}"
+        )
+    return load_metric(entries[name])
+
+
 def available_metrics() -> dict[str, type[Metric]]:
-    """Every metric registered under the ``metalandscape.metrics`` entry-point group."""
+    """Every registered metric, all plugins loaded; the ones that fail are named in one line."""
     found: dict[str, type[Metric]] = {}
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
+    problems: list[str] = []
+    for name, entry in metric_entry_points().items():
         try:
-            cls = entry.load()
-        except Exception as error:  # any import error of a third-party plugin, named clearly
-            raise MetricError(
-                f"metric plugin {entry.name!r} ({entry.value}) failed to load: {error}"
-            ) from None
-        if not (isinstance(cls, type) and issubclass(cls, Metric)):
-            raise MetricError(f"metric plugin {entry.name!r} ({entry.value}) is not a Metric class")
-        found[entry.name] = cls
+            found[name] = load_metric(entry)
+        except MetricError as error:
+            problems.append(str(error))
+    if problems:
+        raise MetricError(" | ".join(problems))
     return found
 
 
 def make_metric(name: str, settings: Mapping[str, Any] | None = None) -> Metric:
     """Instantiate metric ``name`` with ``settings`` checked against its Settings dataclass."""
-    metrics = available_metrics()
-    if name not in metrics:
-        raise MetricError(
-            f"unknown metric {name!r}; available metrics: {', '.join(sorted(metrics)) or 'none'}"
-        )
-    cls = metrics[name]
+    cls = metric_class(name)
     return cls(parse_settings(cls, dict(settings or {})))
 
 
