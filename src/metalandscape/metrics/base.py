@@ -153,6 +153,7 @@ class SettingRule:
     maximum: float | None = None
     choices: tuple[str, ...] | None = None
     nullable: bool = False
+    description: str | None = None  # the workflow schema's description of the setting
 
     def problem(self, value: Any) -> str | None:
         """Why ``value`` is not allowed (None if it is)."""
@@ -203,7 +204,7 @@ class SettingRule:
         return f"{text} or null" if self.nullable else text
 
     def json_schema(self) -> dict[str, Any]:
-        """This rule as a JSON-schema entry (the workflow's config.schema.yaml holds it)."""
+        """This rule as a JSON-schema entry (the workflow schema's, :mod:`.schema`)."""
         if self.kind is tuple and self.choices is None:
             schema: dict[str, Any] = {
                 "type": "array",
@@ -230,7 +231,9 @@ class SettingRule:
             ):
                 if bound is not None:
                     schema[key] = bound
-        return {"anyOf": [{"type": "null"}, schema]} if self.nullable else schema
+        if self.nullable:
+            schema = {"anyOf": [{"type": "null"}, schema]}
+        return schema if self.description is None else {"description": self.description, **schema}
 
 
 def setting(default: Any, *, kind: type | None = None, **rule: Any) -> Any:

@@ -113,11 +113,25 @@ class Hessian(Metric):
         tasks: int = setting(60, minimum=1)
         split: str = setting("test", choices=SPLITS)
         backend: str = setting("lanczos_batched", choices=BACKENDS)
-        tol: float | None = setting(None, kind=float, exclusive_minimum=0, maximum=1, nullable=True)
+        tol: float | None = setting(
+            None,
+            kind=float,
+            exclusive_minimum=0,
+            maximum=1,
+            nullable=True,
+            description="relative tolerance of the eigensolver; null - the backend's default",
+        )
         max_hessian_vector_products: int | None = setting(None, kind=int, minimum=1, nullable=True)
         seed: int = setting(0, minimum=0)
-        warm_start: bool = setting(True)
-        stopping: str = setting(DEFAULT_STOPPING_RULE, choices=STOPPING_RULES)
+        warm_start: bool = setting(
+            True,
+            description="start each task's Lanczos from its eigenvector at the previous measured epoch",
+        )
+        stopping: str = setting(
+            DEFAULT_STOPPING_RULE,
+            choices=STOPPING_RULES,
+            description="stop Lanczos on the eigenvalue's error bound or on the Ritz residual",
+        )
 
     def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
         settings = self.settings

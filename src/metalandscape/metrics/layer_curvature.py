@@ -71,7 +71,12 @@ class LayerCurvature(Metric):
 
         tasks: int = setting(10, minimum=1)
         split: str = setting("test", choices=SPLITS)
-        layers: tuple[str, ...] = setting((), kind=tuple)
+        layers: tuple[str, ...] = setting(
+            (),
+            kind=tuple,
+            description="parameter-name prefixes, one per layer; "
+            "empty - every parameter-owning module",
+        )
         probes: int = setting(10, minimum=2)
         tol: float = setting(DEFAULT_LANCZOS_TOL, exclusive_minimum=0, maximum=1)
         max_hvps: int = setting(DEFAULT_LANCZOS_MAX_HVPS, minimum=1)

@@ -116,11 +116,19 @@ class SpectralDensity(Metric):
         tasks: int = setting(10, minimum=1)
         split: str = setting("test", choices=SPLITS)
         starts: int = setting(4, minimum=1)
-        lanczos_steps: int = setting(40, minimum=2)
+        lanczos_steps: int = setting(
+            40, minimum=2, description="Lanczos steps per start, one Hessian-vector product each"
+        )
         grid_low: float = setting(-30.0)
-        grid_high: float = setting(120.0)
+        grid_high: float = setting(
+            120.0, description="upper end of the eigenvalue grid; must exceed grid_low"
+        )
         grid_points: int = setting(601, minimum=2)
-        sigma: float = setting(0.5, exclusive_minimum=0)
+        sigma: float = setting(
+            0.5,
+            exclusive_minimum=0,
+            description="width of the Gaussian smoothing, in eigenvalue units",
+        )
         seed: int = setting(0, minimum=0)
 
         def __post_init__(self) -> None:

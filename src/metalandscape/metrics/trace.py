@@ -105,7 +105,11 @@ class HessianTrace(Metric):
 
         tasks: int = setting(20, minimum=1)
         split: str = setting("test", choices=SPLITS)
-        probes: int = setting(10, minimum=2)  # a standard error needs two
+        probes: int = setting(  # a standard error needs two
+            10,
+            minimum=2,
+            description="Rademacher probes per task, one Hessian-vector product each",
+        )
         seed: int = setting(0, minimum=0)
 
     def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
