@@ -415,30 +415,23 @@ class EvaluationContext:
     def _adapt(self, starts: Params, inputs: Tensor, labels: Tensor, batched: bool) -> Params:
         """The algorithm's evaluation adaptation from ``starts`` (no graph kept)."""
         if isinstance(self.inner_step_size, dict):
-            adapted = adapt_with_step_sizes(
-                self.model,
-                starts,
-                inputs,
-                labels,
-                kind=self.kind,
-                steps=self.inner_steps,
-                step_sizes=self.inner_step_size,
-                create_graph=False,
-                batched=batched,
-            )
-            assert isinstance(adapted, dict)
-            return adapted
-        return adapt(
+            adapter: Callable[..., Any] = adapt_with_step_sizes
+            step: dict[str, Any] = {"step_sizes": self.inner_step_size}
+        else:
+            adapter, step = adapt, {"step_size": self.inner_step_size}
+        adapted = adapter(
             self.model,
             starts,
             inputs,
             labels,
             kind=self.kind,
             steps=self.inner_steps,
-            step_size=self.inner_step_size,
             create_graph=False,
             batched=batched,
+            **step,
         )
+        assert isinstance(adapted, dict)
+        return adapted
 
     def _adapt_chunk(self, batch: TaskBatch, start: int, stop: int) -> list[Params]:
         tasks = stop - start
