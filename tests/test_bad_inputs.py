@@ -31,6 +31,7 @@ from metalandscape.metrics.builtin import (
 )
 from metalandscape.metrics.function_coherence import FunctionCoherence
 from metalandscape.metrics.layer_curvature import LayerCurvature
+from metalandscape.metrics.schema import ConfigSchemaError, config_schema, validate_config
 from metalandscape.metrics.spectral_density import SpectralDensity
 from metalandscape.metrics.trace import HessianTrace
 
@@ -149,18 +150,13 @@ def test_bad_metric_setting(
     assert not out_dir.exists() or not files_under(out_dir)
 
 
+SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
+
+
 def test_schema_bounds_are_the_settings_rules() -> None:
-    """config.schema.yaml's metrics entries equal what each Settings field declares."""
-    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
-    entries = schema["properties"]["metrics"]["properties"]
-
-    def without_descriptions(value: object) -> object:
-        if isinstance(value, dict):
-            return {k: without_descriptions(v) for k, v in value.items() if k != "description"}
-        if isinstance(value, list):
-            return [without_descriptions(v) for v in value]
-        return value
-
+    """The built schema's metrics entries are what each Settings field declares; the file has none."""
+    assert "properties" not in yaml.safe_load(SCHEMA.read_text())["properties"]["metrics"]
+    entries = config_schema(SCHEMA)["properties"]["metrics"]["properties"]
     builtins = (
         Accuracy,
         SupportLoss,
@@ -175,7 +171,67 @@ def test_schema_bounds_are_the_settings_rules() -> None:
     assert set(entries) == {cls.name for cls in builtins}
     for cls in builtins:
         assert available_metrics()[cls.name] is cls
-        assert without_descriptions(entries[cls.name]) == settings_json_schema(cls), cls.name
+        assert entries[cls.name] == settings_json_schema(cls), cls.name
+    # The rules as JSON schema, spelt out for two settings.
+    assert entries["hessian"]["properties"]["tol"] == {
+        "description": "relative tolerance of the eigensolver; null - the backend's default",
+        "anyOf": [{"type": "null"}, {"type": "number", "exclusiveMinimum": 0, "maximum": 1}],
+    }
+    assert entries["accuracy"]["properties"]["splits"] == {
+        "type": "array",
+        "minItems": 1,
+        "uniqueItems": True,
+        "items": {"type": "string", "enum": ["train", "val", "test"]},
+    }
+
+
+def workflow_config(metrics: dict[str, object]) -> dict[str, object]:
+    """config.yaml with its metric settings replaced by ``metrics``."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    return {**config, "metrics": metrics}
+
+
+@pytest.mark.parametrize(
+    ("metrics", "message"),
+    [
+        ({"hessian": {"tol": 0}}, "metrics.hessian.tol: 0 is less than or equal to the minimum"),
+        ({"hessian": {"tol": 2}}, "metrics.hessian.tol: 2 is greater than the maximum of 1"),
+        ({"accuracy": {"tasks": 0}}, "metrics.accuracy.tasks: 0 is less than the minimum of 1"),
+        ({"spectral_density": {"sigma": "wide"}}, "metrics.spectral_density.sigma: 'wide'"),
+        ({"layer_curvature": {"bogus": 1}}, "metrics.layer_curvature: Additional properties"),
+        ({"not_installed": 3}, "metrics.not_installed: 3 is not of type 'object'"),
+    ],
+)
+def test_workflow_schema_refuses_a_bad_metric_setting(
+    metrics: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigSchemaError) as caught:
+        validate_config(workflow_config(metrics), SCHEMA)
+    assert str(caught.value).startswith(message), caught.value
+    assert "\n" not in str(caught.value)
+
+
+def test_workflow_schema_passes_the_shipped_config_and_unknown_metrics() -> None:
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    validate_config(config, SCHEMA)
+    validate_config(workflow_config({"not_installed": {"anything": 1}}), SCHEMA)
+
+
+def test_workflow_schema_names_a_broken_plugin_it_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only plugins with settings in the config are loaded; a broken one is named in one line."""
+    from importlib.metadata import EntryPoint
+
+    from metalandscape.metrics import base
+
+    broken = EntryPoint("broken", "metalandscape_gone_plugin:Gone", base.ENTRY_POINT_GROUP)
+    registered = list(base.entry_points(group=base.ENTRY_POINT_GROUP))
+    monkeypatch.setattr(base, "entry_points", lambda group: [*registered, broken])
+    validate_config(workflow_config({"hessian": {"tol": 0.1}}), SCHEMA)
+    with pytest.raises(
+        ConfigSchemaError, match=r"^metric plugin 'broken' .*pip install -e \."
+    ) as caught:
+        validate_config(workflow_config({"broken": {}}), SCHEMA)
+    assert "\n" not in str(caught.value)
 
 
 def test_exponent_numbers_are_numbers() -> None:

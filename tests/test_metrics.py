@@ -155,6 +155,72 @@ def test_builtins_are_registered_as_entry_points():
     assert set(available_metrics()) >= BUILTINS
 
 
+@pytest.fixture
+def broken_plugin(monkeypatch):
+    """The registered metric entry points plus ``broken`` (a module that is gone) and ``stale``
+    (a name that is not a Metric class)."""
+    from importlib.metadata import EntryPoint
+
+    from metalandscape.metrics import base
+
+    registered = list(base.entry_points(group=base.ENTRY_POINT_GROUP))
+    extra = [
+        EntryPoint("broken", "metalandscape_gone_plugin.metrics:Gone", base.ENTRY_POINT_GROUP),
+        EntryPoint("stale", "math:pi", base.ENTRY_POINT_GROUP),
+    ]
+    monkeypatch.setattr(base, "entry_points", lambda group: [*registered, *extra])
+
+
+def test_a_broken_plugin_breaks_only_itself(broken_plugin, sinusoid_context):
+    """The metrics job loads only the plugins it asks for: a broken one elsewhere is harmless."""
+    values = make_metric("support_loss", {"tasks": 2}).compute(sinusoid_context)
+    assert values["support_loss"].values.shape == (2,)
+    with pytest.raises(MetricError) as caught:
+        make_metric("broken")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "'broken'" in message and "metalandscape_gone_plugin.metrics:Gone" in message
+    assert "ModuleNotFoundError" in message and "pip install -e ." in message
+    with pytest.raises(MetricError, match=r"'stale' \(entry point math:pi\) is not a Metric"):
+        make_metric("stale")
+    with pytest.raises(MetricError, match=r"available metrics: .*broken.*stale"):
+        make_metric("nope")
+
+
+def test_listing_names_every_broken_plugin_in_one_line(broken_plugin):
+    with pytest.raises(MetricError) as caught:
+        available_metrics()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "'broken'" in message and "'stale'" in message and "'accuracy'" not in message
+
+
+def test_the_metrics_job_runs_beside_a_broken_plugin(broken_plugin, tmp_path, sinusoid_run, capsys):
+    from metalandscape.cli import main
+
+    common = ["metrics", "--checkpoint", str(sinusoid_run), "--epoch", "1", "--quiet"]
+    assert (
+        main(
+            [
+                *common,
+                "--metric",
+                "accuracy",
+                "--set",
+                "accuracy.tasks=2",
+                "--out",
+                str(tmp_path / "a.nc"),
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "a.nc").exists()
+    capsys.readouterr()
+    code = main([*common, "--metric", "broken", "--out", str(tmp_path / "b.nc")])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "'broken'" in lines[0], lines
+    assert not (tmp_path / "b.nc").exists()
+
+
 @pytest.fixture(scope="module")
 def sinusoid_run(tmp_path_factory):
     config = resolve_run_config(

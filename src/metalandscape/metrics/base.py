@@ -20,7 +20,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, ClassVar
 
 import numpy as np
@@ -80,30 +80,57 @@ class Metric(ABC):
         """The metric's quantities at the context's checkpoint epoch."""
 
 
+def metric_entry_points() -> dict[str, EntryPoint]:
+    """Every entry point of the ``metalandscape.metrics`` group by name, none of them loaded."""
+    return {entry.name: entry for entry in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_metric(entry: EntryPoint) -> type[Metric]:
+    """The Metric class of ``entry``; a plugin that fails is one line naming it and the fix."""
+    try:
+        cls = entry.load()
+    except Exception as error:  # any import error of a plugin, named clearly
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise MetricError(
+            f"metric plugin {entry.name!r} (entry point {entry.value}) failed to load: "
+            f"{type(error).__name__}: {reason}; reinstall the package that declares it "
+            "(pip install -e . in its checkout) or uninstall it"
+        ) from None
+    if not (isinstance(cls, type) and issubclass(cls, Metric)):
+        raise MetricError(
+            f"metric plugin {entry.name!r} (entry point {entry.value}) is not a Metric class; "
+            "fix the entry point in the pyproject.toml that declares it and reinstall"
+        )
+    return cls
+
+
+def metric_class(name: str) -> type[Metric]:
+    """The Metric class registered as ``name``, loading that plugin only."""
+    entries = metric_entry_points()
+    if name not in entries:
+        raise MetricError(
+            f"unknown metric {name!r}; available metrics: {', '.join(sorted(entries)) or 'none'}"
+        )
+    return load_metric(entries[name])
+
+
 def available_metrics() -> dict[str, type[Metric]]:
-    """Every metric registered under the ``metalandscape.metrics`` entry-point group."""
+    """Every registered metric, all plugins loaded; the ones that fail are named in one line."""
     found: dict[str, type[Metric]] = {}
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
+    problems: list[str] = []
+    for name, entry in metric_entry_points().items():
         try:
-            cls = entry.load()
-        except Exception as error:  # any import error of a third-party plugin, named clearly
-            raise MetricError(
-                f"metric plugin {entry.name!r} ({entry.value}) failed to load: {error}"
-            ) from None
-        if not (isinstance(cls, type) and issubclass(cls, Metric)):
-            raise MetricError(f"metric plugin {entry.name!r} ({entry.value}) is not a Metric class")
-        found[entry.name] = cls
+            found[name] = load_metric(entry)
+        except MetricError as error:
+            problems.append(str(error))
+    if problems:
+        raise MetricError(" | ".join(problems))
     return found
 
 
 def make_metric(name: str, settings: Mapping[str, Any] | None = None) -> Metric:
     """Instantiate metric ``name`` with ``settings`` checked against its Settings dataclass."""
-    metrics = available_metrics()
-    if name not in metrics:
-        raise MetricError(
-            f"unknown metric {name!r}; available metrics: {', '.join(sorted(metrics)) or 'none'}"
-        )
-    cls = metrics[name]
+    cls = metric_class(name)
     return cls(parse_settings(cls, dict(settings or {})))
 
 
@@ -126,6 +153,7 @@ class SettingRule:
     maximum: float | None = None
     choices: tuple[str, ...] | None = None
     nullable: bool = False
+    description: str | None = None  # the workflow schema's description of the setting
 
     def problem(self, value: Any) -> str | None:
         """Why ``value`` is not allowed (None if it is)."""
@@ -176,7 +204,7 @@ class SettingRule:
         return f"{text} or null" if self.nullable else text
 
     def json_schema(self) -> dict[str, Any]:
-        """This rule as a JSON-schema entry (the workflow's config.schema.yaml holds it)."""
+        """This rule as a JSON-schema entry (the workflow schema's, :mod:`.schema`)."""
         if self.kind is tuple and self.choices is None:
             schema: dict[str, Any] = {
                 "type": "array",
@@ -203,7 +231,9 @@ class SettingRule:
             ):
                 if bound is not None:
                     schema[key] = bound
-        return {"anyOf": [{"type": "null"}, schema]} if self.nullable else schema
+        if self.nullable:
+            schema = {"anyOf": [{"type": "null"}, schema]}
+        return schema if self.description is None else {"description": self.description, **schema}
 
 
 def setting(default: Any, *, kind: type | None = None, **rule: Any) -> Any:
@@ -385,30 +415,23 @@ class EvaluationContext:
     def _adapt(self, starts: Params, inputs: Tensor, labels: Tensor, batched: bool) -> Params:
         """The algorithm's evaluation adaptation from ``starts`` (no graph kept)."""
         if isinstance(self.inner_step_size, dict):
-            adapted = adapt_with_step_sizes(
-                self.model,
-                starts,
-                inputs,
-                labels,
-                kind=self.kind,
-                steps=self.inner_steps,
-                step_sizes=self.inner_step_size,
-                create_graph=False,
-                batched=batched,
-            )
-            assert isinstance(adapted, dict)
-            return adapted
-        return adapt(
+            adapter: Callable[..., Any] = adapt_with_step_sizes
+            step: dict[str, Any] = {"step_sizes": self.inner_step_size}
+        else:
+            adapter, step = adapt, {"step_size": self.inner_step_size}
+        adapted = adapter(
             self.model,
             starts,
             inputs,
             labels,
             kind=self.kind,
             steps=self.inner_steps,
-            step_size=self.inner_step_size,
             create_graph=False,
             batched=batched,
+            **step,
         )
+        assert isinstance(adapted, dict)
+        return adapted
 
     def _adapt_chunk(self, batch: TaskBatch, start: int, stop: int) -> list[Params]:
         tasks = stop - start

@@ -30,12 +30,16 @@ from metalandscape.metrics.eigen import (
 SPLITS: tuple[str, ...] = get_args(Split)
 
 
-def _with_summary(name: str, values: np.ndarray, long_name: str, units: str) -> dict[str, Quantity]:
+def with_summary(
+    name: str, values: np.ndarray, long_name: str, units: str, *, ci95_long_name: str | None = None
+) -> dict[str, Quantity]:
+    """``name`` per task, its task mean ``name_mean`` and the mean's 95% half-width ``name_ci95``."""
     mean, ci95 = mean_and_ci95(values)
+    ci95_long_name = ci95_long_name or f"95% confidence half-width of mean {long_name}"
     return {
         name: Quantity(values, long_name, units, per_task=True),
         f"{name}_mean": Quantity(mean, f"mean {long_name}", units),
-        f"{name}_ci95": Quantity(ci95, f"95% confidence half-width of mean {long_name}", units),
+        f"{name}_ci95": Quantity(ci95, ci95_long_name, units),
     }
 
 
@@ -69,10 +73,10 @@ class Accuracy(Metric):
             loss, values = context.target_results(split, self.settings.tasks)
             label = "meta-test" if split == "test" else f"meta-{split}"
             out.update(
-                _with_summary(f"{split}_target_{score}", values, f"{label} target {score}", units)
+                with_summary(f"{split}_target_{score}", values, f"{label} target {score}", units)
             )
             if score == "accuracy":  # for regression the loss is the MSE already reported
-                out.update(_with_summary(f"{split}_target_loss", loss, f"{label} target loss", "1"))
+                out.update(with_summary(f"{split}_target_loss", loss, f"{label} target loss", "1"))
         return out
 
 
@@ -91,7 +95,7 @@ class SupportLoss(Metric):
 
     def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
         values = context.support_losses(self.settings.split, self.settings.tasks)
-        return _with_summary("support_loss", values, "support loss at adapted parameters", "1")
+        return with_summary("support_loss", values, "support loss at adapted parameters", "1")
 
 
 class Hessian(Metric):
@@ -113,11 +117,25 @@ class Hessian(Metric):
         tasks: int = setting(60, minimum=1)
         split: str = setting("test", choices=SPLITS)
         backend: str = setting("lanczos_batched", choices=BACKENDS)
-        tol: float | None = setting(None, kind=float, exclusive_minimum=0, maximum=1, nullable=True)
+        tol: float | None = setting(
+            None,
+            kind=float,
+            exclusive_minimum=0,
+            maximum=1,
+            nullable=True,
+            description="relative tolerance of the eigensolver; null - the backend's default",
+        )
         max_hessian_vector_products: int | None = setting(None, kind=int, minimum=1, nullable=True)
         seed: int = setting(0, minimum=0)
-        warm_start: bool = setting(True)
-        stopping: str = setting(DEFAULT_STOPPING_RULE, choices=STOPPING_RULES)
+        warm_start: bool = setting(
+            True,
+            description="start each task's Lanczos from its eigenvector at the previous measured epoch",
+        )
+        stopping: str = setting(
+            DEFAULT_STOPPING_RULE,
+            choices=STOPPING_RULES,
+            description="stop Lanczos on the eigenvalue's error bound or on the Ritz residual",
+        )
 
     def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
         settings = self.settings
@@ -146,7 +164,7 @@ class Hessian(Metric):
         values = [result.value for result in results]
         products = [result.hessian_vector_products for result in results]
         converged = [result.converged for result in results]
-        out = _with_summary(
+        out = with_summary(
             "hessian_top_eigenvalue",
             np.asarray(values),
             "top eigenvalue of the support-loss Hessian at adapted parameters",
@@ -189,7 +207,7 @@ class TrajectoryCoherence(Metric):
             )
         }
         out.update(
-            _with_summary(
+            with_summary(
                 "trajectory_norm", norms.cpu().numpy(), "L2 norm of adaptation displacement", "1"
             )
         )
@@ -229,7 +247,7 @@ class GradientCoherence(Metric):
             ),
         }
         out.update(
-            _with_summary("gradient_norm", norms.cpu().numpy(), "L2 norm of support gradient", "1")
+            with_summary("gradient_norm", norms.cpu().numpy(), "L2 norm of support gradient", "1")
         )
         return out
 

@@ -85,58 +85,18 @@ def to_dataset(
     at every epoch.
     """
     epochs = sorted(measured)
-    if not epochs:
-        raise MetricError(f"metric {metric.name!r}: no epoch measured")
-    names = list(measured[epochs[0]])
-    for epoch in epochs:
-        if list(measured[epoch]) != names:
-            raise MetricError(
-                f"metric {metric.name!r}: epoch {epoch} returned {list(measured[epoch])}, "
-                f"epoch {epochs[0]} returned {names}"
-            )
-    lead = (1,) * (len(GRID_DIMS) - 1)
+    names = _quantity_names(metric, measured, epochs)
     data_vars = {}
     extra_coords: dict[str, np.ndarray] = {}
     for name in names:
-        first = measured[epochs[0]][name]
-        extra = {dim: np.asarray(values) for dim, values in (first.extra_dims or {}).items()}
-        for epoch in epochs:
-            other = measured[epoch][name].extra_dims or {}
-            if list(other) != list(extra) or any(
-                not np.array_equal(np.asarray(other[dim]), extra[dim]) for dim in extra
-            ):
-                raise MetricError(
-                    f"metric {metric.name!r}: {name!r} has other extra coordinates at epoch "
-                    f"{epoch} than at epoch {epochs[0]}"
-                )
+        extra = _extra_coordinates(metric, name, measured, epochs)
         for dim, coordinate in extra.items():
             if dim in extra_coords and not np.array_equal(extra_coords[dim], coordinate):
                 raise MetricError(
                     f"metric {metric.name!r}: two variables disagree on coordinate {dim!r}"
                 )
             extra_coords[dim] = coordinate
-        expected = tuple(len(coordinate) for coordinate in extra.values())
-        columns = [np.asarray(measured[e][name].values, dtype=np.float64) for e in epochs]
-        if first.per_task:
-            if any(c.ndim != 1 + len(extra) or c.shape[1:] != expected for c in columns):
-                raise MetricError(
-                    f"metric {metric.name!r}: per-task {name!r} must be [task, *{expected}]"
-                )
-            tasks = max(column.shape[0] for column in columns)
-            values = np.full((len(epochs), tasks, *expected), np.nan)
-            for row, column in enumerate(columns):
-                values[row, : column.shape[0]] = column
-            dims: tuple[str, ...] = (*GRID_DIMS, "task", *extra)
-        else:
-            if any(column.shape != expected for column in columns):
-                raise MetricError(f"metric {metric.name!r}: {name!r} must have shape {expected}")
-            values = np.stack(columns) if columns else np.empty((0, *expected))
-            dims = (*GRID_DIMS, *extra)
-        values = values.reshape(lead + values.shape)
-        attrs: dict[str, Any] = {"long_name": first.long_name, "units": first.units}
-        if first.per_task:
-            attrs["tasks"] = int(values.shape[len(GRID_DIMS)])
-        data_vars[name] = (dims, values, attrs)
+        data_vars[name] = _variable(metric, name, [measured[e][name] for e in epochs], extra)
     coords: dict[str, Any] = {k: [v] for k, v in RunKey.of(config).coordinates().items()}
     coords["epoch"] = epochs
     coords.update(extra_coords)
@@ -155,6 +115,71 @@ def to_dataset(
         }
     )
     return dataset
+
+
+def _quantity_names(
+    metric: Metric, measured: Mapping[int, Mapping[str, Quantity]], epochs: list[int]
+) -> list[str]:
+    """The quantity names every epoch returned, in order; MetricError if epochs disagree."""
+    if not epochs:
+        raise MetricError(f"metric {metric.name!r}: no epoch measured")
+    names = list(measured[epochs[0]])
+    for epoch in epochs:
+        if list(measured[epoch]) != names:
+            raise MetricError(
+                f"metric {metric.name!r}: epoch {epoch} returned {list(measured[epoch])}, "
+                f"epoch {epochs[0]} returned {names}"
+            )
+    return names
+
+
+def _extra_coordinates(
+    metric: Metric, name: str, measured: Mapping[int, Mapping[str, Quantity]], epochs: list[int]
+) -> dict[str, np.ndarray]:
+    """Quantity ``name``'s extra dimensions and coordinates, the same at every epoch."""
+    extra = {
+        dim: np.asarray(values)
+        for dim, values in (measured[epochs[0]][name].extra_dims or {}).items()
+    }
+    for epoch in epochs:
+        other = measured[epoch][name].extra_dims or {}
+        if list(other) != list(extra) or any(
+            not np.array_equal(np.asarray(other[dim]), extra[dim]) for dim in extra
+        ):
+            raise MetricError(
+                f"metric {metric.name!r}: {name!r} has other extra coordinates at epoch "
+                f"{epoch} than at epoch {epochs[0]}"
+            )
+    return extra
+
+
+def _variable(
+    metric: Metric, name: str, per_epoch: list[Quantity], extra: Mapping[str, np.ndarray]
+) -> tuple[tuple[str, ...], np.ndarray, dict[str, Any]]:
+    """Quantity ``name`` at every epoch as one variable: dims, values (NaN-padded), attributes."""
+    first = per_epoch[0]
+    expected = tuple(len(coordinate) for coordinate in extra.values())
+    columns = [np.asarray(quantity.values, dtype=np.float64) for quantity in per_epoch]
+    if first.per_task:
+        if any(c.ndim != 1 + len(extra) or c.shape[1:] != expected for c in columns):
+            raise MetricError(
+                f"metric {metric.name!r}: per-task {name!r} must be [task, *{expected}]"
+            )
+        tasks = max(column.shape[0] for column in columns)
+        values = np.full((len(columns), tasks, *expected), np.nan)
+        for row, column in enumerate(columns):
+            values[row, : column.shape[0]] = column
+        dims: tuple[str, ...] = (*GRID_DIMS, "task", *extra)
+    else:
+        if any(column.shape != expected for column in columns):
+            raise MetricError(f"metric {metric.name!r}: {name!r} must have shape {expected}")
+        values = np.stack(columns) if columns else np.empty((0, *expected))
+        dims = (*GRID_DIMS, *extra)
+    values = values.reshape((1,) * (len(GRID_DIMS) - 1) + values.shape)
+    attrs: dict[str, Any] = {"long_name": first.long_name, "units": first.units}
+    if first.per_task:
+        attrs["tasks"] = int(values.shape[len(GRID_DIMS)])
+    return dims, values, attrs
 
 
 def _settings_dict(metric: Metric) -> dict[str, Any]:

@@ -79,7 +79,9 @@ class FunctionCoherence(Metric):
 
         tasks: int = setting(500, minimum=2)  # pairs
         split: str = setting("test", choices=SPLITS)
-        probe_tasks: int = setting(4, minimum=1)
+        probe_tasks: int = setting(
+            4, minimum=1, description="tasks whose target inputs form the shared probe set"
+        )
         probe_split: str = setting("test", choices=SPLITS)
 
     def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:

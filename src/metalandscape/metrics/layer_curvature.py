@@ -28,7 +28,7 @@ from metalandscape.metrics.eigen import (
     TaskHessianVectorProduct,
     top_eigenvalue_lanczos,
 )
-from metalandscape.metrics.trace import block_loss, hutchinson_trace, rademacher_probes
+from metalandscape.metrics.trace import block_loss, block_trace
 
 
 def parameter_layers(names: Sequence[str], prefixes: Sequence[str] = ()) -> dict[str, list[str]]:
@@ -71,7 +71,12 @@ class LayerCurvature(Metric):
 
         tasks: int = setting(10, minimum=1)
         split: str = setting("test", choices=SPLITS)
-        layers: tuple[str, ...] = setting((), kind=tuple)
+        layers: tuple[str, ...] = setting(
+            (),
+            kind=tuple,
+            description="parameter-name prefixes, one per layer; "
+            "empty - every parameter-owning module",
+        )
         probes: int = setting(10, minimum=2)
         tol: float = setting(DEFAULT_LANCZOS_TOL, exclusive_minimum=0, maximum=1)
         max_hvps: int = setting(DEFAULT_LANCZOS_MAX_HVPS, minimum=1)
@@ -83,61 +88,63 @@ class LayerCurvature(Metric):
     def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
         settings = self.settings
         layers = parameter_layers(list(context.start_params), settings.layers)
-        batch = context.tasks(settings.split, settings.tasks)
-        adapted = context.adapted(settings.split, settings.tasks)
-        criterion = partial(loss_from_outputs, kind=context.kind)
-        shape = (len(adapted), len(layers))
-        top, converged, trace, error, products = (np.empty(shape) for _ in range(5))
-        for task, params in enumerate(adapted):
-            loss = block_loss(
-                context.model,
-                params,
-                batch.support_inputs[task],
-                batch.support_labels[task],
-                criterion,
-            )
-            for column, members in enumerate(layers.values()):
-                block: Params = {name: params[name] for name in members}
-                eigen = top_eigenvalue_lanczos(
-                    loss,
-                    block,
-                    tol=settings.tol,
-                    max_hvps=settings.max_hvps,
-                    seed=settings.seed + task,
-                )
-                hvp = TaskHessianVectorProduct(loss, block)
-                probes = rademacher_probes(settings.probes, hvp.size, settings.seed, task)
-                estimate = hutchinson_trace(hvp.tensor_product, probes, next(iter(block.values())))
-                top[task, column] = eigen.value
-                converged[task, column] = float(eigen.converged)
-                trace[task, column] = estimate.value
-                error[task, column] = estimate.standard_error
-                products[task, column] = (
-                    eigen.hessian_vector_products + estimate.hessian_vector_products
-                )
+        estimates = layer_estimates(context, layers, settings)
         extra = {"layer": np.asarray(list(layers), dtype=str)}
 
-        def per_layer(values: np.ndarray, long_name: str) -> Quantity:
-            return Quantity(values, long_name, "1", per_task=True, extra_dims=extra)
+        def per_layer(name: str, long_name: str) -> Quantity:
+            return Quantity(estimates[name], long_name, "1", per_task=True, extra_dims=extra)
+
+        def task_mean(name: str, long_name: str) -> Quantity:
+            return Quantity(estimates[name].mean(axis=0), long_name, "1", extra_dims=extra)
 
         return {
-            "layer_top_eigenvalue": per_layer(top, "top eigenvalue of the layer's Hessian block"),
-            "layer_top_eigenvalue_mean": Quantity(
-                top.mean(axis=0),
-                "task-mean top eigenvalue of the layer's Hessian block",
-                "1",
-                extra_dims=extra,
+            "layer_top_eigenvalue": per_layer("top", "top eigenvalue of the layer's Hessian block"),
+            "layer_top_eigenvalue_mean": task_mean(
+                "top", "task-mean top eigenvalue of the layer's Hessian block"
             ),
-            "layer_eigen_converged": per_layer(converged, "Lanczos converged (1) or not (0)"),
-            "layer_trace": per_layer(trace, "Hutchinson trace of the layer's Hessian block"),
+            "layer_eigen_converged": per_layer("converged", "Lanczos converged (1) or not (0)"),
+            "layer_trace": per_layer("trace", "Hutchinson trace of the layer's Hessian block"),
             "layer_trace_standard_error": per_layer(
-                error, "standard error of the Hutchinson estimate over probes"
+                "error", "standard error of the Hutchinson estimate over probes"
             ),
-            "layer_trace_mean": Quantity(
-                trace.mean(axis=0),
-                "task-mean trace of the layer's Hessian block",
-                "1",
-                extra_dims=extra,
-            ),
-            "layer_hessian_vector_products": per_layer(products, "Hessian-vector products spent"),
+            "layer_trace_mean": task_mean("trace", "task-mean trace of the layer's Hessian block"),
+            "layer_hessian_vector_products": per_layer("products", "Hessian-vector products spent"),
         }
+
+
+def layer_estimates(
+    context: EvaluationContext, layers: Mapping[str, list[str]], settings: LayerCurvature.Settings
+) -> dict[str, np.ndarray]:
+    """``[task, layer]`` arrays ``top``, ``converged``, ``trace``, ``error`` and ``products``.
+
+    Per task and layer: λmax by ARPACK Lanczos (seeded ``seed + task``) and Hutchinson's trace
+    of the layer's block of the support-loss Hessian at θ̃ᵢ.
+    """
+    batch = context.tasks(settings.split, settings.tasks)
+    adapted = context.adapted(settings.split, settings.tasks)
+    criterion = partial(loss_from_outputs, kind=context.kind)
+    names = ("top", "converged", "trace", "error", "products")
+    out = {name: np.empty((len(adapted), len(layers))) for name in names}
+    for task, params in enumerate(adapted):
+        loss = block_loss(
+            context.model, params, batch.support_inputs[task], batch.support_labels[task], criterion
+        )
+        for column, members in enumerate(layers.values()):
+            block: Params = {name: params[name] for name in members}
+            eigen = top_eigenvalue_lanczos(
+                loss, block, tol=settings.tol, max_hvps=settings.max_hvps, seed=settings.seed + task
+            )
+            estimate = block_trace(
+                TaskHessianVectorProduct(loss, block),
+                probes=settings.probes,
+                seed=settings.seed,
+                task=task,
+            )
+            out["top"][task, column] = eigen.value
+            out["converged"][task, column] = float(eigen.converged)
+            out["trace"][task, column] = estimate.value
+            out["error"][task, column] = estimate.standard_error
+            out["products"][task, column] = (
+                eigen.hessian_vector_products + estimate.hessian_vector_products
+            )
+    return out

@@ -27,12 +27,11 @@ import scipy.stats
 import torch
 from torch import Tensor
 
-from metalandscape.functional import Params, loss_from_outputs
-from metalandscape.metrics.base import EvaluationContext, Metric, Quantity, mean_and_ci95, setting
-from metalandscape.metrics.builtin import SPLITS
-from metalandscape.metrics.eigen import TaskHessianVectorProduct
+from metalandscape.functional import loss_from_outputs
+from metalandscape.metrics.base import EvaluationContext, Metric, Quantity, setting
+from metalandscape.metrics.builtin import SPLITS, with_summary
 from metalandscape.metrics.eigen.lanczos_batched import _LanczosRun
-from metalandscape.metrics.trace import block_loss
+from metalandscape.metrics.trace import task_hessian
 
 
 @dataclass(frozen=True)
@@ -116,11 +115,19 @@ class SpectralDensity(Metric):
         tasks: int = setting(10, minimum=1)
         split: str = setting("test", choices=SPLITS)
         starts: int = setting(4, minimum=1)
-        lanczos_steps: int = setting(40, minimum=2)
+        lanczos_steps: int = setting(
+            40, minimum=2, description="Lanczos steps per start, one Hessian-vector product each"
+        )
         grid_low: float = setting(-30.0)
-        grid_high: float = setting(120.0)
+        grid_high: float = setting(
+            120.0, description="upper end of the eigenvalue grid; must exceed grid_low"
+        )
         grid_points: int = setting(601, minimum=2)
-        sigma: float = setting(0.5, exclusive_minimum=0)
+        sigma: float = setting(
+            0.5,
+            exclusive_minimum=0,
+            description="width of the Gaussian smoothing, in eigenvalue units",
+        )
         seed: int = setting(0, minimum=0)
 
         def __post_init__(self) -> None:
@@ -132,107 +139,109 @@ class SpectralDensity(Metric):
 
     def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
         settings = self.settings
-        batch = context.tasks(settings.split, settings.tasks)
-        adapted = context.adapted(settings.split, settings.tasks)
-        criterion = partial(loss_from_outputs, kind=context.kind)
+        quadratures = task_quadratures(context, settings)
         grid = eigenvalue_grid(settings.grid_low, settings.grid_high, settings.grid_points)
-        quadratures = []
-        for index, params in enumerate(adapted):
-            quadratures.append(
-                task_quadrature(
-                    context,
-                    params,
-                    batch.support_inputs[index],
-                    batch.support_labels[index],
-                    criterion,
-                    settings,
-                    index,
-                )
-            )
-        densities = np.stack(
-            [gaussian_density(*q.measure(), grid, settings.sigma) for q in quadratures]
-        )
-        outside = np.asarray(
-            [_mass_outside(*q.measure(), grid, settings.sigma) for q in quadratures]
-        )
-        top = np.asarray([np.nanmax(q.nodes) for q in quadratures])
-        bottom = np.asarray([np.nanmin(q.nodes) for q in quadratures])
-        extra = {"eigenvalue": grid}
-        ritz_dims = {
-            "lanczos_start": np.arange(settings.starts),
-            "ritz": np.arange(settings.lanczos_steps),
-        }
-        out = {
-            "spectral_density": Quantity(
-                densities,
-                "Gaussian-smoothed Hessian eigenvalue density (SLQ) of the support loss",
-                "1/eigenvalue",
-                per_task=True,
-                extra_dims=extra,
-            ),
-            "spectral_density_mean": Quantity(
-                densities.mean(axis=0),
-                "task-mean Hessian eigenvalue density (SLQ) of the support loss",
-                "1/eigenvalue",
-                extra_dims=extra,
-            ),
-            "spectral_ritz_values": Quantity(
-                np.stack([q.nodes for q in quadratures]),
-                "Ritz values (quadrature nodes) of each Lanczos start",
-                "1",
-                per_task=True,
-                extra_dims=ritz_dims,
-            ),
-            "spectral_ritz_weights": Quantity(
-                np.stack([q.weights for q in quadratures]),
-                "quadrature weights (squared first eigenvector components) of each start",
-                "1",
-                per_task=True,
-                extra_dims=ritz_dims,
-            ),
+        outside = [_mass_outside(*q.measure(), grid, settings.sigma) for q in quadratures]
+        products = [q.hessian_vector_products for q in quadratures]
+        return {
+            **_density_quantities(quadratures, grid, settings.sigma),
+            **_ritz_quantities(quadratures, settings),
             "spectral_mass_outside_grid": Quantity(
-                outside, "fraction of the smoothed density outside the eigenvalue grid", "1", True
-            ),
-            "spectral_hessian_vector_products": Quantity(
-                np.asarray([q.hessian_vector_products for q in quadratures], dtype=np.float64),
-                "Hessian-vector products spent",
+                np.asarray(outside),
+                "fraction of the smoothed density outside the eigenvalue grid",
                 "1",
                 True,
             ),
+            "spectral_hessian_vector_products": Quantity(
+                np.asarray(products, dtype=np.float64), "Hessian-vector products spent", "1", True
+            ),
+            **_extreme_ritz_quantities(quadratures),
         }
-        for name, values, long_name in (
-            ("spectral_top_ritz_value", top, "largest Ritz value (≈ λmax)"),
-            ("spectral_bottom_ritz_value", bottom, "smallest Ritz value (≈ λmin)"),
-        ):
-            mean, ci95 = mean_and_ci95(values)
-            out[name] = Quantity(values, long_name, "1", per_task=True)
-            out[f"{name}_mean"] = Quantity(mean, f"mean {long_name}", "1")
-            out[f"{name}_ci95"] = Quantity(ci95, f"95% half-width of mean {long_name}", "1")
-        return out
 
 
-def task_quadrature(
-    context: EvaluationContext,
-    params: Params,
-    inputs: Tensor,
-    labels: Tensor,
-    criterion: Callable[[Tensor, Tensor], Tensor],
-    settings: SpectralDensity.Settings,
-    task: int,
-) -> Quadrature:
-    """SLQ nodes and weights of one task's support-loss Hessian at ``params``."""
-    hvp = TaskHessianVectorProduct(
-        block_loss(context.model, params, inputs, labels, criterion), params
-    )
-    return lanczos_quadrature(
-        hvp.tensor_product,
-        hvp.size,
-        next(iter(params.values())),
-        starts=settings.starts,
-        steps=settings.lanczos_steps,
-        seed=settings.seed,
-        task=task,
-    )
+def task_quadratures(
+    context: EvaluationContext, settings: SpectralDensity.Settings
+) -> list[Quadrature]:
+    """SLQ nodes and weights of each task's support-loss Hessian at its θ̃ᵢ."""
+    batch = context.tasks(settings.split, settings.tasks)
+    adapted = context.adapted(settings.split, settings.tasks)
+    criterion = partial(loss_from_outputs, kind=context.kind)
+    quadratures = []
+    for index, params in enumerate(adapted):
+        inputs, labels = batch.support_inputs[index], batch.support_labels[index]
+        hvp = task_hessian(context.model, params, inputs, labels, criterion)
+        quadratures.append(
+            lanczos_quadrature(
+                hvp.tensor_product,
+                hvp.size,
+                next(iter(params.values())),
+                starts=settings.starts,
+                steps=settings.lanczos_steps,
+                seed=settings.seed,
+                task=index,
+            )
+        )
+    return quadratures
+
+
+def _density_quantities(
+    quadratures: list[Quadrature], grid: np.ndarray, sigma: float
+) -> dict[str, Quantity]:
+    """The smoothed density of each task on ``grid``, and their task mean."""
+    densities = np.stack([gaussian_density(*q.measure(), grid, sigma) for q in quadratures])
+    extra = {"eigenvalue": grid}
+    return {
+        "spectral_density": Quantity(
+            densities,
+            "Gaussian-smoothed Hessian eigenvalue density (SLQ) of the support loss",
+            "1/eigenvalue",
+            per_task=True,
+            extra_dims=extra,
+        ),
+        "spectral_density_mean": Quantity(
+            densities.mean(axis=0),
+            "task-mean Hessian eigenvalue density (SLQ) of the support loss",
+            "1/eigenvalue",
+            extra_dims=extra,
+        ),
+    }
+
+
+def _ritz_quantities(
+    quadratures: list[Quadrature], settings: SpectralDensity.Settings
+) -> dict[str, Quantity]:
+    """The Ritz values and weights of every task's Lanczos starts."""
+    ritz_dims = {
+        "lanczos_start": np.arange(settings.starts),
+        "ritz": np.arange(settings.lanczos_steps),
+    }
+
+    def per_start(values: np.ndarray, long_name: str) -> Quantity:
+        return Quantity(values, long_name, "1", per_task=True, extra_dims=ritz_dims)
+
+    return {
+        "spectral_ritz_values": per_start(
+            np.stack([q.nodes for q in quadratures]),
+            "Ritz values (quadrature nodes) of each Lanczos start",
+        ),
+        "spectral_ritz_weights": per_start(
+            np.stack([q.weights for q in quadratures]),
+            "quadrature weights (squared first eigenvector components) of each start",
+        ),
+    }
+
+
+def _extreme_ritz_quantities(quadratures: list[Quadrature]) -> dict[str, Quantity]:
+    """The largest and smallest Ritz value of each task, with their task means."""
+    out: dict[str, Quantity] = {}
+    for name, extreme, long_name in (
+        ("spectral_top_ritz_value", np.nanmax, "largest Ritz value (≈ λmax)"),
+        ("spectral_bottom_ritz_value", np.nanmin, "smallest Ritz value (≈ λmin)"),
+    ):
+        values = np.asarray([extreme(q.nodes) for q in quadratures])
+        ci95_long_name = f"95% half-width of mean {long_name}"
+        out.update(with_summary(name, values, long_name, "1", ci95_long_name=ci95_long_name))
+    return out
 
 
 def _mass_outside(nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray, sigma: float) -> float:

@@ -20,8 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from metalandscape.functional import Params, loss_from_outputs
-from metalandscape.metrics.base import EvaluationContext, Metric, Quantity, mean_and_ci95, setting
-from metalandscape.metrics.builtin import SPLITS
+from metalandscape.metrics.base import EvaluationContext, Metric, Quantity, setting
+from metalandscape.metrics.builtin import SPLITS, with_summary
 from metalandscape.metrics.eigen import TaskHessianVectorProduct
 
 Criterion = Callable[[Tensor, Tensor], Tensor]
@@ -74,6 +74,23 @@ def block_loss(
     return loss_of_params
 
 
+def task_hessian(
+    model: nn.Module, params: Params, inputs: Tensor, labels: Tensor, criterion: Criterion
+) -> TaskHessianVectorProduct:
+    """Products with the Hessian of ``criterion(model(inputs), labels)`` at ``params``."""
+    return TaskHessianVectorProduct(block_loss(model, params, inputs, labels, criterion), params)
+
+
+def block_trace(
+    hvp: TaskHessianVectorProduct, *, probes: int, seed: int = 0, task: int = 0
+) -> TraceEstimate:
+    """Hutchinson's trace of the Hessian ``hvp`` with ``probes`` probes of task ``task``."""
+    like = next(iter(hvp.leaves.values()))
+    return hutchinson_trace(
+        hvp.tensor_product, rademacher_probes(probes, hvp.size, seed, task), like
+    )
+
+
 def task_trace(
     model: nn.Module,
     params: Params,
@@ -86,11 +103,8 @@ def task_trace(
     task: int = 0,
 ) -> TraceEstimate:
     """Hutchinson's tr(∇²L) of ``criterion(model(inputs), labels)`` at ``params``."""
-    hvp = TaskHessianVectorProduct(block_loss(model, params, inputs, labels, criterion), params)
-    like = next(iter(params.values()))
-    return hutchinson_trace(
-        hvp.tensor_product, rademacher_probes(probes, hvp.size, seed, task), like
-    )
+    hvp = task_hessian(model, params, inputs, labels, criterion)
+    return block_trace(hvp, probes=probes, seed=seed, task=task)
 
 
 class HessianTrace(Metric):
@@ -105,7 +119,11 @@ class HessianTrace(Metric):
 
         tasks: int = setting(20, minimum=1)
         split: str = setting("test", choices=SPLITS)
-        probes: int = setting(10, minimum=2)  # a standard error needs two
+        probes: int = setting(  # a standard error needs two
+            10,
+            minimum=2,
+            description="Rademacher probes per task, one Hessian-vector product each",
+        )
         seed: int = setting(0, minimum=0)
 
     def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
@@ -128,19 +146,20 @@ class HessianTrace(Metric):
         ]
         values = np.asarray([estimate.value for estimate in estimates])
         errors = np.asarray([estimate.standard_error for estimate in estimates])
-        long_name = "Hutchinson trace of the support-loss Hessian at adapted parameters"
-        mean, across_tasks = mean_and_ci95(values)
+        summary = with_summary(
+            "hessian_trace",
+            values,
+            "Hutchinson trace of the support-loss Hessian at adapted parameters",
+            "1",
+            ci95_long_name="95% confidence half-width of the mean trace over tasks "
+            "(includes probe noise)",
+        )
         return {
-            "hessian_trace": Quantity(values, long_name, "1", per_task=True),
+            "hessian_trace": summary["hessian_trace"],
             "hessian_trace_standard_error": Quantity(
                 errors, "standard error of the Hutchinson estimate over probes", "1", True
             ),
-            "hessian_trace_mean": Quantity(mean, f"mean {long_name}", "1"),
-            "hessian_trace_ci95": Quantity(
-                across_tasks,
-                "95% confidence half-width of the mean trace over tasks (includes probe noise)",
-                "1",
-            ),
+            **summary,
             "hessian_trace_hessian_vector_products": Quantity(
                 np.asarray([e.hessian_vector_products for e in estimates], dtype=np.float64),
                 "Hessian-vector products spent",
@@ -154,7 +173,9 @@ __all__ = [
     "HessianTrace",
     "TraceEstimate",
     "block_loss",
+    "block_trace",
     "hutchinson_trace",
     "rademacher_probes",
+    "task_hessian",
     "task_trace",
 ]

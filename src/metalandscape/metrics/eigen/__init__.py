@@ -59,7 +59,7 @@ from metalandscape.metrics.eigen.pyhessian_backend import (
     DEFAULT_PYHESSIAN_TOL,
     top_eigenvalue_pyhessian,
 )
-from metalandscape.metrics.eigen.result import LANCZOS_WHICH, EigenResult
+from metalandscape.metrics.eigen.result import LANCZOS_WHICH, EigenResult, check_one_per_task
 
 BACKENDS: tuple[str, ...] = ("lanczos", "lanczos_batched", "pyhessian")
 
@@ -87,27 +87,14 @@ def top_eigenvalue(
     ``"lanczos_batched"`` runs as a batch of one task; for many tasks use :func:`top_eigenvalues`.
     """
     if backend == "lanczos_batched":
+        limits = {"tol": tol, "max_hvps": max_hvps, "seed": seed, "which": which}
         (result,) = top_eigenvalues(
-            backend,
-            model,
-            [params],
-            inputs[None],
-            labels[None],
-            criterion,
-            tol=tol,
-            max_hvps=max_hvps,
-            seed=seed,
-            which=which,
+            backend, model, [params], inputs[None], labels[None], criterion, **limits
         )
         return result
     if backend == "lanczos":
-
-        def loss_of_params(candidate: Params) -> Tensor:
-            outputs = torch.func.functional_call(model, candidate, (inputs,))
-            return criterion(outputs, labels)
-
         return top_eigenvalue_lanczos(
-            loss_of_params,
+            _loss_of_params(model, inputs, labels, criterion),
             params,
             tol=DEFAULT_LANCZOS_TOL if tol is None else tol,
             max_hvps=DEFAULT_LANCZOS_MAX_HVPS if max_hvps is None else max_hvps,
@@ -120,17 +107,25 @@ def top_eigenvalue(
                 f"the pyhessian backend only finds the largest-magnitude eigenvalue "
                 f"(which='LM'), got which={which!r}"
             )
-        return top_eigenvalue_pyhessian(
-            model,
-            params,
-            inputs,
-            labels,
-            criterion,
-            tol=DEFAULT_PYHESSIAN_TOL if tol is None else tol,
-            max_iterations=DEFAULT_PYHESSIAN_MAX_ITERATIONS if max_hvps is None else max_hvps,
-            seed=seed,
-        )
+        options = {
+            "tol": DEFAULT_PYHESSIAN_TOL if tol is None else tol,
+            "max_iterations": DEFAULT_PYHESSIAN_MAX_ITERATIONS if max_hvps is None else max_hvps,
+            "seed": seed,
+        }
+        return top_eigenvalue_pyhessian(model, params, inputs, labels, criterion, **options)
     raise ValueError(f"unknown eigenvalue backend {backend!r}; choose one of {BACKENDS}")
+
+
+def _loss_of_params(
+    model: nn.Module, inputs: Tensor, labels: Tensor, criterion: Callable[[Tensor, Tensor], Tensor]
+) -> Callable[[Params], Tensor]:
+    """``criterion(model(inputs), labels)`` as a function of the parameters."""
+
+    def loss_of_params(candidate: Params) -> Tensor:
+        outputs = torch.func.functional_call(model, candidate, (inputs,))
+        return criterion(outputs, labels)
+
+    return loss_of_params
 
 
 def top_eigenvalues(
@@ -175,25 +170,13 @@ def top_eigenvalues(
         )
     if backend not in BACKENDS:
         raise ValueError(f"unknown eigenvalue backend {backend!r}; choose one of {BACKENDS}")
-    if len(inputs) != len(params_list) or len(labels) != len(params_list):
-        raise ValueError(
-            f"{len(params_list)} params but {len(inputs)} inputs and {len(labels)} labels: "
-            "give one per task"
-        )
+    check_one_per_task(len(params_list), inputs, labels)
+    limits = {"tol": tol, "max_hvps": max_hvps, "which": which}
     return [
         top_eigenvalue(
-            backend,
-            model,
-            params,
-            inputs[index],
-            labels[index],
-            criterion,
-            tol=tol,
-            max_hvps=max_hvps,
-            seed=seed + index,
-            which=which,
+            backend, model, params, inputs[i], labels[i], criterion, seed=seed + i, **limits
         )
-        for index, params in enumerate(params_list)
+        for i, params in enumerate(params_list)
     ]
 
 

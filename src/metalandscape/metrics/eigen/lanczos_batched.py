@@ -7,6 +7,9 @@ Each step is one batched Hessian-vector product for all running tasks
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import numpy as np
 import scipy.linalg
@@ -15,7 +18,12 @@ from torch import Tensor, nn
 
 from metalandscape.metrics.eigen.hvp import BatchedHessianVectorProduct
 from metalandscape.metrics.eigen.lanczos import DEFAULT_LANCZOS_TOL
-from metalandscape.metrics.eigen.result import EigenResult, check_which
+from metalandscape.metrics.eigen.result import (
+    EigenResult,
+    batch_norms_with_running_statistics,
+    check_one_per_task,
+    check_which,
+)
 
 # Batched Lanczos (benchmarks/bench_hessian_backends.py, 60 fontglot Conv-4 tasks, one CPU thread):
 # chunks of 4-16 tasks were within noise of each other (~6.2 ms per task-HVP against 7.5-8.5 ms
@@ -39,15 +47,12 @@ _LOOSE_RESIDUAL = 10.0  # β_k ≤ this × max|Ritz value|: the Krylov space is 
 
 
 def _check_no_running_statistics_update(model: nn.Module) -> None:
-    if not model.training:
-        return
-    for name, module in model.named_modules():
-        is_batch_norm = isinstance(module, nn.modules.batchnorm._BatchNorm)
-        if is_batch_norm and module.track_running_stats:
-            raise ValueError(
-                f"BatchNorm {name!r} would update its running statistics in train mode, which "
-                "cannot be batched over tasks; use track_running_stats=False or eval mode"
-            )
+    tracking = batch_norms_with_running_statistics(model) if model.training else []
+    if tracking:
+        raise ValueError(
+            f"BatchNorm {tracking[0]!r} would update its running statistics in train mode, which "
+            "cannot be batched over tasks; use track_running_stats=False or eval mode"
+        )
 
 
 class _LanczosRun:
@@ -209,6 +214,43 @@ def top_eigenvalues_batched(
     algebraic, λmax) or ``"LM"`` (largest magnitude). ``model`` runs in its current train/eval
     mode via ``functional_call``; all tasks' inputs must share one shape.
     """
+    _check_arguments(
+        model,
+        params_list,
+        inputs,
+        labels,
+        which,
+        stopping,
+        max_iterations,
+        chunk_size,
+        start_vectors,
+    )
+    new_run = partial(
+        _start_run,
+        params_list,
+        start_vectors,
+        seed,
+        tol=tol,
+        max_iterations=max_iterations,
+        which=which,
+        stopping=stopping,
+    )
+    problem = _Problem(model, params_list, inputs, labels, criterion)
+    return _run_in_lockstep(problem, new_run, chunk_size)
+
+
+def _check_arguments(
+    model: nn.Module,
+    params_list: Sequence[Mapping[str, Tensor]],
+    inputs: Tensor | Sequence[Tensor],
+    labels: Tensor | Sequence[Tensor],
+    which: str,
+    stopping: str,
+    max_iterations: int,
+    chunk_size: int,
+    start_vectors: Sequence[Tensor | None] | None,
+) -> None:
+    """``ValueError`` naming the first argument of :func:`top_eigenvalues_batched` that is bad."""
     check_which(which)
     if stopping not in STOPPING_RULES:
         raise ValueError(f"stopping must be one of {STOPPING_RULES}, got {stopping!r}")
@@ -217,15 +259,59 @@ def top_eigenvalues_batched(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     count = len(params_list)
-    if len(inputs) != count or len(labels) != count:
-        raise ValueError(
-            f"{count} params but {len(inputs)} inputs and {len(labels)} labels: give one per task"
-        )
+    check_one_per_task(count, inputs, labels)
     if start_vectors is not None and len(start_vectors) != count:
         raise ValueError(f"{count} params but {len(start_vectors)} start vectors")
     if any(not params for params in params_list):
         raise ValueError("params is empty: there is no Hessian to take")
     _check_no_running_statistics_update(model)
+
+
+def _start_run(
+    params_list: Sequence[Mapping[str, Tensor]],
+    start_vectors: Sequence[Tensor | None] | None,
+    seed: int,
+    index: int,
+    **options: Any,
+) -> _LanczosRun:
+    """Task ``index``'s Lanczos run from its start vector, on its parameters' device and dtype."""
+    params = params_list[index]
+    size = sum(tensor.numel() for tensor in params.values())
+    like = next(iter(params.values()))
+    start = _start_vector(start_vectors, index, size, seed).to(like.device, like.dtype)
+    return _LanczosRun(start, **options)
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """The tasks whose Hessians are solved: one model, each task's parameters and data."""
+
+    model: nn.Module
+    params_list: Sequence[Mapping[str, Tensor]]
+    inputs: Tensor | Sequence[Tensor]
+    labels: Tensor | Sequence[Tensor]
+    criterion: Callable[[Tensor, Tensor], Tensor]
+
+    def graph(self, rows: list[int]) -> BatchedHessianVectorProduct:
+        """One batched Hessian-vector product for tasks ``rows``, in that row order."""
+        return BatchedHessianVectorProduct(
+            self.model,
+            [self.params_list[i] for i in rows],
+            _tasks_of(self.inputs, rows),
+            _tasks_of(self.labels, rows),
+            self.criterion,
+        )
+
+
+def _run_in_lockstep(
+    problem: _Problem, new_run: Callable[[int], _LanczosRun], chunk_size: int
+) -> list[EigenResult]:
+    """Every task's result: runs of ≤ ``chunk_size`` tasks share each batched product.
+
+    Once 1/:data:`_REBUILD_WHEN_IDLE` of a graph's tasks finished, the graph is rebuilt for the
+    rest and tasks from the queue (task 0 first).
+    """
+    count = len(problem.params_list)
     results: list[EigenResult | None] = [None] * count
     waiting = list(range(count - 1, -1, -1))  # popped from the end: task 0 first
     running: dict[int, _LanczosRun] = {}
@@ -235,36 +321,29 @@ def top_eigenvalues_batched(
         if graph is None or _REBUILD_WHEN_IDLE * (len(rows) - len(running)) >= len(rows):
             while waiting and len(running) < chunk_size:
                 index = waiting.pop()
-                params = params_list[index]
-                size = sum(tensor.numel() for tensor in params.values())
-                like = next(iter(params.values()))
-                running[index] = _LanczosRun(
-                    _start_vector(start_vectors, index, size, seed).to(like.device, like.dtype),
-                    tol=tol,
-                    max_iterations=max_iterations,
-                    which=which,
-                    stopping=stopping,
-                )
+                running[index] = new_run(index)
             rows = list(running)
             graph = None  # free the old graph before building the new one
-            graph = BatchedHessianVectorProduct(
-                model,
-                [params_list[i] for i in rows],
-                _tasks_of(inputs, rows),
-                _tasks_of(labels, rows),
-                criterion,
-            )
-        with torch.no_grad():
-            zero = torch.zeros_like(next(iter(running.values())).vector)
-            products = graph(
-                torch.stack([running[i].vector if i in running else zero for i in rows])
-            )
-            for row, index in enumerate(rows):
-                run = running.get(index)
-                if run is None:
-                    continue
-                run.step(products[row])
-                if run.result is not None:
-                    results[index] = run.result
-                    del running[index]
+            graph = problem.graph(rows)
+        _advance(graph, rows, running, results)
     return [result for result in results if result is not None]
+
+
+def _advance(
+    graph: BatchedHessianVectorProduct,
+    rows: list[int],
+    running: dict[int, _LanczosRun],
+    results: list[EigenResult | None],
+) -> None:
+    """One batched product for the running tasks of ``rows``; a run that stops moves to results."""
+    with torch.no_grad():
+        zero = torch.zeros_like(next(iter(running.values())).vector)
+        products = graph(torch.stack([running[i].vector if i in running else zero for i in rows]))
+        for row, index in enumerate(rows):
+            run = running.get(index)
+            if run is None:
+                continue
+            run.step(products[row])
+            if run.result is not None:
+                results[index] = run.result
+                del running[index]

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from metalandscape.functional import Params
-from metalandscape.metrics.eigen.result import EigenResult
+from metalandscape.metrics.eigen.result import EigenResult, batch_norms_with_running_statistics
 
 DEFAULT_PYHESSIAN_TOL = 1e-3
 DEFAULT_PYHESSIAN_MAX_ITERATIONS = 100
@@ -73,13 +73,12 @@ def _module_with_params(model: nn.Module, params: Mapping[str, Tensor]) -> nn.Mo
 
 
 def _check_batch_statistics(model: nn.Module) -> None:
-    for name, module in model.named_modules():
-        is_batch_norm = isinstance(module, nn.modules.batchnorm._BatchNorm)
-        if is_batch_norm and module.track_running_stats:
-            raise ValueError(
-                f"PyHessian evaluates the model in eval mode, so BatchNorm {name!r} would use "
-                "running statistics instead of the batch's; use track_running_stats=False"
-            )
+    tracking = batch_norms_with_running_statistics(model)
+    if tracking:
+        raise ValueError(
+            f"PyHessian evaluates the model in eval mode, so BatchNorm {tracking[0]!r} would use "
+            "running statistics instead of the batch's; use track_running_stats=False"
+        )
 
 
 def top_eigenvalue_pyhessian(
