@@ -69,6 +69,12 @@ def workflow_config(base: str | Path, presets: Sequence[str | Path]) -> dict[str
     except Exception as error:  # snakemake's WorkflowError carries the schema's message
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise PlanError(f"config does not pass {schema}: {first}") from None
+    from metalandscape.metrics.schema import ConfigSchemaError, validate_config
+
+    try:  # the metrics' settings, as the workflow checks them when it is parsed
+        validate_config(config, schema)
+    except ConfigSchemaError as error:
+        raise PlanError(f"config does not pass {schema}: {error}") from None
     return config
 
 
