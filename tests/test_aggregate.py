@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -311,3 +313,29 @@ def test_cli_reads_inputs_and_input_lists(tmp_path, metric_files, aggregated):
         run_subcommand(["aggregate", "--out", str(out)])
     with pytest.raises(AggregateError, match="cannot read input list"):
         run_subcommand(["aggregate", "--inputs-from", str(tmp_path / "none.txt"), "--out", "x"])
+
+
+def test_same_inputs_give_the_same_bytes_whatever_the_hash_seed(tmp_path, metric_files):
+    """Attribute order comes from the files, not from a set: PYTHONHASHSEED cannot change it."""
+    outputs = []
+    for hash_seed in ("0", "1", "2"):
+        out = tmp_path / hash_seed / "aggregate.nc"
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "metalandscape.cli",
+                "aggregate",
+                "--quiet",
+                *(argument for path in metric_files for argument in ("--inputs", str(path))),
+                "--out",
+                str(out),
+            ],
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        outputs.append((out.read_bytes(), out.with_suffix(".csv").read_bytes()))
+    assert outputs[0] == outputs[1] == outputs[2]

@@ -147,9 +147,10 @@ def _read_plain(path: Path) -> _RawFile:
                 raise _NotPlainLayout from None
             if len(dims) != item.ndim:
                 raise _NotPlainLayout
-            variable_attrs = {
+            variable_attrs = {  # in the file's order: a set's order would change the bytes
                 key: _python_value(item_attrs[key])
-                for key in keys - _NETCDF_BOOKKEEPING - _DROPPED_VARIABLE_ATTRIBUTES
+                for key in item_attrs
+                if key not in _NETCDF_BOOKKEEPING and key not in _DROPPED_VARIABLE_ATTRIBUTES
             }
             variables[name] = (dims, _read_values(item), variable_attrs)
     return _RawFile(attrs, coords, variables)
