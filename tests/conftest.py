@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,17 @@ from workflow_copy import WORKFLOW_FILES, copy_workflow
 torch.set_num_threads(1)
 
 TINY_PRESET = "workflow/presets/tiny.yaml"
+
+
+@pytest.fixture(autouse=True)
+def restore_environment() -> Iterator[None]:
+    """Each test leaves ``os.environ`` as it found it. The CLI's ``main`` sets OMP_NUM_THREADS
+    for its own process; called in-process, that leaked into later tests' subprocesses (the
+    local SLURM read it through ``nproc`` and offered one CPU, so a 2-CPU job never ran)."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @dataclass(frozen=True)

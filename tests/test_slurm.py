@@ -275,6 +275,15 @@ def test_tiny_preset_on_slurm_matches_a_local_run(
     assert tiny_run.returncode == 0, tiny_run.output[-5000:]
     local = tiny_run.directory
 
+    # A job asking more CPUs than the node has pends forever (reason PartitionConfig).
+    node_cpus = subprocess.run(
+        ["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, env=slurm_env, check=False
+    ).stdout.split()
+    assert node_cpus and int(node_cpus[0]) >= int(settings["cores"]), (
+        f"the local SLURM node offers {node_cpus} CPU(s), fewer than the profile's cores "
+        f"({settings['cores']}): its group jobs could never start"
+    )
+
     remote = copy_workflow(tmp_path / "slurm")
     started = time.monotonic()
     try:

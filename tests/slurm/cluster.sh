@@ -50,7 +50,11 @@ configure() {
     mkdir -p "$CONF_DIR" "$STATE"/{run,log,ctld,spool,gpu} "$MUNGE_DIR"
     local host cpus memory real_memory
     host=$(hostname -s)
-    cpus=$(nproc)
+    # nproc obeys OMP_NUM_THREADS (a job's thread cap, often 1), so it is cleared here. At least
+    # 2: the profile's group jobs ask for up to `cores: 2` CPUs, and a job asking more CPUs than
+    # the node has pends forever (reason PartitionConfig); nothing enforces CPUs here.
+    cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
+    (( cpus >= 2 )) || cpus=2
     # slurmd -C prints RealMemory=<MiB>. The node offers 90 % of it, but at least
     # METALANDSCAPE_SLURM_MEMORY_MB (default 65536): the profile asks for production-sized memory
     # (16 GB per training job) and nothing enforces it here (no cgroups), so the node reports
