@@ -12,6 +12,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -221,11 +222,13 @@ def test_workflow_schema_names_a_broken_plugin_it_needs(monkeypatch: pytest.Monk
     """Only plugins with settings in the config are loaded; a broken one is named in one line."""
     from importlib.metadata import EntryPoint
 
-    from metalandscape.metrics import base
+    import metalandscape.metrics as metrics_package
 
-    broken = EntryPoint("broken", "metalandscape_gone_plugin:Gone", base.ENTRY_POINT_GROUP)
-    registered = list(base.entry_points(group=base.ENTRY_POINT_GROUP))
-    monkeypatch.setattr(base, "entry_points", lambda group: [*registered, broken])
+    broken = EntryPoint(
+        "broken", "metalandscape_gone_plugin:Gone", metrics_package.ENTRY_POINT_GROUP
+    )
+    registered = list(metrics_package.entry_points(group=metrics_package.ENTRY_POINT_GROUP))
+    monkeypatch.setattr(metrics_package, "entry_points", lambda group: [*registered, broken])
     validate_config(workflow_config({"hessian": {"tol": 0.1}}), SCHEMA)
     with pytest.raises(
         ConfigSchemaError, match=r"^metric plugin 'broken' .*pip install -e \."
@@ -410,3 +413,48 @@ def test_half_extracted_folder_loses_to_its_zip(
     assert str(inner / "images_background.zip") in layout["read"]
     assert any(str(inner / "images_background") in entry for entry in layout["ignored"])
     assert any("images_evaluation.zip" in entry for entry in layout["ignored"])  # same images
+
+
+def test_workflow_schema_is_cached_without_torch(tmp_path: Path) -> None:
+    """After one build, checking the config (each Snakemake start does) imports no torch; the
+    cached schema equals the one built from the plugins."""
+    script = (
+        "import json, sys\n"
+        "from metalandscape.metrics.schema import config_schema\n"
+        f"schema = config_schema({str(SCHEMA)!r})\n"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'schema': schema}))\n"
+    )
+    env = {**os.environ, "METALANDSCAPE_CACHE": str(tmp_path / "cache")}
+    runs = [
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for _ in range(2)
+    ]
+    assert runs[0]["torch"] and not runs[1]["torch"]
+    assert runs[0]["schema"] == runs[1]["schema"] == config_schema(SCHEMA)
+    assert (tmp_path / "cache" / "metric-settings-schemas.json").is_file()
+
+
+def test_plugin_fingerprint_follows_every_file_of_its_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from importlib.metadata import EntryPoint
+
+    from metalandscape.metrics.schema import _tree_digest, plugin_fingerprint
+
+    package = tmp_path / "fingerprinted_plugin"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "helpers.py").write_text("LOW = 0\n")
+    (package / "metric.py").write_text("class Metric: ...\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = EntryPoint("fingerprinted", "fingerprinted_plugin.metric:Metric", "group")
+    first = plugin_fingerprint(entry)
+    assert first is not None and plugin_fingerprint(entry) == first
+    (package / "helpers.py").write_text("LOW = 1\n")  # a helper the Settings might use
+    _tree_digest.cache_clear()
+    assert plugin_fingerprint(entry) not in (None, first)
+    assert plugin_fingerprint(EntryPoint("gone", "no_such_plugin_module:X", "group")) is None

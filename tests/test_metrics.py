@@ -161,14 +161,16 @@ def broken_plugin(monkeypatch):
     (a name that is not a Metric class)."""
     from importlib.metadata import EntryPoint
 
-    from metalandscape.metrics import base
+    import metalandscape.metrics as metrics_package
 
-    registered = list(base.entry_points(group=base.ENTRY_POINT_GROUP))
+    registered = list(metrics_package.entry_points(group=metrics_package.ENTRY_POINT_GROUP))
     extra = [
-        EntryPoint("broken", "metalandscape_gone_plugin.metrics:Gone", base.ENTRY_POINT_GROUP),
-        EntryPoint("stale", "math:pi", base.ENTRY_POINT_GROUP),
+        EntryPoint(
+            "broken", "metalandscape_gone_plugin.metrics:Gone", metrics_package.ENTRY_POINT_GROUP
+        ),
+        EntryPoint("stale", "math:pi", metrics_package.ENTRY_POINT_GROUP),
     ]
-    monkeypatch.setattr(base, "entry_points", lambda group: [*registered, *extra])
+    monkeypatch.setattr(metrics_package, "entry_points", lambda group: [*registered, *extra])
 
 
 def test_a_broken_plugin_breaks_only_itself(broken_plugin, sinusoid_context):

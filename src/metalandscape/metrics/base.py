@@ -20,7 +20,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from typing import Any, ClassVar
 
 import numpy as np
@@ -39,8 +39,7 @@ from metalandscape.functional import (
     loss_from_outputs,
     score_from_outputs,
 )
-
-ENTRY_POINT_GROUP = "metalandscape.metrics"
+from metalandscape.metrics import metric_entry_points
 
 
 class MetricError(ValueError):
@@ -78,11 +77,6 @@ class Metric(ABC):
     @abstractmethod
     def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
         """The metric's quantities at the context's checkpoint epoch."""
-
-
-def metric_entry_points() -> dict[str, EntryPoint]:
-    """Every entry point of the ``metalandscape.metrics`` group by name, none of them loaded."""
-    return {entry.name: entry for entry in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def load_metric(entry: EntryPoint) -> type[Metric]:

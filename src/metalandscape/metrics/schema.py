@@ -4,22 +4,33 @@
 come from the rules declared next to each plugin's Settings fields (:func:`~.base.setting`), so a
 new metric needs no schema edit. The workflow validates with :func:`validate_config` when it is
 parsed, after Snakemake's own check against the YAML file (which fills in the defaults).
+
+Loading the plugins imports torch (seconds), and every Snakemake start parses the workflow (on
+SLURM, once per job), so each plugin's settings schema is cached in
+``$METALANDSCAPE_CACHE`` (default ``~/.cache/metalandscape``) under a fingerprint of its entry
+point and of every Python file of the package that holds it: any edit there rebuilds it. A cache
+that cannot be read or written is skipped.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import json
+import os
+import tempfile
 from collections.abc import Iterable, Mapping
+from functools import cache
+from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from metalandscape.metrics.base import (
-    MetricError,
-    metric_class,
-    metric_entry_points,
-    settings_json_schema,
-)
+from metalandscape.metrics import metric_entry_points
+
+CACHE_ENV = "METALANDSCAPE_CACHE"
+CACHE_FILE = "metric-settings-schemas.json"
 
 
 class ConfigSchemaError(ValueError):
@@ -29,11 +40,81 @@ class ConfigSchemaError(ValueError):
 def metric_settings_schemas(names: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
     """{metric: JSON schema of its settings} for ``names`` (default: every registered metric).
 
-    Only the plugins named are loaded; a name that is not registered is left out.
+    A name that is not registered is left out. Only plugins whose schema is not cached (or whose
+    package changed since) are loaded.
     """
     registered = metric_entry_points()
     chosen = sorted(registered if names is None else set(names) & set(registered))
-    return {name: settings_json_schema(metric_class(name)) for name in chosen}
+    cached = _read_cache()
+    schemas: dict[str, dict[str, Any]] = {}
+    for name in chosen:
+        fingerprint = plugin_fingerprint(registered[name])
+        entry = cached.get(name)
+        if fingerprint is not None and isinstance(entry, dict) and entry.get("key") == fingerprint:
+            schemas[name] = entry["schema"]
+            continue
+        from metalandscape.metrics.base import metric_class, settings_json_schema
+
+        schemas[name] = settings_json_schema(metric_class(name))
+        if fingerprint is not None:
+            cached[name] = {"key": fingerprint, "schema": schemas[name]}
+            _write_cache(cached)
+    return schemas
+
+
+def plugin_fingerprint(entry: EntryPoint) -> str | None:
+    """SHA-256 of ``entry``'s value and of every ``.py`` file of its top-level package (None
+    when the module cannot be found without running it)."""
+    try:
+        spec = importlib.util.find_spec(entry.module.partition(".")[0])
+    except (ImportError, ValueError):
+        return None
+    if spec is None or spec.origin is None:
+        return None
+    root = Path(spec.origin).parent if spec.submodule_search_locations else Path(spec.origin)
+    digest = hashlib.sha256(entry.value.encode())
+    digest.update(_tree_digest(str(root)).encode())
+    return digest.hexdigest()
+
+
+@cache
+def _tree_digest(root: str) -> str:
+    """SHA-256 over the paths and bytes of the ``.py`` files at or below ``root``."""
+    digest = hashlib.sha256()
+    path = Path(root)
+    files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path.parent)).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def cache_path() -> Path:
+    """Where the settings schemas are cached (``$METALANDSCAPE_CACHE`` or ~/.cache)."""
+    folder = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "metalandscape"
+    return Path(folder) / CACHE_FILE
+
+
+def _read_cache() -> dict[str, Any]:
+    try:
+        loaded = json.loads(cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _write_cache(cached: Mapping[str, Any]) -> None:
+    """Write the cache whole (temporary file, then rename); skip it where that fails."""
+    path = cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            "w", dir=path.parent, prefix=f".{path.name}.", delete=False
+        ) as handle:
+            json.dump(cached, handle, sort_keys=True)
+        os.replace(handle.name, path)
+    except OSError:
+        return
 
 
 def config_schema(path: str | Path, metrics: Iterable[str] | None = None) -> dict[str, Any]:
@@ -58,7 +139,7 @@ def validate_config(config: Mapping[str, Any], path: str | Path) -> None:
 
     try:
         schema = config_schema(path, config.get("metrics") or {})
-    except MetricError as error:
+    except ValueError as error:  # a plugin that fails to load (MetricError)
         raise ConfigSchemaError(str(error)) from None
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
