@@ -311,8 +311,11 @@ def test_fig4_is_the_finetune_baseline_without_curvature_when_unmeasured(full_da
 def test_fig6_draws_only_the_panels_with_data(full_dataset):
     titles = panel_titles(FIGURES["fig6"].draw(full_dataset))
     assert sum(t.startswith("(a)") for t in titles) == sum(t.startswith("(b)") for t in titles) == 1
-    assert any(t.startswith("(c) fontglot (Omniglot stand-in)\n5-way 1-shot") for t in titles)
-    assert any(t.startswith("(d) fontglot (Omniglot stand-in)\n5-way 5-shot") for t in titles)
+    letters = [t.split(" ")[0] for t in titles]
+    assert letters == ["(a)", "(b)", "(c)", "(d)", "(e)", "(f)"]  # one letter per panel
+    # trajectory norms: one panel per setting (2 shots x 2 variants), 1-shot first
+    assert titles[2].startswith("(c) fontglot (Omniglot stand-in)\n5-way 1-shot")
+    assert titles[4].startswith("(e) fontglot (Omniglot stand-in)\n5-way 5-shot")
     only_norms = full_dataset.drop_vars(["trajectory_coherence", "gradient_coherence"])
     titles = panel_titles(FIGURES["fig6"].draw(only_norms))
     assert not any(t.startswith(("(a)", "(b)")) for t in titles)
