@@ -291,6 +291,24 @@ def test_registering_the_subcommands_imports_neither_matplotlib_nor_torch():
     assert tuple(FIGURES) == FIGURE_NAMES
 
 
+def test_the_registry_is_every_declared_spec_paper_figures_first_in_order():
+    import importlib
+    import pkgutil
+
+    import metalandscape.figures as package
+
+    declared = [
+        spec.name
+        for info in pkgutil.iter_modules(package.__path__)
+        for spec in getattr(importlib.import_module(f"{package.__name__}.{info.name}"), "SPECS", ())
+    ]
+    assert sorted(FIGURES) == sorted(declared)
+    assert all(FIGURES[name] is spec for name, spec in zip(FIGURES, package.discover_specs()))
+    paper = [name for name in FIGURE_NAMES if name.removeprefix("fig").isdigit()]
+    assert paper == [f"fig{number}" for number in range(2, 13)]
+    assert list(FIGURE_NAMES[: len(paper)]) == paper  # the extensions come after fig12
+
+
 def test_fig3_shows_only_the_long_runs_in_three_panels(full_dataset):
     figure = FIGURES["fig3"].draw(full_dataset)
     titles = panel_titles(figure)
