@@ -31,8 +31,6 @@ class FigureError(ValueError):
     """The aggregate lacks what a figure needs, or the figure name or output is wrong."""
 
 
-#: Modules of this package that hold shared code, not figures.
-_HELPER_MODULES = frozenset({"common", "panels", "spec"})
 _PAPER_FIGURE = re.compile(r"fig(\d+)")
 
 
@@ -43,15 +41,14 @@ def _figure_order(spec: FigureSpec) -> tuple[int, int]:
 
 
 def discover_specs() -> list[FigureSpec]:
-    """The specs of every module of this package that declares ``SPECS`` (a tuple of specs).
+    """The specs of every module of this package that declares ``SPECS`` (a tuple of specs);
+    modules without it (``common``, ``panels``, ``spec``) hold shared code.
 
     Paper figures come first in the paper's order, then the extensions by module name and
     declaration order. Adding a figure is adding a module: nothing here lists them.
     """
     specs: list[FigureSpec] = []
     for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
-        if module_info.name in _HELPER_MODULES or module_info.name.startswith("_"):
-            continue
         module = importlib.import_module(f"{__name__}.{module_info.name}")
         specs.extend(getattr(module, "SPECS", ()))
     return sorted(specs, key=_figure_order)
