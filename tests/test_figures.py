@@ -291,6 +291,24 @@ def test_registering_the_subcommands_imports_neither_matplotlib_nor_torch():
     assert tuple(FIGURES) == FIGURE_NAMES
 
 
+def test_the_registry_is_every_declared_spec_paper_figures_first_in_order():
+    import importlib
+    import pkgutil
+
+    import metalandscape.figures as package
+
+    declared = [
+        spec.name
+        for info in pkgutil.iter_modules(package.__path__)
+        for spec in getattr(importlib.import_module(f"{package.__name__}.{info.name}"), "SPECS", ())
+    ]
+    assert sorted(FIGURES) == sorted(declared)
+    assert all(FIGURES[name] is spec for name, spec in zip(FIGURES, package.discover_specs()))
+    paper = [name for name in FIGURE_NAMES if name.removeprefix("fig").isdigit()]
+    assert paper == [f"fig{number}" for number in range(2, 13)]
+    assert list(FIGURE_NAMES[: len(paper)]) == paper  # the extensions come after fig12
+
+
 def test_fig3_shows_only_the_long_runs_in_three_panels(full_dataset):
     figure = FIGURES["fig3"].draw(full_dataset)
     titles = panel_titles(figure)
@@ -311,8 +329,11 @@ def test_fig4_is_the_finetune_baseline_without_curvature_when_unmeasured(full_da
 def test_fig6_draws_only_the_panels_with_data(full_dataset):
     titles = panel_titles(FIGURES["fig6"].draw(full_dataset))
     assert sum(t.startswith("(a)") for t in titles) == sum(t.startswith("(b)") for t in titles) == 1
-    assert any(t.startswith("(c) fontglot (Omniglot stand-in)\n5-way 1-shot") for t in titles)
-    assert any(t.startswith("(d) fontglot (Omniglot stand-in)\n5-way 5-shot") for t in titles)
+    letters = [t.split(" ")[0] for t in titles]
+    assert letters == ["(a)", "(b)", "(c)", "(d)", "(e)", "(f)"]  # one letter per panel
+    # trajectory norms: one panel per setting (2 shots x 2 variants), 1-shot first
+    assert titles[2].startswith("(c) fontglot (Omniglot stand-in)\n5-way 1-shot")
+    assert titles[4].startswith("(e) fontglot (Omniglot stand-in)\n5-way 5-shot")
     only_norms = full_dataset.drop_vars(["trajectory_coherence", "gradient_coherence"])
     titles = panel_titles(FIGURES["fig6"].draw(only_norms))
     assert not any(t.startswith(("(a)", "(b)")) for t in titles)

@@ -1,14 +1,18 @@
 """The paper's figures, drawn only from an aggregated Dataset; a registry and the figure CLI.
 
 Importing this package is cheap (the CLI registers its subcommand on every call): the registry
-``FIGURES`` (each figure module's :class:`~metalandscape.figures.spec.FigureSpec`) loads on first
-use, and the drawing modules import matplotlib, seaborn and xarray only when they draw.
+``FIGURES`` loads on first use, from every module of this package that declares ``SPECS`` (a
+tuple of :class:`~metalandscape.figures.spec.FigureSpec`), and the drawing modules import
+matplotlib, seaborn and xarray only when they draw.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import pkgutil
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,26 +31,36 @@ class FigureError(ValueError):
     """The aggregate lacks what a figure needs, or the figure name or output is wrong."""
 
 
-def _registry() -> dict[str, FigureSpec]:
-    from metalandscape.figures.coherence import FIG5, FIG8
-    from metalandscape.figures.comparison import COMPARISON
-    from metalandscape.figures.correlation import FIG7, FIG11, FIG12
-    from metalandscape.figures.curves import FIG10
-    from metalandscape.figures.finetune import FIG6
-    from metalandscape.figures.flatness import FIG2
-    from metalandscape.figures.landscape import (
-        FUNCTION_COHERENCE_FIGURE,
-        LAYER_CURVATURE_FIGURE,
-        SPECTRAL_DENSITY_FIGURE,
-    )
-    from metalandscape.figures.overtraining import FIG3, FIG4
-    from metalandscape.figures.regularizer import FIG9
+_PAPER_FIGURE = re.compile(r"fig(\d+)")
 
-    specs = (
-        *(FIG2, FIG3, FIG4, FIG5, FIG6, FIG7, FIG8, FIG9, FIG10, FIG11, FIG12),
-        *(SPECTRAL_DENSITY_FIGURE, LAYER_CURVATURE_FIGURE, FUNCTION_COHERENCE_FIGURE, COMPARISON),
-    )
-    return {spec.name: spec for spec in specs}
+
+def _figure_order(spec: FigureSpec) -> tuple[int, int]:
+    """The paper's figures by number (fig2 before fig10), then the extensions (kept in order)."""
+    match = _PAPER_FIGURE.fullmatch(spec.name)
+    return (0, int(match[1])) if match else (1, 0)
+
+
+def discover_specs() -> list[FigureSpec]:
+    """The specs of every module of this package that declares ``SPECS`` (a tuple of specs);
+    modules without it (``common``, ``panels``, ``spec``) hold shared code.
+
+    Paper figures come first in the paper's order, then the extensions by module name and
+    declaration order. Adding a figure is adding a module: nothing here lists them.
+    """
+    specs: list[FigureSpec] = []
+    for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        specs.extend(getattr(module, "SPECS", ()))
+    return sorted(specs, key=_figure_order)
+
+
+def _registry() -> dict[str, FigureSpec]:
+    registry: dict[str, FigureSpec] = {}
+    for spec in discover_specs():
+        if spec.name in registry:
+            raise ValueError(f"two figure modules declare a figure named {spec.name!r}")
+        registry[spec.name] = spec
+    return registry
 
 
 def __getattr__(name: str) -> Any:
@@ -130,6 +144,7 @@ __all__ = [
     "FigureError",
     "FigureSpec",
     "add_figure_parser",
+    "discover_specs",
     "figure_spec",
     "figure_spec_list",
     "render_figure",

@@ -6,8 +6,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from metalandscape.figures import FigureError
 from metalandscape.figures.common import (
+    GRADIENT_COHERENCE,
+    GRADIENT_COHERENCE_LABEL,
+    TEST_ACCURACY,
+    TEST_ACCURACY_LABEL,
+    TEST_MSE,
+    TRAJECTORY_COHERENCE,
+    TRAJECTORY_COHERENCE_LABEL,
     Setting,
     algorithm_label,
     algorithms_with_data,
@@ -23,6 +29,7 @@ from metalandscape.figures.common import (
     settings_with_data,
     variable_bounds,
 )
+from metalandscape.figures.panels import colored_y_axis, figure_legend, legend_line, require
 from metalandscape.figures.spec import FigureSpec, Needs, lazy_import
 from metalandscape.statistics import per_seed_correlation, scalar_interval
 
@@ -31,13 +38,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure, SubFigure
 
 sns = lazy_import("seaborn")
-stats = lazy_import("scipy.stats")
 xr = lazy_import("xarray")
 
-TRAJECTORY_COHERENCE = "trajectory_coherence"
-TEST_ACCURACY = "test_target_accuracy_mean"
-GRADIENT_COHERENCE = "gradient_coherence"
-TEST_MSE = "test_target_mse_mean"
 FIG5_VARIABLES = (TRAJECTORY_COHERENCE, TEST_ACCURACY)
 FIG8_VARIABLES = (GRADIENT_COHERENCE, TEST_MSE)
 MIN_EPOCHS_FOR_CORRELATION = 3
@@ -102,34 +104,24 @@ def _twin_panel(
         linestyle="--",
         bounds=right_bounds,
     )
-    for side, label, color in (
-        (axes, left_label, _left_color()),
-        (twin, right_label, _right_color()),
-    ):
-        side.set_ylabel(label, color=color)
-        side.tick_params(axis="y", colors=color)
+    colored_y_axis(axes, left_label, _left_color())
+    colored_y_axis(twin, right_label, _right_color())
     twin.grid(False)
     checkpoint_axis(axes, dataset)
     return twin
 
 
 def _series_legend(figure: Figure, left_label: str, right_label: str) -> None:
-    from matplotlib.lines import Line2D
-
     handles = [
-        Line2D([], [], color=_left_color(), marker="o", markersize=3.5, label=left_label),
-        Line2D(
-            [], [], color=_right_color(), marker="s", markersize=3.5, ls="--", label=right_label
-        ),
+        legend_line(left_label, _left_color(), marker="o", markersize=3.5),
+        legend_line(right_label, _right_color(), marker="s", markersize=3.5, ls="--"),
     ]
-    figure.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
+    figure_legend(figure, handles, ncols=2)
 
 
 def draw_fig5(dataset: xr.Dataset) -> Figure:
     """Trajectory coherence (left) and meta-test target accuracy (right) vs epoch per run kind."""
-    reason = missing_for_fig5(dataset)
-    if reason:
-        raise FigureError(reason)
+    require(dataset, missing_for_fig5)
     settings = settings_with_data(dataset, FIG5_VARIABLES)
     per_setting = {s: algorithms_with_data(dataset, s, FIG5_VARIABLES) for s in settings}
     algorithms = ordered_algorithms(sorted({a for found in per_setting.values() for a in found}))
@@ -155,8 +147,8 @@ def draw_fig5(dataset: xr.Dataset) -> Figure:
         figure.suptitle("Trajectory coherence and meta-test accuracy during meta-training")
         _series_legend(
             figure,
-            r"trajectory coherence E[$\hat\theta_i^\top\hat\theta_j$]",
-            "meta-test target accuracy",
+            TRAJECTORY_COHERENCE_LABEL,
+            TEST_ACCURACY_LABEL,
         )
     return figure
 
@@ -265,30 +257,20 @@ def _fig8_finals(
 ) -> None:
     """(b) final-epoch coherence (left axis) and −MSE (right axis) across K."""
     finals = [_final_values(*aligned[k]) for k in shots]
-    _plot_points(
-        final_axes,
-        shots,
-        [coherence for coherence, _ in finals],
-        color=_left_color(),
-        marker="o",
-        linestyle="-",
-        dodge=0.97,
+    sides = (
+        ("gradient coherence", _left_color(), "o", "-", 0.97),
+        ("−MSE", _right_color(), "s", "--", 1.03),
     )
-    final_axes.set_ylabel("gradient coherence", color=_left_color())
-    final_axes.tick_params(axis="y", colors=_left_color())
-    final_twin = final_axes.twinx()
-    _plot_points(
-        final_twin,
-        shots,
-        [negative_mse for _, negative_mse in finals],
-        color=_right_color(),
-        marker="s",
-        linestyle="--",
-        dodge=1.03,
-    )
-    final_twin.set_ylabel("−MSE", color=_right_color())
-    final_twin.tick_params(axis="y", colors=_right_color())
-    final_twin.grid(False)
+    axes = final_axes
+    for index, (label, color, marker, linestyle, dodge) in enumerate(sides):
+        if index:
+            axes = final_axes.twinx()
+            axes.grid(False)
+        values = [final[index] for final in finals]
+        _plot_points(
+            axes, shots, values, color=color, marker=marker, linestyle=linestyle, dodge=dodge
+        )
+        colored_y_axis(axes, label, color)
     _k_axis(final_axes, shots)
     final_axes.set_title("(b) at the final epoch, across K")
 
@@ -328,9 +310,7 @@ def _fig8_correlations(
 
 def draw_fig8(dataset: xr.Dataset) -> Figure:
     """Sinusoid: (a) coherence and −MSE over epochs per K; (b) final values vs K; (c) R vs K."""
-    reason = missing_for_fig8(dataset)
-    if reason:
-        raise FigureError(reason)
+    require(dataset, missing_for_fig8)
     variant, algorithm, settings = _fig8_run(dataset)
     shots = [s.shot for s in settings]
     series = {
@@ -351,7 +331,7 @@ def draw_fig8(dataset: xr.Dataset) -> Figure:
         _fig8_correlations(correlation_axes, aligned, shots)
         run = algorithm_label(algorithm) + ("" if variant == "default" else f" [{variant}]")
         figure.suptitle(f"Gradient coherence and generalization, sinusoid regression, {run}")
-        _series_legend(figure, "gradient coherence E[$g_i^\\top g_j$]", "−MSE (meta-test target)")
+        _series_legend(figure, GRADIENT_COHERENCE_LABEL, "−MSE (meta-test target)")
     return figure
 
 
@@ -391,3 +371,5 @@ gradients agree, adaptation generalizes better.
 )
 
 __all__ = ["FIG5", "FIG8", "draw_fig5", "draw_fig8", "missing_for_fig5", "missing_for_fig8"]
+
+SPECS = (FIG5, FIG8)

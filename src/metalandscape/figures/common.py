@@ -46,6 +46,23 @@ DATASET_LABELS = {
 }
 PNG_DPI = 150
 
+#: Aggregate variables that several figures draw.
+TEST_ACCURACY = "test_target_accuracy_mean"
+TRAIN_ACCURACY = "train_target_accuracy_mean"
+TEST_MSE = "test_target_mse_mean"
+FLATNESS = "hessian_top_eigenvalue_mean"
+TRAJECTORY_COHERENCE = "trajectory_coherence"
+GRADIENT_COHERENCE = "gradient_coherence"
+#: Their axis and legend labels.
+TEST_ACCURACY_LABEL = "meta-test target accuracy"
+TRAJECTORY_COHERENCE_LABEL = r"trajectory coherence E[$\hat\theta_i^\top\hat\theta_j$]"
+GRADIENT_COHERENCE_LABEL = r"gradient coherence E[$g_i^\top g_j$]"
+#: The meta-test score of a setting's kind: accuracy, or MSE on sinusoid regression.
+SCORES = {
+    "classification": (TEST_ACCURACY, TEST_ACCURACY_LABEL),
+    "regression": (TEST_MSE, "meta-test target MSE"),
+}
+
 
 @dataclass(frozen=True, order=True)
 class Setting:
@@ -78,6 +95,10 @@ class Setting:
     def run(self, algorithm: str, seed: int) -> RunKey:
         """The run of ``algorithm`` and ``seed`` in this setting."""
         return RunKey(**self.select(), algorithm=algorithm, seed=seed)  # type: ignore[arg-type]
+
+    def score(self) -> tuple[str, str]:
+        """(variable, label) of this setting's meta-test score (see :data:`SCORES`)."""
+        return SCORES["regression" if self.dataset == "sinusoid" else "classification"]
 
 
 def algorithm_label(algorithm: str) -> str:

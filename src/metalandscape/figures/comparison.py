@@ -17,9 +17,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from metalandscape.figures import FigureError
 from metalandscape.figures.common import (
     ALGORITHM_ORDER,
+    FLATNESS,
+    GRADIENT_COHERENCE,
+    GRADIENT_COHERENCE_LABEL,
+    SCORES,
+    TEST_ACCURACY,
+    TEST_MSE,
+    TRAJECTORY_COHERENCE,
+    TRAJECTORY_COHERENCE_LABEL,
     Setting,
     algorithm_color,
     algorithm_label,
@@ -29,6 +36,7 @@ from metalandscape.figures.common import (
     seed_by_epoch,
     settings_with_data,
 )
+from metalandscape.figures.panels import algorithm_handles, figure_legend, legend_line, require
 from metalandscape.figures.spec import FigureSpec, Needs
 
 if TYPE_CHECKING:
@@ -37,18 +45,10 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 MEASURES = {
-    "hessian_top_eigenvalue_mean": (r"flatness E[$\lambda_{max}$] at $\tilde\theta_i$", "hessian"),
-    "trajectory_coherence": (r"trajectory coherence E[$\hat\theta_i^\top\hat\theta_j$]", None),
-    "gradient_coherence": (r"gradient coherence E[$g_i^\top g_j$] at $\theta_s$", None),
+    FLATNESS: r"flatness E[$\lambda_{max}$] at $\tilde\theta_i$",
+    TRAJECTORY_COHERENCE: TRAJECTORY_COHERENCE_LABEL,
+    GRADIENT_COHERENCE: rf"{GRADIENT_COHERENCE_LABEL} at $\theta_s$",
 }
-SCORES = {
-    "classification": ("test_target_accuracy_mean", "meta-test target accuracy"),
-    "regression": ("test_target_mse_mean", "meta-test target MSE"),
-}
-
-
-def _score(setting: Setting) -> tuple[str, str]:
-    return SCORES["regression" if setting.dataset == "sinusoid" else "classification"]
 
 
 def _panels(dataset: xr.Dataset) -> list[tuple[Setting, list[str]]]:
@@ -57,7 +57,7 @@ def _panels(dataset: xr.Dataset) -> list[tuple[Setting, list[str]]]:
     for measure in MEASURES:
         for score, _ in SCORES.values():
             for setting in settings_with_data(dataset, [measure, score]):
-                if _score(setting)[0] == score:
+                if setting.score()[0] == score:
                     found.setdefault(setting, []).append(measure)
     return [(setting, found[setting]) for setting in sorted(found)]
 
@@ -102,7 +102,7 @@ def _mean_path(
 
 
 def _draw_final(axes: Axes, dataset: xr.Dataset, setting: Setting, measure: str) -> None:
-    score = _score(setting)[0]
+    score = setting.score()[0]
     for algorithm in algorithms_with_data(dataset, setting, [measure, score], ALGORITHM_ORDER):
         xs, ys = _final_epoch_values(dataset, setting, algorithm, measure, score)
         color = algorithm_color(algorithm)
@@ -122,7 +122,7 @@ def _draw_final(axes: Axes, dataset: xr.Dataset, setting: Setting, measure: str)
 
 
 def _draw_training(axes: Axes, dataset: xr.Dataset, setting: Setting, measure: str) -> None:
-    score = _score(setting)[0]
+    score = setting.score()[0]
     for algorithm in algorithms_with_data(dataset, setting, [measure, score], ALGORITHM_ORDER):
         xs, ys = _mean_path(dataset, setting, algorithm, measure, score)
         if not xs.size:
@@ -133,13 +133,51 @@ def _draw_training(axes: Axes, dataset: xr.Dataset, setting: Setting, measure: s
         axes.scatter(xs[-1:], ys[-1:], s=55, color=color, edgecolors="black", zorder=3)
 
 
+def _setting_block(
+    rows: tuple[list[Axes], list[Axes]],
+    dataset: xr.Dataset,
+    setting: Setting,
+    measures: list[str],
+) -> None:
+    """One setting: each of ``measures``' final-epoch scatter (top row) above its training
+    paths (bottom row); the columns beyond ``measures`` are hidden."""
+    final_row, training_row = rows
+    score_label = setting.score()[1]
+    for column, (final, training) in enumerate(zip(final_row, training_row)):
+        if column >= len(measures):
+            final.set_visible(False)
+            training.set_visible(False)
+            continue
+        measure = measures[column]
+        _draw_final(final, dataset, setting, measure)
+        _draw_training(training, dataset, setting, measure)
+        where = f"{setting.title}\n" if column == 0 else ""
+        final.set_title(f"{where}final epoch", loc="left")
+        training.set_title(f"{where}over training", loc="left")
+        for axes in (final, training):
+            axes.set_xlabel(MEASURES[measure])
+            axes.set_ylabel(score_label if column == 0 else "")
+
+
+def _legend(figure: Figure, shown: set[str]) -> None:
+    """The algorithms' seed-mean diamonds and the first and last epoch of a training path."""
+    handles = algorithm_handles(
+        [a for a in ALGORITHM_ORDER if a in shown],
+        marker="D",
+        linestyle="",
+        markersize=7,
+        markeredgecolor="black",
+    )
+    handles += [
+        legend_line("first measured epoch", "0.4", marker="o", markerfacecolor="white", ls="-"),
+        legend_line("last epoch", "0.4", marker="o", linestyle="-"),
+    ]
+    figure_legend(figure, handles, ncols=min(len(handles), math.ceil(len(handles) / 2) + 1))
+
+
 def draw_comparison(dataset: xr.Dataset) -> Figure:
     """Per setting: final-epoch scatter and training paths of each measure against accuracy."""
-    from matplotlib.lines import Line2D
-
-    reason = missing_for_comparison(dataset)
-    if reason:
-        raise FigureError(reason)
+    require(dataset, missing_for_comparison)
     panels = _panels(dataset)
     columns = max(len(measures) for _, measures in panels)
     with figure_style():
@@ -147,55 +185,11 @@ def draw_comparison(dataset: xr.Dataset) -> Figure:
         grid = figure.subplots(2 * len(panels), columns, squeeze=False)
         shown: set[str] = set()
         for block, (setting, measures) in enumerate(panels):
-            score, score_label = _score(setting)
+            score = setting.score()[0]
             shown.update(algorithms_with_data(dataset, setting, [score], ALGORITHM_ORDER))
-            for column in range(columns):
-                final, training = grid[2 * block, column], grid[2 * block + 1, column]
-                if column >= len(measures):
-                    final.set_visible(False)
-                    training.set_visible(False)
-                    continue
-                measure = measures[column]
-                _draw_final(final, dataset, setting, measure)
-                _draw_training(training, dataset, setting, measure)
-                where = f"{setting.title}\n" if column == 0 else ""
-                final.set_title(f"{where}final epoch", loc="left")
-                training.set_title(f"{where}over training", loc="left")
-                for axes in (final, training):
-                    axes.set_xlabel(MEASURES[measure][0])
-                    axes.set_ylabel(score_label if column == 0 else "")
-        handles = [
-            Line2D(
-                [],
-                [],
-                color=algorithm_color(a),
-                marker="D",
-                linestyle="",
-                markersize=7,
-                markeredgecolor="black",
-                label=algorithm_label(a),
-            )
-            for a in ALGORITHM_ORDER
-            if a in shown
-        ]
-        handles += [
-            Line2D(
-                [],
-                [],
-                color="0.4",
-                marker="o",
-                markerfacecolor="white",
-                linestyle="-",
-                label="first measured epoch",
-            ),
-            Line2D([], [], color="0.4", marker="o", linestyle="-", label="last epoch"),
-        ]
-        figure.legend(
-            handles=handles,
-            loc="outside lower center",
-            ncols=min(len(handles), math.ceil(len(handles) / 2) + 1),
-            frameon=False,
-        )
+            rows = (list(grid[2 * block]), list(grid[2 * block + 1]))
+            _setting_block(rows, dataset, setting, measures)
+        _legend(figure, shown)
         figure.suptitle("Flatness and coherence against accuracy, all algorithms of a setting")
     return figure
 
@@ -204,9 +198,9 @@ COMPARISON = FigureSpec(
     name="comparison",
     description="flatness and coherences against accuracy, every algorithm of a setting",
     draw=draw_comparison,
-    variables=("test_target_accuracy_mean",),
+    variables=(TEST_ACCURACY,),
     missing=missing_for_comparison,
-    optional_variables=(*MEASURES, "test_target_mse_mean"),
+    optional_variables=(*MEASURES, TEST_MSE),
     needs=tuple(
         Needs(("accuracy", metric), roles=("meta-learner",))
         for metric in ("hessian", "trajectory_coherence", "gradient_coherence")
@@ -224,3 +218,5 @@ Meta-SGD: its learned step sizes; Reptile and the baseline: gradient descent as 
 )
 
 __all__ = ["COMPARISON", "draw_comparison", "missing_for_comparison"]
+
+SPECS = (COMPARISON,)

@@ -8,26 +8,32 @@ per-seed Pearson R over epochs (averaged in Fisher z) printed in the corner.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from metalandscape.figures import FigureError
 from metalandscape.figures.common import (
-    META_LEARNERS,
+    GRADIENT_COHERENCE,
+    GRADIENT_COHERENCE_LABEL,
+    TEST_ACCURACY,
+    TEST_ACCURACY_LABEL,
+    TRAJECTORY_COHERENCE,
+    TRAJECTORY_COHERENCE_LABEL,
     Setting,
     algorithm_label,
     algorithms_with_data,
     figure_style,
     missing_variables,
-    new_figure,
     seed_by_epoch,
 )
-from metalandscape.figures.overtraining import (
+from metalandscape.figures.panels import (
     classification_settings,
+    figure_legend,
+    legend_line,
     panel_title,
-    wrapped_axes,
+    require,
+    wrapped_figure,
 )
 from metalandscape.figures.spec import FigureSpec, Needs, lazy_import
 from metalandscape.statistics import per_seed_correlation, scalar_interval
@@ -37,18 +43,14 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 sns = lazy_import("seaborn")
-stats = lazy_import("scipy.stats")
 xr = lazy_import("xarray")
 
-ACCURACY = "test_target_accuracy_mean"
-GRADIENT_COHERENCE = "gradient_coherence"
-TRAJECTORY_COHERENCE = "trajectory_coherence"
 ONE_STEP_VARIANTS = ("T1",)
 MIN_EPOCHS_FOR_CORRELATION = 3
 MAX_COLUMNS = 4
 COHERENCE_LABELS = {
-    GRADIENT_COHERENCE: r"gradient coherence E[$g_i^\top g_j$] at $\theta_s$",
-    TRAJECTORY_COHERENCE: r"trajectory coherence E[$\hat\theta_i^\top\hat\theta_j$]",
+    GRADIENT_COHERENCE: rf"{GRADIENT_COHERENCE_LABEL} at $\theta_s$",
+    TRAJECTORY_COHERENCE: TRAJECTORY_COHERENCE_LABEL,
 }
 
 Panel = tuple[Setting, str]
@@ -56,12 +58,12 @@ Panel = tuple[Setting, str]
 
 def _panels(dataset: xr.Dataset, coherence: str) -> list[Panel]:
     """Every (classification setting, MAML-family algorithm) with coherence and accuracy."""
-    variables = [coherence, ACCURACY]
+    variables = [coherence, TEST_ACCURACY]
     if missing_variables(dataset, variables):
         return []
     return [
         (setting, algorithm)
-        for setting in classification_settings(dataset, variables, META_LEARNERS)
+        for setting in classification_settings(dataset, variables)
         for algorithm in algorithms_with_data(dataset, setting, variables)
     ]
 
@@ -78,30 +80,15 @@ def _fig7_panels(dataset: xr.Dataset) -> list[Panel]:
 
 
 def _missing(name: str, dataset: xr.Dataset, coherence: str) -> str | None:
-    lacking = missing_variables(dataset, [coherence, ACCURACY])
+    lacking = missing_variables(dataset, [coherence, TEST_ACCURACY])
     if lacking:
-        return f"{name} needs variables {[coherence, ACCURACY]}; the aggregate lacks {lacking}"
+        return f"{name} needs variables {[coherence, TEST_ACCURACY]}; the aggregate lacks {lacking}"
     if not _panels(dataset, coherence):
         return (
             f"{name} needs classification runs of a MAML-family method with finite "
-            f"{coherence} and {ACCURACY}; the aggregate has none"
+            f"{coherence} and {TEST_ACCURACY}; the aggregate has none"
         )
     return None
-
-
-def missing_for_fig7(dataset: xr.Dataset) -> str | None:
-    """Why Figure 7 cannot be drawn from ``dataset``, or None."""
-    return _missing("fig7", dataset, GRADIENT_COHERENCE)
-
-
-def missing_for_fig11(dataset: xr.Dataset) -> str | None:
-    """Why Figure 11 cannot be drawn from ``dataset``, or None."""
-    return _missing("fig11", dataset, TRAJECTORY_COHERENCE)
-
-
-def missing_for_fig12(dataset: xr.Dataset) -> str | None:
-    """Why Figure 12 cannot be drawn from ``dataset``, or None."""
-    return _missing("fig12", dataset, GRADIENT_COHERENCE)
 
 
 def mean_seed_correlation(x: np.ndarray, y: np.ndarray) -> float:
@@ -135,89 +122,68 @@ def draw_coherence_accuracy(
     dataset: xr.Dataset, panels: Sequence[Panel], coherence: str, title: str
 ) -> Figure:
     """Small multiples of accuracy against ``coherence``, one line per seed over epochs."""
-    from matplotlib.lines import Line2D
-
-    columns = min(len(panels), MAX_COLUMNS)
-    rows = math.ceil(len(panels) / columns)
     seeds = dataset["seed"].values.tolist()
     with figure_style():
-        figure = new_figure(max(3.6 * columns, 8.0), 1.0 + 3.1 * rows)
-        for axes, (setting, algorithm) in zip(wrapped_axes(figure, len(panels), columns), panels):
+        size = (3.6, 3.1)
+        figure, grid = wrapped_figure(len(panels), MAX_COLUMNS, size, min_width=8.0, margin=1.0)
+        for axes, (setting, algorithm) in zip(grid, panels):
             r_text = _seed_lines(
                 axes,
                 seed_by_epoch(dataset, coherence, setting, algorithm),
-                seed_by_epoch(dataset, ACCURACY, setting, algorithm),
+                seed_by_epoch(dataset, TEST_ACCURACY, setting, algorithm),
                 seeds,
             )
             axes.set_title(panel_title(setting, f", {algorithm_label(algorithm)}") + f"\n{r_text}")
             axes.set_xlabel(COHERENCE_LABELS[coherence])
-            axes.set_ylabel("meta-test target accuracy")
+            axes.set_ylabel(TEST_ACCURACY_LABEL)
         colors = sns.color_palette("colorblind", max(len(seeds), 1))
         handles = [
-            Line2D([], [], color=c, marker="o", markersize=3, label=f"seed {s}")
-            for c, s in zip(colors, seeds)
+            legend_line(f"seed {s}", c, marker="o", markersize=3) for c, s in zip(colors, seeds)
         ]
-        handles.append(
-            Line2D([], [], color="0.3", marker="*", markersize=9, ls="none", label="last epoch")
-        )
-        figure.legend(
-            handles=handles,
-            loc="outside lower center",
-            ncols=min(len(handles), 6),
-            frameon=False,
-        )
+        handles.append(legend_line("last epoch", marker="*", markersize=9, ls="none"))
+        figure_legend(figure, handles, ncols=min(len(handles), 6))
         figure.suptitle(title)
     return figure
 
 
-def draw_fig7(dataset: xr.Dataset) -> Figure:
-    """Gradient coherence at θs vs meta-test accuracy of the T = 1 models."""
-    reason = missing_for_fig7(dataset)
-    if reason:
-        raise FigureError(reason)
-    return draw_coherence_accuracy(
-        dataset,
-        _fig7_panels(dataset),
-        GRADIENT_COHERENCE,
-        "Gradient coherence and generalization over meta-training (one inner step)",
+def _coherence_spec(
+    name: str,
+    coherence: str,
+    panels: Callable[[xr.Dataset], list[Panel]],
+    heading: str,
+    *,
+    description: str,
+    title: str,
+    caption: str,
+) -> FigureSpec:
+    """A figure of accuracy against ``coherence`` (also its metric's name) in ``panels``, headed
+    ``heading``, with the report's ``description``, ``title`` and ``caption``."""
+
+    def missing(dataset: xr.Dataset) -> str | None:
+        return _missing(name, dataset, coherence)
+
+    def draw(dataset: xr.Dataset) -> Figure:
+        require(dataset, missing)
+        return draw_coherence_accuracy(dataset, panels(dataset), coherence, heading)
+
+    return FigureSpec(
+        name=name,
+        draw=draw,
+        variables=(coherence, TEST_ACCURACY),
+        missing=missing,
+        needs=(Needs((coherence, "accuracy"), kind="classification", roles=("meta-learner",)),),
+        description=description,
+        title=title,
+        caption=caption,
     )
 
 
-def draw_fig11(dataset: xr.Dataset) -> Figure:
-    """Trajectory coherence vs meta-test accuracy of every setting and algorithm."""
-    reason = missing_for_fig11(dataset)
-    if reason:
-        raise FigureError(reason)
-    return draw_coherence_accuracy(
-        dataset,
-        _panels(dataset, TRAJECTORY_COHERENCE),
-        TRAJECTORY_COHERENCE,
-        "Trajectory coherence and meta-test accuracy, every setting",
-    )
-
-
-def draw_fig12(dataset: xr.Dataset) -> Figure:
-    """Gradient coherence at θs vs meta-test accuracy of every setting and algorithm."""
-    reason = missing_for_fig12(dataset)
-    if reason:
-        raise FigureError(reason)
-    return draw_coherence_accuracy(
-        dataset,
-        _panels(dataset, GRADIENT_COHERENCE),
-        GRADIENT_COHERENCE,
-        "Gradient coherence and meta-test accuracy, every setting",
-    )
-
-
-FIG7 = FigureSpec(
-    name="fig7",
+FIG7 = _coherence_spec(
+    "fig7",
+    GRADIENT_COHERENCE,
+    _fig7_panels,
+    "Gradient coherence and generalization over meta-training (one inner step)",
     description="gradient coherence at θs vs meta-test accuracy, T=1 models, one line per seed",
-    draw=draw_fig7,
-    variables=(GRADIENT_COHERENCE, ACCURACY),
-    missing=missing_for_fig7,
-    needs=(
-        Needs(("gradient_coherence", "accuracy"), kind="classification", roles=("meta-learner",)),
-    ),
     title="Gradient coherence, T = 1 (fig. 7)",
     caption="""\
 **Gradient coherence and generalization with one inner step** (the paper's figure 7). For models
@@ -229,15 +195,12 @@ product grows with the gradients' size; the aggregate also holds the size-free m
 E[cos(gᵢ, gⱼ)] (``gradient_cosine``) for the same pairs.
 """,
 )
-FIG11 = FigureSpec(
-    name="fig11",
+FIG11 = _coherence_spec(
+    "fig11",
+    TRAJECTORY_COHERENCE,
+    lambda dataset: _panels(dataset, TRAJECTORY_COHERENCE),
+    "Trajectory coherence and meta-test accuracy, every setting",
     description="trajectory coherence vs meta-test accuracy, every setting, one line per seed",
-    draw=draw_fig11,
-    variables=(TRAJECTORY_COHERENCE, ACCURACY),
-    missing=missing_for_fig11,
-    needs=(
-        Needs(("trajectory_coherence", "accuracy"), kind="classification", roles=("meta-learner",)),
-    ),
     title="Trajectory coherence, every setting (fig. 11)",
     caption="""\
 **Trajectory coherence against accuracy, every setting** (the paper's figure 11, the full set
@@ -246,15 +209,12 @@ E[θ̂ᵢᵀθ̂ⱼ] against the meta-test target accuracy: one line per seed ov
 epoch starred, and R the mean over seeds of the Pearson correlation over epochs.
 """,
 )
-FIG12 = FigureSpec(
-    name="fig12",
+FIG12 = _coherence_spec(
+    "fig12",
+    GRADIENT_COHERENCE,
+    lambda dataset: _panels(dataset, GRADIENT_COHERENCE),
+    "Gradient coherence and meta-test accuracy, every setting",
     description="gradient coherence at θs vs meta-test accuracy, every setting, one line per seed",
-    draw=draw_fig12,
-    variables=(GRADIENT_COHERENCE, ACCURACY),
-    missing=missing_for_fig12,
-    needs=(
-        Needs(("gradient_coherence", "accuracy"), kind="classification", roles=("meta-learner",)),
-    ),
     title="Gradient coherence, every setting (fig. 12)",
     caption="""\
 **Gradient coherence against accuracy, every setting** (the paper's figure 12, the appendix
@@ -265,6 +225,10 @@ product grows with the gradients' size; the aggregate also holds the size-free m
 E[cos(gᵢ, gⱼ)] (``gradient_cosine``) for the same pairs.
 """,
 )
+
+SPECS = (FIG7, FIG11, FIG12)
+draw_fig7, draw_fig11, draw_fig12 = (spec.draw for spec in SPECS)
+missing_for_fig7, missing_for_fig11, missing_for_fig12 = (spec.missing for spec in SPECS)
 
 __all__ = [
     "FIG7",

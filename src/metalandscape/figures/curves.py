@@ -3,26 +3,27 @@ First-Order MAML)."""
 
 from __future__ import annotations
 
-import math
+import itertools
 from typing import TYPE_CHECKING
 
-from metalandscape.figures import FigureError
 from metalandscape.figures.common import (
     META_LEARNERS,
-    algorithm_color,
-    algorithm_label,
+    TEST_ACCURACY,
+    TRAIN_ACCURACY,
     algorithms_with_data,
-    checkpoint_axis,
-    checkpoint_label,
     figure_style,
     missing_variables,
-    new_figure,
-    plot_seed_band,
 )
-from metalandscape.figures.overtraining import (
+from metalandscape.figures.panels import (
+    algorithm_curves,
+    algorithm_handles,
+    checkpoint_panel,
     classification_settings,
+    figure_legend,
+    legend_line,
     panel_title,
-    wrapped_axes,
+    require,
+    wrapped_figure,
 )
 from metalandscape.figures.spec import FigureSpec, Needs
 
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
     import xarray as xr
     from matplotlib.figure import Figure
 
-TRAIN_ACCURACY = "train_target_accuracy_mean"
-TEST_ACCURACY = "test_target_accuracy_mean"
 FIG10_VARIABLES = (TRAIN_ACCURACY, TEST_ACCURACY)
 ALGORITHMS = META_LEARNERS
 SPLITS = ((TRAIN_ACCURACY, "meta-train", "--", "s"), (TEST_ACCURACY, "meta-test", "-", "o"))
@@ -51,49 +50,31 @@ def missing_for_fig10(dataset: xr.Dataset) -> str | None:
     return None
 
 
+def _unnamed(_algorithm: str) -> None:
+    """No legend entry: the legend names algorithms by colour and splits by line style."""
+    return None
+
+
 def draw_fig10(dataset: xr.Dataset) -> Figure:
     """Meta-train (dashed) and meta-test (solid) target accuracy vs epoch per setting."""
-    from matplotlib.lines import Line2D
-
-    reason = missing_for_fig10(dataset)
-    if reason:
-        raise FigureError(reason)
+    require(dataset, missing_for_fig10)
     settings = classification_settings(dataset, FIG10_VARIABLES, ALGORITHMS)
-    columns = min(len(settings), MAX_COLUMNS)
-    rows = math.ceil(len(settings) / columns)
     shown: set[str] = set()
     with figure_style():
-        figure = new_figure(max(3.8 * columns, 6.5), 0.9 + 2.9 * rows)
-        for axes, setting in zip(wrapped_axes(figure, len(settings), columns), settings):
-            for algorithm in algorithms_with_data(dataset, setting, FIG10_VARIABLES, ALGORITHMS):
-                shown.add(algorithm)
-                for variable, _, linestyle, marker in SPLITS:
-                    plot_seed_band(
-                        axes,
-                        dataset,
-                        variable,
-                        setting,
-                        algorithm,
-                        color=algorithm_color(algorithm),
-                        linestyle=linestyle,
-                        marker=marker,
-                    )
-            axes.set_title(panel_title(setting))
-            axes.set_ylabel("target accuracy")
-            axes.set_xlabel(checkpoint_label(dataset))
-            checkpoint_axis(axes, dataset)
-        handles = [
-            Line2D([], [], color=algorithm_color(a), linewidth=3, label=algorithm_label(a))
-            for a in ALGORITHMS
-            if a in shown
-        ]
+        figure, panels = wrapped_figure(len(settings), MAX_COLUMNS, (3.8, 2.9))
+        for axes, setting in zip(panels, settings):
+            drawn = algorithms_with_data(dataset, setting, FIG10_VARIABLES, ALGORITHMS)
+            shown.update(drawn)
+            for algorithm, (variable, _, linestyle, marker) in itertools.product(drawn, SPLITS):
+                style = {"linestyle": linestyle, "marker": marker}
+                algorithm_curves(axes, dataset, variable, setting, [algorithm], _unnamed, **style)
+            checkpoint_panel(axes, dataset, "target accuracy", panel_title(setting))
+        handles = algorithm_handles([a for a in ALGORITHMS if a in shown], linewidth=3)
         handles += [
-            Line2D([], [], color="0.3", ls=style, marker=marker, markersize=3.5, label=label)
+            legend_line(label, ls=style, marker=marker, markersize=3.5)
             for _, label, style, marker in SPLITS
         ]
-        figure.legend(
-            handles=handles, loc="outside lower center", ncols=len(handles), frameon=False
-        )
+        figure_legend(figure, handles, ncols=len(handles))
         figure.suptitle("Meta-train and meta-test target accuracy during meta-training")
     return figure
 
@@ -122,3 +103,5 @@ fits its own tasks beyond what carries over to new ones.
 )
 
 __all__ = ["FIG10", "draw_fig10", "missing_for_fig10"]
+
+SPECS = (FIG10,)

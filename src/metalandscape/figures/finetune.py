@@ -4,42 +4,42 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from metalandscape.figures import FigureError
 from metalandscape.figures.common import (
     ALGORITHM_ORDER,
     BASELINES,
+    GRADIENT_COHERENCE,
+    GRADIENT_COHERENCE_LABEL,
+    TRAJECTORY_COHERENCE,
+    TRAJECTORY_COHERENCE_LABEL,
     Setting,
-    algorithm_color,
     algorithm_label,
     algorithms_with_data,
-    checkpoint_axis,
-    checkpoint_label,
     figure_style,
-    new_figure,
-    plot_seed_band,
 )
-from metalandscape.figures.overtraining import (
+from metalandscape.figures.panels import (
+    algorithm_curves,
     bottom_legend,
+    checkpoint_panel,
     classification_settings,
     panel_title,
-    wrapped_axes,
+    require,
+    wrapped_figure,
 )
-from metalandscape.figures.spec import FigureSpec, Needs, lazy_import
+from metalandscape.figures.spec import FigureSpec, Needs
 
 if TYPE_CHECKING:
     import xarray as xr
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-sns = lazy_import("seaborn")
-
-TRAJECTORY_COHERENCE = "trajectory_coherence"
-GRADIENT_COHERENCE = "gradient_coherence"
 TRAJECTORY_NORM = "trajectory_norm_mean"
 COHERENCES = (
-    ("a", TRAJECTORY_COHERENCE, r"trajectory coherence E[$\hat\theta_i^\top\hat\theta_j$]"),
-    ("b", GRADIENT_COHERENCE, r"gradient coherence E[$g_i^\top g_j$]"),
+    ("a", TRAJECTORY_COHERENCE, TRAJECTORY_COHERENCE_LABEL),
+    ("b", GRADIENT_COHERENCE, GRADIENT_COHERENCE_LABEL),
 )
+NORM_LABEL = r"trajectory norm E‖$\tilde\theta_i - \theta_s$‖"
+#: The letter of the first trajectory-norm panel; the next ones take the letters after it.
+FIRST_NORM_LETTER = "c"
 MAX_COLUMNS = 3
 
 
@@ -79,19 +79,13 @@ def _coherence_panel(
     for index, setting in enumerate(settings):
         linestyle, marker = styles[index % len(styles)]
         short = setting.title.split("\n")[-1]
-        for algorithm in algorithms_with_data(dataset, setting, [variable], BASELINES):
-            label = short if len(BASELINES) == 1 else f"{short}, {algorithm_label(algorithm)}"
-            plot_seed_band(
-                axes,
-                dataset,
-                variable,
-                setting,
-                algorithm,
-                color=algorithm_color(algorithm),
-                label=label,
-                linestyle=linestyle,
-                marker=marker,
-            )
+
+        def label(algorithm: str, short: str = short) -> str:
+            return short if len(BASELINES) == 1 else f"{short}, {algorithm_label(algorithm)}"
+
+        drawn = algorithms_with_data(dataset, setting, [variable], BASELINES)
+        style = {"linestyle": linestyle, "marker": marker}
+        algorithm_curves(axes, dataset, variable, setting, drawn, label, **style)
     axes.legend(
         fontsize="x-small",
         frameon=False,
@@ -102,48 +96,26 @@ def _coherence_panel(
 
 
 def draw_fig6(dataset: xr.Dataset) -> Figure:
-    """(a, b) finetune trajectory and gradient coherence; (c, d, ...) trajectory norms per shot."""
-    reason = missing_for_fig6(dataset)
-    if reason:
-        raise FigureError(reason)
+    """(a, b) finetune trajectory and gradient coherence; (c, d, ...) trajectory norms by shot."""
+    require(dataset, missing_for_fig6)
     coherences = [
         (letter, variable, label, _finetune_settings(dataset, variable))
         for letter, variable, label in COHERENCES
     ]
     coherences = [entry for entry in coherences if entry[3]]
     norms = _norm_settings(dataset)
-    shots = sorted({s.shot for s in norms})
-    letters = {shot: chr(ord("c") + index) for index, shot in enumerate(shots)}
     count = len(coherences) + len(norms)
-    columns = min(count, MAX_COLUMNS)
     with figure_style():
-        rows = -(-count // columns)
-        figure = new_figure(max(3.9 * columns, 6.5), 0.9 + 2.9 * rows)
-        panels = wrapped_axes(figure, count, columns)
+        figure, panels = wrapped_figure(count, MAX_COLUMNS, (3.9, 2.9))
         for axes, (letter, variable, label, settings) in zip(panels, coherences):
             _coherence_panel(axes, dataset, variable, settings)
-            axes.set_title(f"({letter}) finetune baseline")
-            axes.set_ylabel(label)
-            axes.set_xlabel(checkpoint_label(dataset))
-            checkpoint_axis(axes, dataset)
+            checkpoint_panel(axes, dataset, label, f"({letter}) finetune baseline")
         norm_axes = panels[len(coherences) :]
-        for axes, setting in zip(norm_axes, norms):
-            for algorithm in algorithms_with_data(
-                dataset, setting, [TRAJECTORY_NORM], ALGORITHM_ORDER
-            ):
-                plot_seed_band(
-                    axes,
-                    dataset,
-                    TRAJECTORY_NORM,
-                    setting,
-                    algorithm,
-                    color=algorithm_color(algorithm),
-                    label=algorithm_label(algorithm),
-                )
-            axes.set_title(panel_title(setting, prefix=f"({letters[setting.shot]}) "))
-            axes.set_ylabel(r"trajectory norm E‖$\tilde\theta_i - \theta_s$‖")
-            axes.set_xlabel(checkpoint_label(dataset))
-            checkpoint_axis(axes, dataset)
+        for index, (axes, setting) in enumerate(zip(norm_axes, norms)):
+            drawn = algorithms_with_data(dataset, setting, [TRAJECTORY_NORM], ALGORITHM_ORDER)
+            algorithm_curves(axes, dataset, TRAJECTORY_NORM, setting, drawn)
+            letter = chr(ord(FIRST_NORM_LETTER) + index)
+            checkpoint_panel(axes, dataset, NORM_LABEL, panel_title(setting, prefix=f"({letter}) "))
         figure.suptitle("Finetune coherence and adaptation-trajectory length")
         bottom_legend(figure, norm_axes)
     return figure
@@ -163,10 +135,12 @@ FIG6 = FigureSpec(
     caption="""\
 **Coherence of the finetune baseline and trajectory lengths** (the paper's figure 6). (a) The
 trajectory coherence E[θ̂ᵢᵀθ̂ⱼ] and (b) the gradient coherence E[gᵢᵀgⱼ] of the finetune baseline
-over training, one line per setting; (c, d) the mean L2 norm E‖θ̃ᵢ − θs‖ of the adaptation
-trajectories of every algorithm, 1-shot and 5-shot settings. Only panels whose data were
-measured are drawn. In the paper the baseline's coherences stay low while MAML's rise.
+over training, one line per setting; (c, d, …) the mean L2 norm E‖θ̃ᵢ − θs‖ of the adaptation
+trajectories of every algorithm, one panel per setting, 1-shot settings first. Only panels
+whose data were measured are drawn. In the paper the baseline's coherences stay low while MAML's rise.
 """,
 )
 
 __all__ = ["FIG6", "draw_fig6", "missing_for_fig6"]
+
+SPECS = (FIG6,)

@@ -12,8 +12,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from metalandscape.figures import FigureError
 from metalandscape.figures.common import (
+    TEST_ACCURACY,
+    TEST_ACCURACY_LABEL,
+    TEST_MSE,
+    TRAJECTORY_COHERENCE,
     Setting,
     algorithm_color,
     algorithm_label,
@@ -25,6 +28,13 @@ from metalandscape.figures.common import (
     plot_mean_band,
     seed_by_epoch,
     settings_with_data,
+)
+from metalandscape.figures.panels import (
+    figure_legend,
+    grid_shape,
+    legend_line,
+    require,
+    wrapped_figure,
 )
 from metalandscape.figures.spec import FigureSpec, Needs, lazy_import
 from metalandscape.statistics import INTERVAL_DESCRIPTION, per_seed_correlation, scalar_interval
@@ -39,10 +49,9 @@ sns = lazy_import("seaborn")
 SPECTRAL_DENSITY = "spectral_density_mean"
 LAYER_TOP_EIGENVALUE = "layer_top_eigenvalue_mean"
 FUNCTION_COHERENCE = "function_coherence"
-TRAJECTORY_COHERENCE = "trajectory_coherence"
 SCORES = (
-    ("test_target_accuracy_mean", "meta-test target accuracy", 1.0),
-    ("test_target_mse_mean", "−MSE (meta-test target)", -1.0),
+    (TEST_ACCURACY, TEST_ACCURACY_LABEL, 1.0),
+    (TEST_MSE, "−MSE (meta-test target)", -1.0),
 )
 #: The colour scale spans this many decades below the largest density shown.
 DENSITY_DECADES = 5
@@ -79,11 +88,6 @@ def _panel_title(setting: Setting, algorithm: str, seeds: int) -> str:
     return f"{setting.title}\n{algorithm_label(algorithm)}, {seeds} seed{'s' * (seeds != 1)}"
 
 
-def _grid_shape(count: int) -> tuple[int, int]:
-    columns = min(count, MAX_COLUMNS)
-    return math.ceil(count / columns), columns
-
-
 # ------------------------------------------------------------------------------ spectral density
 
 
@@ -114,15 +118,13 @@ def _shown_eigenvalues(densities: list[xr.DataArray], floor: float) -> tuple[flo
 
 def draw_spectral_density(dataset: xr.Dataset) -> Figure:
     """Heat map per setting and algorithm: epoch × eigenvalue, colour = seed-mean density (log)."""
-    reason = missing_for_spectral_density(dataset)
-    if reason:
-        raise FigureError(reason)
+    require(dataset, missing_for_spectral_density)
     panels = _panels(dataset, [SPECTRAL_DENSITY])
     densities = [_density_by_epoch(dataset, *panel) for panel in panels]
     top = max(float(np.nanmax(density.values)) for density in densities)
     floor = top * 10.0**-DENSITY_DECADES
     low, high = _shown_eigenvalues(densities, floor)
-    rows, columns = _grid_shape(len(panels))
+    rows, columns = grid_shape(len(panels), MAX_COLUMNS)
     with figure_style():  # loads matplotlib: its submodules import whole from here on
         from matplotlib.colors import LogNorm
         from matplotlib.ticker import MaxNLocator
@@ -173,17 +175,13 @@ def _layer_colors(layers: list[str]) -> list[tuple[float, float, float]]:
 
 def draw_layer_curvature(dataset: xr.Dataset) -> Figure:
     """Per setting and algorithm: each layer's λmax of its Hessian block against epoch (log)."""
-    reason = missing_for_layer_curvature(dataset)
-    if reason:
-        raise FigureError(reason)
+    require(dataset, missing_for_layer_curvature)
     panels = _panels(dataset, [LAYER_TOP_EIGENVALUE])
     layers = [str(layer) for layer in dataset["layer"].values.tolist()]
     colors = _layer_colors(layers)
-    rows, columns = _grid_shape(len(panels))
     with figure_style():
-        figure = new_figure(4.3 * columns, 1.2 + 3.0 * rows)
-        grid = figure.subplots(rows, columns, squeeze=False)
-        for axes, (setting, algorithm) in zip(grid.flat, panels):
+        figure, grid = wrapped_figure(len(panels), MAX_COLUMNS, (4.3, 3.0), min_width=0, margin=1.2)
+        for axes, (setting, algorithm) in zip(grid, panels):
             data = dataset[LAYER_TOP_EIGENVALUE].sel(setting.select()).sel(algorithm=algorithm)
             data = data.transpose("seed", "epoch", "layer").dropna("epoch", how="all")
             for layer, color in zip(layers, colors):
@@ -204,24 +202,13 @@ def draw_layer_curvature(dataset: xr.Dataset) -> Figure:
             axes.set_xlabel("meta-training epoch")
             axes.set_ylabel("λmax of the layer's Hessian block")
             integer_ticks(axes)
-        for axes in list(grid.flat)[len(panels) :]:
-            axes.set_axis_off()
-        handles = [_line(color, layer) for layer, color in zip(layers, colors)]
-        figure.legend(
-            handles=handles,
-            loc="outside lower center",
-            ncols=min(len(layers), 4),
-            title="layer (parameter block)",
-            frameon=False,
-        )
+        handles = [
+            legend_line(layer, color, marker="o", markersize=3.5)
+            for layer, color in zip(layers, colors)
+        ]
+        figure_legend(figure, handles, ncols=min(len(layers), 4), title="layer (parameter block)")
         figure.suptitle("Per-layer curvature of the support loss at θ̃ᵢ over meta-training")
     return figure
-
-
-def _line(color: tuple[float, float, float], label: str) -> object:
-    from matplotlib.lines import Line2D
-
-    return Line2D([], [], color=color, marker="o", markersize=3.5, label=label)
 
 
 # ------------------------------------------------------------------- coherence against accuracy
@@ -260,9 +247,7 @@ def _correlation_label(x: xr.DataArray, y: xr.DataArray) -> str:
 def draw_coherence_vs_accuracy(dataset: xr.Dataset) -> Figure:
     """Per setting: trajectory coherence (left) and function coherence (right) against the
     score, one point per (seed, epoch), colour = algorithm; legend: per-seed Pearson R."""
-    reason = missing_for_coherence_vs_accuracy(dataset)
-    if reason:
-        raise FigureError(reason)
+    require(dataset, missing_for_coherence_vs_accuracy)
     score, score_label, sign = _score(dataset)  # type: ignore[misc]
     variables = [FUNCTION_COHERENCE, TRAJECTORY_COHERENCE, score]
     settings = settings_with_data(dataset, variables)
@@ -391,3 +376,5 @@ __all__ = [
     "missing_for_layer_curvature",
     "missing_for_spectral_density",
 ]
+
+SPECS = (SPECTRAL_DENSITY_FIGURE, LAYER_CURVATURE_FIGURE, FUNCTION_COHERENCE_FIGURE)

@@ -5,86 +5,43 @@ Figure 3 shows the overtraining runs (variant ``long``), Figure 4 the finetune b
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from metalandscape.figures import FigureError
 from metalandscape.figures.common import (
     BASELINES,
+    FLATNESS,
     META_LEARNERS,
+    TEST_ACCURACY,
+    TEST_ACCURACY_LABEL,
     Setting,
-    algorithm_color,
-    algorithm_label,
     algorithms_with_data,
-    checkpoint_axis,
-    checkpoint_label,
     figure_style,
     missing_variables,
     new_figure,
-    plot_seed_band,
-    settings_with_data,
+)
+from metalandscape.figures.panels import (
+    algorithm_curves,
+    bottom_legend,
+    checkpoint_panel,
+    classification_settings,
+    panel_title,
+    require,
 )
 from metalandscape.figures.spec import FigureSpec, Needs
 
 if TYPE_CHECKING:
     import xarray as xr
-    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-ACCURACY = "test_target_accuracy_mean"
 SUPPORT_LOSS = "support_loss_mean"
-FLATNESS = "hessian_top_eigenvalue_mean"
 PANELS = (
-    (ACCURACY, "meta-test target accuracy"),
+    (TEST_ACCURACY, TEST_ACCURACY_LABEL),
     (SUPPORT_LOSS, r"support loss E[L($D_i$; $\tilde\theta_i$)]"),
     (FLATNESS, r"curvature E[$\lambda_{\max}$]"),
 )
-PANEL_NAMES = {ACCURACY: "accuracy", SUPPORT_LOSS: "support loss", FLATNESS: "curvature"}
+PANEL_NAMES = {TEST_ACCURACY: "accuracy", SUPPORT_LOSS: "support loss", FLATNESS: "curvature"}
 OVERTRAINING_VARIANTS = ("long",)
-MAX_COLUMNS = 3
-
-
-def classification_settings(
-    dataset: xr.Dataset, variables: Sequence[str], algorithms: Sequence[str]
-) -> list[Setting]:
-    """Non-sinusoid settings where some of ``algorithms`` has every one of ``variables``."""
-    found = settings_with_data(dataset, variables, algorithms=algorithms)
-    return [setting for setting in found if setting.dataset != "sinusoid"]
-
-
-def panel_title(setting: Setting, suffix: str = "", prefix: str = "") -> str:
-    """``setting``'s title on two lines (data set, then the rest), with ``prefix``/``suffix``."""
-    title = setting.title
-    head, _, rest = title.partition("\n") if "\n" in title else title.partition(", ")
-    rest = f"{rest}{suffix}" if rest else suffix.removeprefix(", ")
-    return f"{prefix}{head}\n{rest}" if rest else f"{prefix}{head}"
-
-
-def wrapped_axes(figure: Figure, count: int, columns: int) -> list[Axes]:
-    """``count`` axes on a grid ``columns`` wide; the unused cells are switched off."""
-    columns = max(1, min(columns, count))
-    rows = math.ceil(count / columns)
-    grid = figure.subplots(rows, columns, squeeze=False).ravel().tolist()
-    for axes in grid[count:]:
-        axes.set_axis_off()
-    return grid[:count]
-
-
-def bottom_legend(figure: Figure, axes_list: Sequence[Axes]) -> None:
-    """One legend under the figure with every distinct label of ``axes_list``."""
-    shown: dict[str, object] = {}
-    for axes in axes_list:
-        for handle, label in zip(*axes.get_legend_handles_labels()):
-            shown.setdefault(label, handle)
-    if shown:
-        figure.legend(
-            list(shown.values()),
-            list(shown.keys()),
-            loc="outside lower center",
-            ncols=min(len(shown), 4),
-            frameon=False,
-        )
 
 
 def draw_epoch_panels(
@@ -111,20 +68,8 @@ def draw_epoch_panels(
                 if not drawn:
                     axes.set_axis_off()
                     continue
-                for algorithm in drawn:
-                    plot_seed_band(
-                        axes,
-                        dataset,
-                        variable,
-                        setting,
-                        algorithm,
-                        color=algorithm_color(algorithm),
-                        label=algorithm_label(algorithm),
-                    )
-                axes.set_title(panel_title(setting))
-                axes.set_ylabel(label)
-                axes.set_xlabel(checkpoint_label(dataset))
-                checkpoint_axis(axes, dataset)
+                algorithm_curves(axes, dataset, variable, setting, drawn)
+                checkpoint_panel(axes, dataset, label, panel_title(setting))
         names = [PANEL_NAMES[variable] for variable, _ in columns]
         listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
         figure.suptitle(f"{title}: {listed}")
@@ -134,63 +79,58 @@ def draw_epoch_panels(
 
 def overtraining_settings(dataset: xr.Dataset) -> list[Setting]:
     """MAML-family settings of an overtraining variant with a measured target accuracy."""
-    found = classification_settings(dataset, [ACCURACY], META_LEARNERS)
+    found = classification_settings(dataset, [TEST_ACCURACY], META_LEARNERS)
     return [setting for setting in found if setting.variant in OVERTRAINING_VARIANTS]
+
+
+def _lacks_accuracy(name: str, dataset: xr.Dataset) -> str | None:
+    """Why figure ``name`` cannot be drawn without a target accuracy, or None when it has one."""
+    if missing_variables(dataset, [TEST_ACCURACY]):
+        return f"{name} needs variable {TEST_ACCURACY!r}; the aggregate lacks it"
+    return None
 
 
 def missing_for_fig3(dataset: xr.Dataset) -> str | None:
     """Why Figure 3 cannot be drawn from ``dataset``, or None."""
-    if missing_variables(dataset, [ACCURACY]):
-        return f"fig3 needs variable {ACCURACY!r}; the aggregate lacks it"
-    if not overtraining_settings(dataset):
-        variants = sorted(dataset["variant"].values.tolist())
-        return (
-            f"fig3 needs an overtraining run (variant {' or '.join(OVERTRAINING_VARIANTS)}) of a "
-            f"MAML-family method with {ACCURACY!r}; the aggregate has variants {variants}"
-        )
-    return None
+    lacking = _lacks_accuracy("fig3", dataset)
+    if lacking or overtraining_settings(dataset):
+        return lacking
+    variants = sorted(dataset["variant"].values.tolist())
+    return (
+        f"fig3 needs an overtraining run (variant {' or '.join(OVERTRAINING_VARIANTS)}) of a "
+        f"MAML-family method with {TEST_ACCURACY!r}; the aggregate has variants {variants}"
+    )
 
 
 def draw_fig3(dataset: xr.Dataset) -> Figure:
     """Overtraining: accuracy, support loss and E[λmax] vs epoch of the long runs."""
-    reason = missing_for_fig3(dataset)
-    if reason:
-        raise FigureError(reason)
-    return draw_epoch_panels(
-        dataset,
-        overtraining_settings(dataset),
-        META_LEARNERS,
-        "Overtraining, a long meta-training",
-    )
+    require(dataset, missing_for_fig3)
+    settings = overtraining_settings(dataset)
+    return draw_epoch_panels(dataset, settings, META_LEARNERS, "Overtraining, a long meta-training")
 
 
 def missing_for_fig4(dataset: xr.Dataset) -> str | None:
     """Why Figure 4 cannot be drawn from ``dataset``, or None."""
-    if missing_variables(dataset, [ACCURACY]):
-        return f"fig4 needs variable {ACCURACY!r}; the aggregate lacks it"
-    if not classification_settings(dataset, [ACCURACY], BASELINES):
-        return f"fig4 needs a finetune classification run with {ACCURACY!r}; the aggregate has none"
-    return None
+    lacking = _lacks_accuracy("fig4", dataset)
+    if lacking or classification_settings(dataset, [TEST_ACCURACY], BASELINES):
+        return lacking
+    return (
+        f"fig4 needs a finetune classification run with {TEST_ACCURACY!r}; the aggregate has none"
+    )
 
 
 def draw_fig4(dataset: xr.Dataset) -> Figure:
     """Finetune baseline: accuracy, support loss and E[λmax] (where measured) vs epoch."""
-    reason = missing_for_fig4(dataset)
-    if reason:
-        raise FigureError(reason)
-    return draw_epoch_panels(
-        dataset,
-        classification_settings(dataset, [ACCURACY], BASELINES),
-        BASELINES,
-        "Finetune baseline during training",
-    )
+    require(dataset, missing_for_fig4)
+    settings = classification_settings(dataset, [TEST_ACCURACY], BASELINES)
+    return draw_epoch_panels(dataset, settings, BASELINES, "Finetune baseline during training")
 
 
 FIG3 = FigureSpec(
     name="fig3",
     description="overtraining (variant long): accuracy, support loss, E[λmax] vs epoch",
     draw=draw_fig3,
-    variables=(ACCURACY,),
+    variables=(TEST_ACCURACY,),
     optional_variables=(SUPPORT_LOSS, FLATNESS),
     missing=missing_for_fig3,
     needs=(
@@ -215,7 +155,7 @@ FIG4 = FigureSpec(
     name="fig4",
     description="finetune baseline: accuracy, support loss, E[λmax] (if measured) vs epoch",
     draw=draw_fig4,
-    variables=(ACCURACY,),
+    variables=(TEST_ACCURACY,),
     optional_variables=(SUPPORT_LOSS, FLATNESS),
     missing=missing_for_fig4,
     needs=(Needs(("accuracy",), kind="classification", roles=("baseline",)),),
@@ -227,5 +167,7 @@ for the baseline that pre-trains on all meta-training classes and finetunes on e
 support set (mean ± 95% CI over seeds).
 """,
 )
+
+SPECS = (FIG3, FIG4)
 
 __all__ = ["FIG3", "FIG4", "draw_fig3", "draw_fig4", "missing_for_fig3", "missing_for_fig4"]
