@@ -31,6 +31,8 @@ from metalandscape.metrics import metric_entry_points
 
 CACHE_ENV = "METALANDSCAPE_CACHE"
 CACHE_FILE = "metric-settings-schemas.json"
+#: Newest entries kept: several checkouts (or versions) of the plugins may share one cache.
+CACHE_ENTRIES = 256
 
 
 class ConfigSchemaError(ValueError):
@@ -47,18 +49,21 @@ def metric_settings_schemas(names: Iterable[str] | None = None) -> dict[str, dic
     chosen = sorted(registered if names is None else set(names) & set(registered))
     cached = _read_cache()
     schemas: dict[str, dict[str, Any]] = {}
+    built = False
     for name in chosen:
         fingerprint = plugin_fingerprint(registered[name])
-        entry = cached.get(name)
-        if fingerprint is not None and isinstance(entry, dict) and entry.get("key") == fingerprint:
-            schemas[name] = entry["schema"]
+        if fingerprint is not None and isinstance(cached.get(fingerprint), dict):
+            schemas[name] = cached[fingerprint]
             continue
         from metalandscape.metrics.base import metric_class, settings_json_schema
 
         schemas[name] = settings_json_schema(metric_class(name))
         if fingerprint is not None:
-            cached[name] = {"key": fingerprint, "schema": schemas[name]}
-            _write_cache(cached)
+            cached.pop(fingerprint, None)
+            cached[fingerprint] = schemas[name]
+            built = True
+    if built:
+        _write_cache(dict(list(cached.items())[-CACHE_ENTRIES:]))
     return schemas
 
 
@@ -111,7 +116,7 @@ def _write_cache(cached: Mapping[str, Any]) -> None:
         with tempfile.NamedTemporaryFile(
             "w", dir=path.parent, prefix=f".{path.name}.", delete=False
         ) as handle:
-            json.dump(cached, handle, sort_keys=True)
+            json.dump(cached, handle)
         os.replace(handle.name, path)
     except OSError:
         return
