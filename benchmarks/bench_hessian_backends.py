@@ -24,10 +24,11 @@ on fontglot (an existing ``results/data/fontglot.npz`` or ``/tmp/fg/fontglot.npz
 
 Usage: ``python benchmarks/bench_hessian_backends.py [--quick] [--checkpoint RUN.h5 --epoch K]
 [--walk-epochs N] [--device cuda]``. ``--walk-epochs N``: over N consecutive epochs, PyHessian at
-tolerances 1e-3..1e-6 against lanczos_batched cold and warm under both stopping rules
-(``eigenvalue``, the default, and ``residual``), each case's process CPU time in a rotated order
-per epoch; after the first epoch the default is compared with PyHessian at the tolerance that
-meets ≤1e-4 on the most tasks (equal accuracy).
+tolerances 1e-3..1e-6 against lanczos_batched cold and warm (the previous epoch's Ritz vector
+plus the cold start) under both stopping rules (``eigenvalue``, the default, and ``residual``),
+each case's process CPU time in a rotated order per epoch; after the first epoch the default is
+compared with PyHessian at the tolerance that meets ≤1e-4 on the most tasks (equal accuracy), and
+the squared overlap of consecutive epochs' top Ritz vectors says how much a warm start can save.
 """
 
 from __future__ import annotations
@@ -402,6 +403,7 @@ def report(
 
 
 PYHESSIAN_TOLS = (1e-3, 1e-4, 1e-5, 1e-6)
+OVERLAP_CASE = "batched eigenvalue cold"  # its converged vectors: how far λmax's vector moves
 
 
 @dataclass(frozen=True)
@@ -441,6 +443,7 @@ def walk_epochs(run_path: Path, epochs: Sequence[int], count: int) -> None:
     """
     rows = []
     previous: dict[str, list[EigenResult]] = {}
+    overlaps: list[float] = []  # (previous epoch's top Ritz vector · this epoch's)², per task
     for position, epoch in enumerate(epochs):
         tasks = load_tasks(run_path, epoch, count)
         largest, _ = references(tasks)
@@ -458,6 +461,12 @@ def walk_epochs(run_path: Path, epochs: Sequence[int], count: int) -> None:
             cpu = time.process_time()
             results = top_eigenvalues(case.backend, *arguments, tol=case.tol, **extra)
             seconds = time.process_time() - cpu
+            if case.label == OVERLAP_CASE and case.label in previous:
+                overlaps.extend(
+                    float(before.vector @ after.vector) ** 2
+                    for before, after in zip(previous[case.label], results, strict=True)
+                    if before.vector is not None and after.vector is not None
+                )
             previous[case.label] = results
             values = np.asarray([r.value for r in results])
             products = np.asarray([r.hessian_vector_products for r in results])
@@ -512,6 +521,12 @@ def walk_epochs(run_path: Path, epochs: Sequence[int], count: int) -> None:
             f"{case.label:<28} {cpu:>7.2f} {np.median(products):>11.1f} {products.mean():>6.1f} "
             f"{products.max():>4d} {errors.max():>11.1e} {int((errors <= GOAL_ERROR).sum()):>6d} "
             f"{base / cpu:>11.2f}x"
+        )
+    if overlaps:
+        print(
+            f"(previous epoch's top Ritz vector · this epoch's)², {OVERLAP_CASE}: median "
+            f"{np.median(overlaps):.2f}, max {max(overlaps):.2f} (a warm start saves products "
+            "only where this is near 1)"
         )
     cpu, products, errors = pooled("batched eigenvalue warm")
     speedup, median, error = base / cpu, float(np.median(products)), float(errors.max())
