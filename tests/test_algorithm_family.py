@@ -177,3 +177,11 @@ def test_an_unsupported_pairing_is_refused_at_config_time_in_one_line(monkeypatc
     assert "'anil' cannot be measured with metric 'gradient_coherence'" in message
     assert reason in message
     build_grid(grid_config(["maml", "anil"], ["accuracy"]))
+
+
+@pytest.mark.parametrize("name", ["fomaml_sgd", "Maml", "maml2", "reptile-x"])
+def test_an_algorithm_name_that_cannot_be_a_run_id_field_is_refused(name):
+    from metalandscape.algorithms import AlgorithmSpec
+
+    with pytest.raises(ValueError, match=rf"algorithm name '{name}' must be lowercase letters"):
+        AlgorithmSpec(name, "meta-learner", "X", "metalandscape.algorithms.maml:ALGORITHM")

@@ -43,6 +43,15 @@ class AlgorithmSpec:
     # Config validation refuses such a pairing without importing the algorithm.
     unsupported_metrics: tuple[tuple[str, str], ...] = field(default=())
 
+    def __post_init__(self) -> None:
+        # The name is a field of run ids (``fontglot-default-5way1shot-<name>-seed0``, split at
+        # ``-``; metalandscape.runs) and of the workflow schema's algorithm pattern.
+        if not self.name.isascii() or not self.name.isalpha() or not self.name.islower():
+            raise ValueError(
+                f"algorithm name {self.name!r} must be lowercase letters a-z only (it is a field "
+                f"of run ids such as fontglot-default-5way1shot-{self.name}-seed0); rename it"
+            )
+
 
 ALGORITHMS: dict[str, AlgorithmSpec] = {
     spec.name: spec
