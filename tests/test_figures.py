@@ -191,7 +191,8 @@ def test_bands_need_three_seeds():
     for seeds in ((4,), (4, 5)):
         few = full_aggregate(seeds=seeds)
         for name in FIGURES:
-            assert bands(FIGURES[name].draw(few)) == 0, (name, seeds)
+            data = few.sel(variant=["T1"], shot=[1, 10]) if name == "comparison" else few
+            assert bands(FIGURES[name].draw(data)) == 0, (name, seeds)
 
 
 def test_band_stays_in_the_quantity_range_and_few_seeds_are_thin_lines():

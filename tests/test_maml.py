@@ -261,7 +261,7 @@ def test_maml_learns_sinusoids():
         return meta_gradient(model, learner.params, test_tasks, "regression", settings).target_score
 
     before = meta_test_mse()
-    for iteration in range(700):
+    for iteration in range(450):  # MSE ratio 0.535 here (0.43 at 700): deterministic on CPU
         learner.step(sampler.meta_batch("train", iteration, 25))
     after = meta_test_mse()
     assert after < 0.6 * before, (before, after)

@@ -297,8 +297,9 @@ def test_tiny_preset_on_slurm_matches_a_local_run(
                 # no slurmdbd here: sacct fails, squeue sees jobs for MinJobAge (300 s)
                 "--slurm-status-command",
                 "squeue",
+                # the first poll, and the next one after a job finishes (tiny jobs: seconds)
                 "--slurm-init-seconds-before-status-checks",
-                "5",
+                "2",
                 "--slurm-jobname-prefix",
                 JOB_PREFIX,
                 "--slurm-keep-successful-logs",

@@ -93,7 +93,7 @@ def test_killed_training_resumes_exactly(tmp_path):
         "--set",
         "seed=5",
         "--set",
-        "epochs=30",
+        "epochs=12",
         "--set",
         "iterations_per_epoch=20",
     ]
@@ -103,17 +103,17 @@ def test_killed_training_resumes_exactly(tmp_path):
     assert process.stderr is not None
     deadline = time.monotonic() + 120
     for line in process.stderr:
-        if "epoch 3/30" in line or time.monotonic() > deadline:
+        if "epoch 3/12" in line or time.monotonic() > deadline:
             break
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not killed.exists() and partial_path(killed).exists()
     completed = read_run_info(partial_path(killed)).epochs
-    assert 3 <= max(completed) < 30
+    assert 3 <= max(completed) < 12
     subprocess.run([*command, "--out", str(killed)], check=True, capture_output=True)
     whole = tmp_path / "whole.h5"
     subprocess.run([*command, "--out", str(whole)], check=True, capture_output=True)
-    assert all_params_equal(killed, whole, 30)
+    assert all_params_equal(killed, whole, 12)
 
 
 def test_diverging_training_names_epoch_and_keeps_completed_epochs(tmp_path):
