@@ -85,6 +85,14 @@ def cost_key(run: Run) -> str:
     )
 
 
+def distinct_settings(runs: Sequence[Run]) -> dict[str, Run]:
+    """The first run of each distinct setting (:func:`cost_key`), in the runs' order."""
+    settings: dict[str, Run] = {}
+    for run in runs:
+        settings.setdefault(cost_key(run), run)
+    return settings
+
+
 def size_class(run: Run) -> str:
     """The settings that stay fixed when only the task's size (ways, shots, queries) changes."""
     skip = (*COUNT_SETTINGS, *SIZE_SETTINGS)
@@ -106,9 +114,7 @@ def choose_probes(runs: Sequence[Run], limit: int | None) -> list[Run]:
     by round) the middle of its widest unprobed stretch, until the limit is spent. A limit
     below the number of size classes is an error: a class without a probe has no estimate.
     """
-    settings: dict[str, Run] = {}
-    for run in runs:
-        settings.setdefault(cost_key(run), run)
+    settings = distinct_settings(runs)
     if limit is None or limit >= len(settings):
         return list(settings.values())
     classes: dict[str, list[tuple[int, Run]]] = {}
@@ -159,9 +165,7 @@ def fill_in_probes(runs: Sequence[Run], probes: Mapping[str, Probe]) -> dict[str
     """
     filled = dict(probes)
     measured: dict[str, list[tuple[int, Probe]]] = {}
-    settings: dict[str, Run] = {}
-    for run in runs:
-        settings.setdefault(cost_key(run), run)
+    settings = distinct_settings(runs)
     for key, run in settings.items():
         if key in probes:
             measured.setdefault(size_class(run), []).append((examples_per_task(run), probes[key]))
@@ -456,7 +460,7 @@ def command_plan(args: argparse.Namespace) -> int:
                 evaluation_seed=int(config.get("evaluation_seed", 0)),
                 folder=Path(folder),
             )
-    distinct = len({cost_key(run) for run in runs})
+    distinct = len(distinct_settings(runs))
     probes = fill_in_probes(runs, probes)
     note = (
         f"estimate on {device} with {args.threads} thread(s), from {len(chosen)} probed "
