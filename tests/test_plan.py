@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from metalandscape.plan import (
     Probe,
     choose_probes,
     cost_key,
+    device_clock,
     duration,
     examples_per_task,
     fill_in_probes,
@@ -122,3 +124,12 @@ def test_probe_limit_covers_every_class_and_interpolates_the_rest() -> None:
         assert got.seconds_per_epoch[("accuracy",)] == pytest.approx(
             expected.seconds_per_epoch[("accuracy",)]
         )
+
+
+def test_cpu_probes_count_cpu_time_and_gpu_probes_wall_time() -> None:
+    """A busy CPU must not inflate the estimate; a GPU's asynchronous kernels need the wall."""
+    import torch
+
+    assert device_clock(torch.device("cpu")) is time.process_time
+    assert device_clock("cpu") is time.process_time
+    assert device_clock(torch.device("cuda")) is not time.process_time

@@ -6,10 +6,12 @@ The config is read as Snakemake reads it (config.yaml, each ``--configfile`` mer
 a probe: for each distinct training setting (a run's settings without seed, variant and epoch
 counts) a few meta-iterations are timed after one warm-up step, and one epoch of each metric
 is measured on the untrained parameters with a few tasks and twice as many, extrapolated
-linearly to the configured tasks. A run's training time is seconds per iteration
-× epochs × iterations per epoch; its metric time is seconds per measured epoch × measured
-epochs, per bundle. Where a data set is missing (say Omniglot for the paper preset) the probe
-uses random images of the same shape and says so: its speed depends on shapes, not pixels.
+linearly to the configured tasks. On a CPU the probes count this process's CPU time, so a busy
+machine does not inflate them (with one thread: the wall time of a job on a free core); on a GPU,
+wall time. A run's training time is seconds per iteration × epochs × iterations per epoch; its
+metric time is seconds per measured epoch × measured epochs, per bundle. Where a data set is
+missing (say Omniglot for the paper preset) the probe uses random images of the same shape and
+says so: its speed depends on shapes, not pixels.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import itertools
 import json
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,10 +282,11 @@ def probe_run(
     params = {name: value.to(device) for name, value in initial_params(model).items()}
     learner = load_algorithm(config.algorithm).learner(config, model, params, source, device)
     learner.train_step(0)  # warm-up: first-call allocations
-    started = time.perf_counter()
+    clock = device_clock(device)
+    started = clock()
     for iteration in range(1, iterations + 1):
         learner.train_step(iteration)
-    probe = Probe((time.perf_counter() - started) / iterations)
+    probe = Probe((clock() - started) / iterations)
     if bundles:
         checkpoint = train_run(config, folder / f"{run.id}.h5", device=device, progress=False)
         for bundle in bundles:
@@ -299,6 +302,22 @@ def probe_run(
                 for name in bundle
             )
     return probe
+
+
+def device_clock(device: Any) -> Callable[[], float]:
+    """The probes' clock: this process's CPU time on a CPU (what a job on a free core of this
+    machine would take, however busy the machine is now); wall time after a synchronize on a
+    GPU, whose kernels run asynchronously."""
+    if getattr(device, "type", str(device)) != "cuda":
+        return time.process_time
+
+    import torch
+
+    def wall() -> float:
+        torch.cuda.synchronize(device)
+        return time.perf_counter()
+
+    return wall
 
 
 def metric_seconds(
@@ -319,11 +338,13 @@ def metric_seconds(
     from metalandscape.metrics.base import make_metric
     from metalandscape.metrics.evaluate import evaluate
 
+    clock = device_clock(device)
+
     def timed(chosen: Mapping[str, Any]) -> float:
         metric = make_metric(name, dict(chosen))
-        started = time.perf_counter()
+        started = clock()
         evaluate(checkpoint, [0], [metric], device=device, evaluation_seed=evaluation_seed)
-        return time.perf_counter() - started
+        return clock() - started
 
     small, scale = probe_settings(settings, probe_tasks)
     if scale == 1.0:

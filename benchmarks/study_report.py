@@ -1,0 +1,145 @@
+"""What a finished workflow run measured, as Markdown tables for the README (issue #12).
+
+Reads a run folder's ``results/`` (the study preset's, or any other) and prints:
+
+1. cost: Snakemake's per-job benchmark files (``results/benchmarks/<rule>/**.tsv``) summed per
+   rule: jobs, CPU seconds, the longest job, and the wall time that 2 cores need at least
+   (CPU / 2, or the longest chain of train → metrics → aggregate jobs if that is longer);
+2. the claims at a glance: one row per (claim, statistic, setting) of ``results/claims.csv``,
+   one column per algorithm, each cell ``value [95% CI] verdict`` (✓ holds, ✗ does not hold;
+   ``*`` where the interval clears the threshold too), seeds in the row;
+3. per algorithm: meta-test target accuracy at the first and last measured checkpoint, mean
+   over seeds with the claims' interval (Student-t 95% over seeds, ≥ 3 seeds).
+
+Usage: ``python benchmarks/study_report.py [--results results] [--family algorithms]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from metalandscape.statistics import scalar_interval
+
+SETTING_COLUMNS = ("dataset", "variant", "way", "shot")
+
+
+def cost_table(results: Path) -> str:
+    """Jobs, CPU seconds and the longest job per rule, from Snakemake's benchmark files."""
+    rows = []
+    for path in sorted((results / "benchmarks").glob("**/*.tsv")):
+        rule = path.relative_to(results / "benchmarks").parts[0]
+        last = pd.read_csv(path, sep="\t").iloc[-1]
+        rows.append({"rule": rule, "job": path.stem, "cpu": float(last["cpu_time"])})
+    if not rows:
+        return "no benchmark files under results/benchmarks\n"
+    jobs = pd.DataFrame(rows)
+    per_rule = jobs.groupby("rule")["cpu"].agg(["count", "sum", "max"])
+    run_cpu = _longest_run(jobs)
+    total = jobs["cpu"].sum()
+    lines = ["| rule | jobs | CPU s | longest job, CPU s |", "|---|---|---|---|"]
+    for rule, row in per_rule.iterrows():
+        lines.append(f"| {rule} | {int(row['count'])} | {row['sum']:.0f} | {row['max']:.0f} |")
+    lines.append(f"| all | {len(jobs)} | {total:.0f} | |")
+    bound = max(total / 2, run_cpu)
+    lines.append(
+        f"\nAt least {bound / 60:.0f} min on 2 cores (CPU / 2 = {total / 120:.0f} min; the "
+        f"longest run's training + metrics = {run_cpu / 60:.0f} min), before process start-up "
+        "and scheduling gaps."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _longest_run(jobs: pd.DataFrame) -> float:
+    """CPU seconds of the most expensive run's train + metrics jobs (a chain on one core)."""
+    chains: dict[str, float] = {}
+    for rule, job, cpu in jobs[["rule", "job", "cpu"]].itertuples(index=False):
+        if rule in ("train", "metrics"):
+            run = job if rule == "train" else job.split("/")[0]
+            chains[run] = chains.get(run, 0.0) + cpu
+    return max(chains.values(), default=0.0)
+
+
+def _setting(row: pd.Series) -> str:
+    if row["dataset"] == "sinusoid":
+        return f"sinusoid {row['variant']}" + (f" k={row['shot']}" if row["shot"] > 0 else "")
+    return f"{row['dataset']} {row['variant']} {row['way']}-way {row['shot']}-shot"
+
+
+def _cell(row: pd.Series) -> str:
+    value = f"{row['value']:.3g}"
+    if not math.isnan(row["ci_low"]):
+        value += f" [{row['ci_low']:.2g}, {row['ci_high']:.2g}]"
+    mark = "✓" if row["verdict"] == "holds" else "✗"
+    return f"{value} {mark}{'*' if row['ci_excludes_threshold'] else ''}"
+
+
+def claims_overview(results: Path) -> str:
+    """One row per claim, statistic and setting; one column per algorithm."""
+    table = pd.read_csv(results / "claims.csv")
+    table["setting"] = table.apply(_setting, axis=1)
+    table["cell"] = table.apply(_cell, axis=1)
+    algorithms = list(dict.fromkeys(table["algorithm"]))
+    lines = [
+        "| claim | statistic (threshold) | setting | seeds | " + " | ".join(algorithms) + " |",
+        "|---" * (4 + len(algorithms)) + "|",
+    ]
+    keys = ["claim", "statistic", "setting"]
+    for (claim, statistic, setting), group in table.groupby(keys, sort=False):
+        cells = dict(zip(group["algorithm"], group["cell"], strict=True))
+        seeds = "/".join(str(n) for n in sorted(set(group["seeds"])))
+        threshold = f"{group['direction'].iloc[0]} {group['threshold'].iloc[0]:g}"
+        row = [str(claim), f"{statistic} ({threshold})", setting, seeds]
+        lines.append("| " + " | ".join(row + [cells.get(a, "") for a in algorithms]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def accuracy_table(results: Path, family: str) -> str:
+    """Meta-test target accuracy per algorithm and setting, first and last checkpoint."""
+    import xarray as xr
+
+    dataset = xr.open_dataset(results / "aggregate" / f"{family}.nc")
+    accuracy = dataset["test_target_accuracy_mean"]
+    lines = [
+        "| setting | algorithm | seeds | first checkpoint | last checkpoint |",
+        "|---|---|---|---|---|",
+    ]
+    stacked = accuracy.stack(setting=[*SETTING_COLUMNS, "algorithm"])
+    for index in range(stacked.sizes["setting"]):
+        series = stacked.isel(setting=index).dropna("seed", how="all").dropna("epoch", how="all")
+        if series.sizes["seed"] == 0:
+            continue
+        key = dict(zip([*SETTING_COLUMNS, "algorithm"], series["setting"].item(), strict=True))
+        cells = []
+        for position in (0, -1):
+            values = series.isel(epoch=position).values
+            mean, low, high, _ = scalar_interval(list(values))
+            interval = "" if math.isnan(low) else f" [{low:.3f}, {high:.3f}]"
+            cells.append(f"{mean:.3f}{interval}")
+        lines.append(
+            f"| {_setting(pd.Series(key))} | {key['algorithm']} | {series.sizes['seed']} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--family", action="append", default=None, help="aggregate families")
+    args = parser.parse_args()
+    print("## Cost\n")
+    print(cost_table(args.results))
+    print("## Claims\n")
+    print(claims_overview(args.results))
+    for family in args.family or []:
+        print(f"## Accuracy, family {family}\n")
+        print(accuracy_table(args.results, family))
+
+
+if __name__ == "__main__":
+    main()
