@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from metalandscape.statistics import (
+    CORRELATION_CLIP,
     correlation_interval,
     mean_interval,
     per_seed_correlation,
@@ -74,3 +75,21 @@ def test_scalar_interval_counts_seeds():
     mean, low, high, seeds = scalar_interval(np.array([0.736]))
     assert (mean, seeds) == (pytest.approx(0.736), 1)
     assert math.isnan(low) and math.isnan(high)
+
+
+def test_perfect_correlations_do_not_blow_up_the_interval():
+    """ρ = −1 for two seeds and −0.98 for one: a clearly negative interval, not [−1, 1]."""
+    interval = correlation_interval(np.array([[-1.0], [-1.0], [-0.98]]))
+    z = np.arctanh(np.array([-CORRELATION_CLIP, -CORRELATION_CLIP, -0.98]))
+    half = T_975_2DOF * z.std(ddof=1) / math.sqrt(3)
+    assert interval.mean[0] == pytest.approx(math.tanh(z.mean()))
+    assert interval.low[0] == pytest.approx(math.tanh(z.mean() - half))
+    assert interval.high[0] == pytest.approx(math.tanh(z.mean() + half))
+    assert interval.high[0] < -0.5
+
+
+def test_bounded_statistics_keep_their_interval_in_range():
+    mean, low, high, seeds = scalar_interval(np.array([0.9, 1.0, 1.0]), bounds=(0.0, 1.0))
+    assert seeds == 3 and low < mean < high == 1.0
+    mean, low, high, _ = scalar_interval(np.array([0.05, 0.6, 0.2]), bounds=(0.0, math.inf))
+    assert low == 0.0 and high > mean

@@ -154,6 +154,7 @@ class Measurement:
     threshold: str  # a Thresholds field
     direction: str  # ">=" or "<="
     correlation: bool = False  # summarise in Fisher z
+    bounds: tuple[float, float] = (-math.inf, math.inf)  # the range the statistic lives in
 
 
 Measure = Callable[[xr.Dataset, Thresholds], Iterator[Measurement]]
@@ -180,6 +181,8 @@ class Claim:
         )
 
 
+#: The range of a ratio of absolute values, or of a relative rise/drop from a maximum.
+NON_NEGATIVE = (0.0, math.inf)
 META_LEARNERS = algorithm_names("meta-learner")
 BASELINES = algorithm_names("baseline")
 #: The meta-learner baselines are compared with (the first registered: MAML).
@@ -239,8 +242,9 @@ def measure_flatness_peak(dataset: xr.Dataset, t: Thresholds) -> Iterator[Measur
             scale = abs(values[peak]) if values.size >= 3 else math.nan
             rises.append((values[peak] - values[0]) / scale if values.size >= 3 else math.nan)
             drops.append((values[peak] - values[-1]) / scale if values.size >= 3 else math.nan)
-        yield Measurement(key, "relative rise θ0→peak of E[λmax]", rises, "flatness_rise", ">=")
-        yield Measurement(key, "relative drop peak→last of E[λmax]", drops, "flatness_drop", ">=")
+        rise, drop = "relative rise θ0→peak of E[λmax]", "relative drop peak→last of E[λmax]"
+        yield Measurement(key, rise, rises, "flatness_rise", ">=", bounds=NON_NEGATIVE)
+        yield Measurement(key, drop, drops, "flatness_drop", ">=", bounds=NON_NEGATIVE)
 
 
 def measure_support_loss(dataset: xr.Dataset, t: Thresholds) -> Iterator[Measurement]:
@@ -268,6 +272,7 @@ def measure_support_loss(dataset: xr.Dataset, t: Thresholds) -> Iterator[Measure
             fractions,
             "support_loss_decrease_fraction",
             ">=",
+            bounds=(0.0, 1.0),
         )
 
 
@@ -398,7 +403,9 @@ def measure_baseline_coherence(dataset: xr.Dataset, t: Thresholds) -> Iterator[M
                 f"mean abs({variable.replace('_', ' ')}) {key['algorithm']} / "
                 f"{ALGORITHMS[REFERENCE].title}"
             )
-            yield Measurement(key, statistic, ratios, "finetune_coherence_ratio", "<=")
+            yield Measurement(
+                key, statistic, ratios, "finetune_coherence_ratio", "<=", bounds=NON_NEGATIVE
+            )
 
 
 def measure_function_coherence(dataset: xr.Dataset, t: Thresholds) -> Iterator[Measurement]:
@@ -428,7 +435,9 @@ def measure_function_coherence(dataset: xr.Dataset, t: Thresholds) -> Iterator[M
             f"Pearson R(function coherence, {label}) − Pearson R(trajectory coherence, {label}) "
             "over epochs"
         )
-        yield Measurement(key, statistic, differences, "function_coherence_margin", ">=")
+        yield Measurement(
+            key, statistic, differences, "function_coherence_margin", ">=", bounds=(-2.0, 2.0)
+        )
 
 
 #: The declared claims table: every claim of the paper and what measures it.
@@ -458,7 +467,9 @@ CLAIMS: tuple[Claim, ...] = (
 
 def _row(claim: Claim, measurement: Measurement, thresholds: Thresholds) -> ClaimRow:
     mean, low, high, seeds = scalar_interval(
-        np.asarray(measurement.per_seed, dtype=np.float64), correlation=measurement.correlation
+        np.asarray(measurement.per_seed, dtype=np.float64),
+        correlation=measurement.correlation,
+        bounds=measurement.bounds,
     )
     key = measurement.key
     return ClaimRow(
