@@ -6,30 +6,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from metalandscape.figures import common, panels
 from metalandscape.figures.common import (
     GRADIENT_COHERENCE,
     GRADIENT_COHERENCE_LABEL,
+    MIN_EPOCHS_FOR_CORRELATION,
     TEST_ACCURACY,
     TEST_ACCURACY_LABEL,
     TEST_MSE,
     TRAJECTORY_COHERENCE,
     TRAJECTORY_COHERENCE_LABEL,
     Setting,
-    algorithm_label,
-    algorithms_with_data,
-    checkpoint_axis,
-    checkpoint_label,
-    checkpoint_x,
-    figure_style,
-    missing_variables,
-    new_figure,
-    ordered_algorithms,
-    plot_mean_band,
-    seed_by_epoch,
-    settings_with_data,
-    variable_bounds,
 )
-from metalandscape.figures.panels import colored_y_axis, figure_legend, legend_line, require
 from metalandscape.figures.spec import FigureSpec, Needs, lazy_import
 from metalandscape.statistics import per_seed_correlation, scalar_interval
 
@@ -42,7 +30,6 @@ xr = lazy_import("xarray")
 
 FIG5_VARIABLES = (TRAJECTORY_COHERENCE, TEST_ACCURACY)
 FIG8_VARIABLES = (GRADIENT_COHERENCE, TEST_MSE)
-MIN_EPOCHS_FOR_CORRELATION = 3
 
 
 def _left_color() -> tuple[float, float, float]:
@@ -56,11 +43,11 @@ def _right_color() -> tuple[float, float, float]:
 
 
 def _missing(name: str, dataset: xr.Dataset, variables: tuple[str, ...], what: str) -> str | None:
-    lacking = missing_variables(dataset, variables)
+    lacking = common.missing_variables(dataset, variables)
     if lacking:
         return f"{name} needs variables {list(variables)}; the aggregate lacks {lacking}"
     datasets = ["sinusoid"] if name == "fig8" else None
-    if not settings_with_data(dataset, variables, datasets=datasets):
+    if not common.settings_with_data(dataset, variables, datasets=datasets):
         present = sorted(dataset["dataset"].values.tolist())
         return (
             f"{name} needs {what} with finite {' and '.join(variables)}; "
@@ -90,43 +77,47 @@ def _twin_panel(
     right_sign: float = 1.0,
 ) -> Axes:
     """Left series on ``axes`` and right series on a twin axis, each coloured like its ticks."""
-    left_bounds = variable_bounds(str(left.name))
-    low, high = variable_bounds(str(right.name))
+    left_bounds = common.variable_bounds(str(left.name))
+    low, high = common.variable_bounds(str(right.name))
     right_bounds = (low, high) if right_sign > 0 else (-high, -low)
-    plot_mean_band(axes, checkpoint_x(left), left.values, color=_left_color(), bounds=left_bounds)
+    common.plot_mean_band(
+        axes, common.checkpoint_x(left), left.values, color=_left_color(), bounds=left_bounds
+    )
     twin = axes.twinx()
-    plot_mean_band(
+    common.plot_mean_band(
         twin,
-        checkpoint_x(right),
+        common.checkpoint_x(right),
         right_sign * right.values,
         color=_right_color(),
         marker="s",
         linestyle="--",
         bounds=right_bounds,
     )
-    colored_y_axis(axes, left_label, _left_color())
-    colored_y_axis(twin, right_label, _right_color())
+    panels.colored_y_axis(axes, left_label, _left_color())
+    panels.colored_y_axis(twin, right_label, _right_color())
     twin.grid(False)
-    checkpoint_axis(axes, dataset)
+    common.checkpoint_axis(axes, dataset)
     return twin
 
 
 def _series_legend(figure: Figure, left_label: str, right_label: str) -> None:
     handles = [
-        legend_line(left_label, _left_color(), marker="o", markersize=3.5),
-        legend_line(right_label, _right_color(), marker="s", markersize=3.5, ls="--"),
+        panels.legend_line(left_label, _left_color(), marker="o", markersize=3.5),
+        panels.legend_line(right_label, _right_color(), marker="s", markersize=3.5, ls="--"),
     ]
-    figure_legend(figure, handles, ncols=2)
+    panels.figure_legend(figure, handles, ncols=2)
 
 
 def draw_fig5(dataset: xr.Dataset) -> Figure:
     """Trajectory coherence (left) and meta-test target accuracy (right) vs epoch per run kind."""
-    require(dataset, missing_for_fig5)
-    settings = settings_with_data(dataset, FIG5_VARIABLES)
-    per_setting = {s: algorithms_with_data(dataset, s, FIG5_VARIABLES) for s in settings}
-    algorithms = ordered_algorithms(sorted({a for found in per_setting.values() for a in found}))
-    with figure_style():
-        figure = new_figure(max(4.2 * len(algorithms), 7.0), 0.7 + 2.8 * len(settings))
+    panels.require(dataset, missing_for_fig5)
+    settings = common.settings_with_data(dataset, FIG5_VARIABLES)
+    per_setting = {s: common.algorithms_with_data(dataset, s, FIG5_VARIABLES) for s in settings}
+    algorithms = common.ordered_algorithms(
+        sorted({a for found in per_setting.values() for a in found})
+    )
+    with common.figure_style():
+        figure = common.new_figure(max(4.2 * len(algorithms), 7.0), 0.7 + 2.8 * len(settings))
         grid = figure.subplots(len(settings), len(algorithms), squeeze=False)
         for row, setting in enumerate(settings):
             for column, algorithm in enumerate(algorithms):
@@ -137,13 +128,13 @@ def draw_fig5(dataset: xr.Dataset) -> Figure:
                 _twin_panel(
                     axes,
                     dataset,
-                    seed_by_epoch(dataset, TRAJECTORY_COHERENCE, setting, algorithm),
-                    seed_by_epoch(dataset, TEST_ACCURACY, setting, algorithm),
+                    common.seed_by_epoch(dataset, TRAJECTORY_COHERENCE, setting, algorithm),
+                    common.seed_by_epoch(dataset, TEST_ACCURACY, setting, algorithm),
                     left_label="trajectory coherence",
                     right_label="test target accuracy",
                 )
-                axes.set_title(f"{setting.title}\n{algorithm_label(algorithm)}")
-                axes.set_xlabel(checkpoint_label(dataset))
+                axes.set_title(f"{setting.title}\n{common.algorithm_label(algorithm)}")
+                axes.set_xlabel(common.checkpoint_label(dataset))
         figure.suptitle("Trajectory coherence and meta-test accuracy during meta-training")
         _series_legend(
             figure,
@@ -155,16 +146,18 @@ def draw_fig5(dataset: xr.Dataset) -> Figure:
 
 def _fig8_run(dataset: xr.Dataset) -> tuple[str, str, list[Setting]]:
     """The variant and algorithm Figure 8 shows (default and MAML when present), and its K."""
-    settings = settings_with_data(dataset, FIG8_VARIABLES, datasets=["sinusoid"])
+    settings = common.settings_with_data(dataset, FIG8_VARIABLES, datasets=["sinusoid"])
     variants = sorted({s.variant for s in settings}, key=lambda v: (v != "default", v))
     variant = variants[0]
     settings = [s for s in settings if s.variant == variant]
-    algorithms = ordered_algorithms(
-        sorted({a for s in settings for a in algorithms_with_data(dataset, s, FIG8_VARIABLES)})
+    algorithms = common.ordered_algorithms(
+        sorted(
+            {a for s in settings for a in common.algorithms_with_data(dataset, s, FIG8_VARIABLES)}
+        )
     )
     algorithm = algorithms[0]
     settings = [
-        s for s in settings if algorithm in algorithms_with_data(dataset, s, FIG8_VARIABLES)
+        s for s in settings if algorithm in common.algorithms_with_data(dataset, s, FIG8_VARIABLES)
     ]
     return variant, algorithm, sorted(settings, key=lambda s: s.shot)
 
@@ -248,7 +241,7 @@ def _fig8_over_epochs(
             right_sign=-1.0,
         )
         axes.set_title(f"K={k}")
-        axes.set_xlabel(checkpoint_label(dataset))
+        axes.set_xlabel(common.checkpoint_label(dataset))
     top.suptitle("(a) gradient coherence and −MSE during meta-training", fontsize="medium")
 
 
@@ -270,7 +263,7 @@ def _fig8_finals(
         _plot_points(
             axes, shots, values, color=color, marker=marker, linestyle=linestyle, dodge=dodge
         )
-        colored_y_axis(axes, label, color)
+        panels.colored_y_axis(axes, label, color)
     _k_axis(final_axes, shots)
     final_axes.set_title("(b) at the final epoch, across K")
 
@@ -310,26 +303,26 @@ def _fig8_correlations(
 
 def draw_fig8(dataset: xr.Dataset) -> Figure:
     """Sinusoid: (a) coherence and −MSE over epochs per K; (b) final values vs K; (c) R vs K."""
-    require(dataset, missing_for_fig8)
+    panels.require(dataset, missing_for_fig8)
     variant, algorithm, settings = _fig8_run(dataset)
     shots = [s.shot for s in settings]
     series = {
         s.shot: (
-            seed_by_epoch(dataset, GRADIENT_COHERENCE, s, algorithm),
-            seed_by_epoch(dataset, TEST_MSE, s, algorithm),
+            common.seed_by_epoch(dataset, GRADIENT_COHERENCE, s, algorithm),
+            common.seed_by_epoch(dataset, TEST_MSE, s, algorithm),
         )
         for s in settings
     }
     aligned = {k: xr.align(c, m, join="outer") for k, (c, m) in series.items()}
-    with figure_style():
+    with common.figure_style():
         columns = max(len(shots), 2)
-        figure = new_figure(max(3.9 * columns, 8.5), 6.6)
+        figure = common.new_figure(max(3.9 * columns, 8.5), 6.6)
         top, bottom = figure.subfigures(2, 1, height_ratios=[1, 1])
         _fig8_over_epochs(top, dataset, series, shots)
         final_axes, correlation_axes = bottom.subplots(1, 2)
         _fig8_finals(final_axes, aligned, shots)
         _fig8_correlations(correlation_axes, aligned, shots)
-        run = algorithm_label(algorithm) + ("" if variant == "default" else f" [{variant}]")
+        run = common.algorithm_label(algorithm) + ("" if variant == "default" else f" [{variant}]")
         figure.suptitle(f"Gradient coherence and generalization, sinusoid regression, {run}")
         _series_legend(figure, GRADIENT_COHERENCE_LABEL, "−MSE (meta-test target)")
     return figure

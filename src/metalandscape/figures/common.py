@@ -62,6 +62,9 @@ SCORES = {
     "classification": (TEST_ACCURACY, TEST_ACCURACY_LABEL),
     "regression": (TEST_MSE, "meta-test target MSE"),
 }
+#: Fewest finite epochs a seed needs for a Pearson R over epochs (as
+#: :func:`~metalandscape.statistics.per_seed_correlation` requires).
+MIN_EPOCHS_FOR_CORRELATION = 3
 
 
 @dataclass(frozen=True, order=True)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from metalandscape.figures import common, panels
 from metalandscape.figures.common import (
     ALGORITHM_ORDER,
     FLATNESS,
@@ -28,15 +29,7 @@ from metalandscape.figures.common import (
     TRAJECTORY_COHERENCE,
     TRAJECTORY_COHERENCE_LABEL,
     Setting,
-    algorithm_color,
-    algorithm_label,
-    algorithms_with_data,
-    figure_style,
-    new_figure,
-    seed_by_epoch,
-    settings_with_data,
 )
-from metalandscape.figures.panels import algorithm_handles, figure_legend, legend_line, require
 from metalandscape.figures.spec import FigureSpec, Needs
 
 if TYPE_CHECKING:
@@ -56,7 +49,7 @@ def _panels(dataset: xr.Dataset) -> list[tuple[Setting, list[str]]]:
     found: dict[Setting, list[str]] = {}
     for measure in MEASURES:
         for score, _ in SCORES.values():
-            for setting in settings_with_data(dataset, [measure, score]):
+            for setting in common.settings_with_data(dataset, [measure, score]):
                 if setting.score()[0] == score:
                     found.setdefault(setting, []).append(measure)
     return [(setting, found[setting]) for setting in sorted(found)]
@@ -76,8 +69,8 @@ def _final_epoch_values(
     dataset: xr.Dataset, setting: Setting, algorithm: str, measure: str, score: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per seed: (measure, score) at the last epoch where both are finite."""
-    x = seed_by_epoch(dataset, measure, setting, algorithm)
-    y = seed_by_epoch(dataset, score, setting, algorithm).reindex_like(x)
+    x = common.seed_by_epoch(dataset, measure, setting, algorithm)
+    y = common.seed_by_epoch(dataset, score, setting, algorithm).reindex_like(x)
     xs, ys = [], []
     for seed in x["seed"].values:
         a, b = x.sel(seed=seed).values, y.sel(seed=seed).values
@@ -92,8 +85,8 @@ def _mean_path(
     dataset: xr.Dataset, setting: Setting, algorithm: str, measure: str, score: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Seed means of (measure, score) at every epoch where both are measured."""
-    x = seed_by_epoch(dataset, measure, setting, algorithm)
-    y = seed_by_epoch(dataset, score, setting, algorithm).reindex_like(x)
+    x = common.seed_by_epoch(dataset, measure, setting, algorithm)
+    y = common.seed_by_epoch(dataset, score, setting, algorithm).reindex_like(x)
     with warnings.catch_warnings():  # an epoch no seed measured: NaN, dropped below
         warnings.simplefilter("ignore", RuntimeWarning)
         mx, my = np.nanmean(x.values, axis=0), np.nanmean(y.values, axis=0)
@@ -103,9 +96,11 @@ def _mean_path(
 
 def _draw_final(axes: Axes, dataset: xr.Dataset, setting: Setting, measure: str) -> None:
     score = setting.score()[0]
-    for algorithm in algorithms_with_data(dataset, setting, [measure, score], ALGORITHM_ORDER):
+    for algorithm in common.algorithms_with_data(
+        dataset, setting, [measure, score], ALGORITHM_ORDER
+    ):
         xs, ys = _final_epoch_values(dataset, setting, algorithm, measure, score)
-        color = algorithm_color(algorithm)
+        color = common.algorithm_color(algorithm)
         axes.scatter(xs, ys, color=color, s=14, alpha=0.55, linewidths=0)
         if xs.size:
             axes.scatter(
@@ -116,18 +111,20 @@ def _draw_final(axes: Axes, dataset: xr.Dataset, setting: Setting, measure: str)
                 marker="D",
                 edgecolors="black",
                 linewidths=0.6,
-                label=algorithm_label(algorithm),
+                label=common.algorithm_label(algorithm),
                 zorder=3,
             )
 
 
 def _draw_training(axes: Axes, dataset: xr.Dataset, setting: Setting, measure: str) -> None:
     score = setting.score()[0]
-    for algorithm in algorithms_with_data(dataset, setting, [measure, score], ALGORITHM_ORDER):
+    for algorithm in common.algorithms_with_data(
+        dataset, setting, [measure, score], ALGORITHM_ORDER
+    ):
         xs, ys = _mean_path(dataset, setting, algorithm, measure, score)
         if not xs.size:
             continue
-        color = algorithm_color(algorithm)
+        color = common.algorithm_color(algorithm)
         axes.plot(xs, ys, color=color, linewidth=1.3, marker="o", markersize=2.5, alpha=0.85)
         axes.scatter(xs[:1], ys[:1], s=40, facecolors="white", edgecolors=[color], zorder=3)
         axes.scatter(xs[-1:], ys[-1:], s=55, color=color, edgecolors="black", zorder=3)
@@ -161,7 +158,7 @@ def _setting_block(
 
 def _legend(figure: Figure, shown: set[str]) -> None:
     """The algorithms' seed-mean diamonds and the first and last epoch of a training path."""
-    handles = algorithm_handles(
+    handles = panels.algorithm_handles(
         [a for a in ALGORITHM_ORDER if a in shown],
         marker="D",
         linestyle="",
@@ -169,24 +166,26 @@ def _legend(figure: Figure, shown: set[str]) -> None:
         markeredgecolor="black",
     )
     handles += [
-        legend_line("first measured epoch", "0.4", marker="o", markerfacecolor="white", ls="-"),
-        legend_line("last epoch", "0.4", marker="o", linestyle="-"),
+        panels.legend_line(
+            "first measured epoch", "0.4", marker="o", markerfacecolor="white", ls="-"
+        ),
+        panels.legend_line("last epoch", "0.4", marker="o", linestyle="-"),
     ]
-    figure_legend(figure, handles, ncols=min(len(handles), math.ceil(len(handles) / 2) + 1))
+    panels.figure_legend(figure, handles, ncols=min(len(handles), math.ceil(len(handles) / 2) + 1))
 
 
 def draw_comparison(dataset: xr.Dataset) -> Figure:
     """Per setting: final-epoch scatter and training paths of each measure against accuracy."""
-    require(dataset, missing_for_comparison)
-    panels = _panels(dataset)
-    columns = max(len(measures) for _, measures in panels)
-    with figure_style():
-        figure = new_figure(max(3.7 * columns, 7.0), 0.9 + 5.4 * len(panels))
-        grid = figure.subplots(2 * len(panels), columns, squeeze=False)
+    panels.require(dataset, missing_for_comparison)
+    blocks = _panels(dataset)
+    columns = max(len(measures) for _, measures in blocks)
+    with common.figure_style():
+        figure = common.new_figure(max(3.7 * columns, 7.0), 0.9 + 5.4 * len(blocks))
+        grid = figure.subplots(2 * len(blocks), columns, squeeze=False)
         shown: set[str] = set()
-        for block, (setting, measures) in enumerate(panels):
+        for block, (setting, measures) in enumerate(blocks):
             score = setting.score()[0]
-            shown.update(algorithms_with_data(dataset, setting, [score], ALGORITHM_ORDER))
+            shown.update(common.algorithms_with_data(dataset, setting, [score], ALGORITHM_ORDER))
             rows = (list(grid[2 * block]), list(grid[2 * block + 1]))
             _setting_block(rows, dataset, setting, measures)
         _legend(figure, shown)

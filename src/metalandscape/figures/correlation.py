@@ -13,27 +13,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from metalandscape.figures import common, panels
 from metalandscape.figures.common import (
     GRADIENT_COHERENCE,
     GRADIENT_COHERENCE_LABEL,
+    MIN_EPOCHS_FOR_CORRELATION,
     TEST_ACCURACY,
     TEST_ACCURACY_LABEL,
     TRAJECTORY_COHERENCE,
     TRAJECTORY_COHERENCE_LABEL,
     Setting,
-    algorithm_label,
-    algorithms_with_data,
-    figure_style,
-    missing_variables,
-    seed_by_epoch,
-)
-from metalandscape.figures.panels import (
-    classification_settings,
-    figure_legend,
-    legend_line,
-    panel_title,
-    require,
-    wrapped_figure,
 )
 from metalandscape.figures.spec import FigureSpec, Needs, lazy_import
 from metalandscape.statistics import per_seed_correlation, scalar_interval
@@ -46,7 +35,6 @@ sns = lazy_import("seaborn")
 xr = lazy_import("xarray")
 
 ONE_STEP_VARIANTS = ("T1",)
-MIN_EPOCHS_FOR_CORRELATION = 3
 MAX_COLUMNS = 4
 COHERENCE_LABELS = {
     GRADIENT_COHERENCE: rf"{GRADIENT_COHERENCE_LABEL} at $\theta_s$",
@@ -59,20 +47,20 @@ Panel = tuple[Setting, str]
 def _panels(dataset: xr.Dataset, coherence: str) -> list[Panel]:
     """Every (classification setting, MAML-family algorithm) with coherence and accuracy."""
     variables = [coherence, TEST_ACCURACY]
-    if missing_variables(dataset, variables):
+    if common.missing_variables(dataset, variables):
         return []
     return [
         (setting, algorithm)
-        for setting in classification_settings(dataset, variables)
-        for algorithm in algorithms_with_data(dataset, setting, variables)
+        for setting in panels.classification_settings(dataset, variables)
+        for algorithm in common.algorithms_with_data(dataset, setting, variables)
     ]
 
 
 def _fig7_panels(dataset: xr.Dataset) -> list[Panel]:
     """The T = 1 settings (all settings when no variant is T1), first algorithm of each."""
-    panels = _panels(dataset, GRADIENT_COHERENCE)
-    one_step = [p for p in panels if p[0].variant in ONE_STEP_VARIANTS]
-    chosen = one_step or panels
+    every = _panels(dataset, GRADIENT_COHERENCE)
+    one_step = [p for p in every if p[0].variant in ONE_STEP_VARIANTS]
+    chosen = one_step or every
     first: dict[Setting, str] = {}
     for setting, algorithm in chosen:
         first.setdefault(setting, algorithm)
@@ -80,7 +68,7 @@ def _fig7_panels(dataset: xr.Dataset) -> list[Panel]:
 
 
 def _missing(name: str, dataset: xr.Dataset, coherence: str) -> str | None:
-    lacking = missing_variables(dataset, [coherence, TEST_ACCURACY])
+    lacking = common.missing_variables(dataset, [coherence, TEST_ACCURACY])
     if lacking:
         return f"{name} needs variables {[coherence, TEST_ACCURACY]}; the aggregate lacks {lacking}"
     if not _panels(dataset, coherence):
@@ -119,29 +107,35 @@ def _seed_lines(
 
 
 def draw_coherence_accuracy(
-    dataset: xr.Dataset, panels: Sequence[Panel], coherence: str, title: str
+    dataset: xr.Dataset, run_kinds: Sequence[Panel], coherence: str, title: str
 ) -> Figure:
     """Small multiples of accuracy against ``coherence``, one line per seed over epochs."""
     seeds = dataset["seed"].values.tolist()
-    with figure_style():
+    with common.figure_style():
         size = (3.6, 3.1)
-        figure, grid = wrapped_figure(len(panels), MAX_COLUMNS, size, min_width=8.0, margin=1.0)
-        for axes, (setting, algorithm) in zip(grid, panels):
+        figure, grid = panels.wrapped_figure(
+            len(run_kinds), MAX_COLUMNS, size, min_width=8.0, margin=1.0
+        )
+        for axes, (setting, algorithm) in zip(grid, run_kinds):
             r_text = _seed_lines(
                 axes,
-                seed_by_epoch(dataset, coherence, setting, algorithm),
-                seed_by_epoch(dataset, TEST_ACCURACY, setting, algorithm),
+                common.seed_by_epoch(dataset, coherence, setting, algorithm),
+                common.seed_by_epoch(dataset, TEST_ACCURACY, setting, algorithm),
                 seeds,
             )
-            axes.set_title(panel_title(setting, f", {algorithm_label(algorithm)}") + f"\n{r_text}")
+            axes.set_title(
+                panels.panel_title(setting, f", {common.algorithm_label(algorithm)}")
+                + f"\n{r_text}"
+            )
             axes.set_xlabel(COHERENCE_LABELS[coherence])
             axes.set_ylabel(TEST_ACCURACY_LABEL)
         colors = sns.color_palette("colorblind", max(len(seeds), 1))
         handles = [
-            legend_line(f"seed {s}", c, marker="o", markersize=3) for c, s in zip(colors, seeds)
+            panels.legend_line(f"seed {s}", c, marker="o", markersize=3)
+            for c, s in zip(colors, seeds)
         ]
-        handles.append(legend_line("last epoch", marker="*", markersize=9, ls="none"))
-        figure_legend(figure, handles, ncols=min(len(handles), 6))
+        handles.append(panels.legend_line("last epoch", marker="*", markersize=9, ls="none"))
+        panels.figure_legend(figure, handles, ncols=min(len(handles), 6))
         figure.suptitle(title)
     return figure
 
@@ -149,22 +143,26 @@ def draw_coherence_accuracy(
 def _coherence_spec(
     name: str,
     coherence: str,
-    panels: Callable[[xr.Dataset], list[Panel]],
     heading: str,
     *,
+    run_kinds: Callable[[xr.Dataset], list[Panel]] | None = None,
     description: str,
     title: str,
     caption: str,
 ) -> FigureSpec:
-    """A figure of accuracy against ``coherence`` (also its metric's name) in ``panels``, headed
-    ``heading``, with the report's ``description``, ``title`` and ``caption``."""
+    """A figure of accuracy against ``coherence`` (also its metric's name), headed ``heading``,
+    with the report's ``description``, ``title`` and ``caption``.
+
+    ``run_kinds`` chooses the panels (default: every run kind with ``coherence`` and accuracy).
+    """
 
     def missing(dataset: xr.Dataset) -> str | None:
         return _missing(name, dataset, coherence)
 
     def draw(dataset: xr.Dataset) -> Figure:
-        require(dataset, missing)
-        return draw_coherence_accuracy(dataset, panels(dataset), coherence, heading)
+        panels.require(dataset, missing)
+        chosen = run_kinds(dataset) if run_kinds else _panels(dataset, coherence)
+        return draw_coherence_accuracy(dataset, chosen, coherence, heading)
 
     return FigureSpec(
         name=name,
@@ -181,8 +179,8 @@ def _coherence_spec(
 FIG7 = _coherence_spec(
     "fig7",
     GRADIENT_COHERENCE,
-    _fig7_panels,
     "Gradient coherence and generalization over meta-training (one inner step)",
+    run_kinds=_fig7_panels,
     description="gradient coherence at θs vs meta-test accuracy, T=1 models, one line per seed",
     title="Gradient coherence, T = 1 (fig. 7)",
     caption="""\
@@ -198,7 +196,6 @@ E[cos(gᵢ, gⱼ)] (``gradient_cosine``) for the same pairs.
 FIG11 = _coherence_spec(
     "fig11",
     TRAJECTORY_COHERENCE,
-    lambda dataset: _panels(dataset, TRAJECTORY_COHERENCE),
     "Trajectory coherence and meta-test accuracy, every setting",
     description="trajectory coherence vs meta-test accuracy, every setting, one line per seed",
     title="Trajectory coherence, every setting (fig. 11)",
@@ -212,7 +209,6 @@ epoch starred, and R the mean over seeds of the Pearson correlation over epochs.
 FIG12 = _coherence_spec(
     "fig12",
     GRADIENT_COHERENCE,
-    lambda dataset: _panels(dataset, GRADIENT_COHERENCE),
     "Gradient coherence and meta-test accuracy, every setting",
     description="gradient coherence at θs vs meta-test accuracy, every setting, one line per seed",
     title="Gradient coherence, every setting (fig. 12)",

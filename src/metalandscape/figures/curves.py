@@ -6,24 +6,11 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING
 
+from metalandscape.figures import common, panels
 from metalandscape.figures.common import (
     META_LEARNERS,
     TEST_ACCURACY,
     TRAIN_ACCURACY,
-    algorithms_with_data,
-    figure_style,
-    missing_variables,
-)
-from metalandscape.figures.panels import (
-    algorithm_curves,
-    algorithm_handles,
-    checkpoint_panel,
-    classification_settings,
-    figure_legend,
-    legend_line,
-    panel_title,
-    require,
-    wrapped_figure,
 )
 from metalandscape.figures.spec import FigureSpec, Needs
 
@@ -39,13 +26,13 @@ MAX_COLUMNS = 3
 
 def missing_for_fig10(dataset: xr.Dataset) -> str | None:
     """Why Figure 10 cannot be drawn from ``dataset``, or None."""
-    lacking = missing_variables(dataset, FIG10_VARIABLES)
+    lacking = common.missing_variables(dataset, FIG10_VARIABLES)
     if lacking:
         return (
             f"fig10 needs variables {list(FIG10_VARIABLES)} (accuracy splits test and train); "
             f"the aggregate lacks {lacking}"
         )
-    if not classification_settings(dataset, FIG10_VARIABLES, ALGORITHMS):
+    if not panels.classification_settings(dataset, FIG10_VARIABLES, ALGORITHMS):
         return "fig10 needs meta-learner classification runs with both accuracies"
     return None
 
@@ -57,24 +44,26 @@ def _unnamed(_algorithm: str) -> None:
 
 def draw_fig10(dataset: xr.Dataset) -> Figure:
     """Meta-train (dashed) and meta-test (solid) target accuracy vs epoch per setting."""
-    require(dataset, missing_for_fig10)
-    settings = classification_settings(dataset, FIG10_VARIABLES, ALGORITHMS)
+    panels.require(dataset, missing_for_fig10)
+    settings = panels.classification_settings(dataset, FIG10_VARIABLES, ALGORITHMS)
     shown: set[str] = set()
-    with figure_style():
-        figure, panels = wrapped_figure(len(settings), MAX_COLUMNS, (3.8, 2.9))
-        for axes, setting in zip(panels, settings):
-            drawn = algorithms_with_data(dataset, setting, FIG10_VARIABLES, ALGORITHMS)
+    with common.figure_style():
+        figure, cells = panels.wrapped_figure(len(settings), MAX_COLUMNS, (3.8, 2.9))
+        for axes, setting in zip(cells, settings):
+            drawn = common.algorithms_with_data(dataset, setting, FIG10_VARIABLES, ALGORITHMS)
             shown.update(drawn)
             for algorithm, (variable, _, linestyle, marker) in itertools.product(drawn, SPLITS):
                 style = {"linestyle": linestyle, "marker": marker}
-                algorithm_curves(axes, dataset, variable, setting, [algorithm], _unnamed, **style)
-            checkpoint_panel(axes, dataset, "target accuracy", panel_title(setting))
-        handles = algorithm_handles([a for a in ALGORITHMS if a in shown], linewidth=3)
+                panels.algorithm_curves(
+                    axes, dataset, variable, setting, [algorithm], _unnamed, **style
+                )
+            panels.checkpoint_panel(axes, dataset, "target accuracy", panels.panel_title(setting))
+        handles = panels.algorithm_handles([a for a in ALGORITHMS if a in shown], linewidth=3)
         handles += [
-            legend_line(label, ls=style, marker=marker, markersize=3.5)
+            panels.legend_line(label, ls=style, marker=marker, markersize=3.5)
             for _, label, style, marker in SPLITS
         ]
-        figure_legend(figure, handles, ncols=len(handles))
+        panels.figure_legend(figure, handles, ncols=len(handles))
         figure.suptitle("Meta-train and meta-test target accuracy during meta-training")
     return figure
 

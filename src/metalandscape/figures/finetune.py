@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from metalandscape.figures import common, panels
 from metalandscape.figures.common import (
     ALGORITHM_ORDER,
     BASELINES,
@@ -12,18 +13,6 @@ from metalandscape.figures.common import (
     TRAJECTORY_COHERENCE,
     TRAJECTORY_COHERENCE_LABEL,
     Setting,
-    algorithm_label,
-    algorithms_with_data,
-    figure_style,
-)
-from metalandscape.figures.panels import (
-    algorithm_curves,
-    bottom_legend,
-    checkpoint_panel,
-    classification_settings,
-    panel_title,
-    require,
-    wrapped_figure,
 )
 from metalandscape.figures.spec import FigureSpec, Needs
 
@@ -46,13 +35,13 @@ MAX_COLUMNS = 3
 def _finetune_settings(dataset: xr.Dataset, variable: str) -> list[Setting]:
     if variable not in dataset.data_vars:
         return []
-    return classification_settings(dataset, [variable], BASELINES)
+    return panels.classification_settings(dataset, [variable], BASELINES)
 
 
 def _norm_settings(dataset: xr.Dataset) -> list[Setting]:
     if TRAJECTORY_NORM not in dataset.data_vars:
         return []
-    found = classification_settings(dataset, [TRAJECTORY_NORM], ALGORITHM_ORDER)
+    found = panels.classification_settings(dataset, [TRAJECTORY_NORM], ALGORITHM_ORDER)
     return sorted(found, key=lambda s: (s.shot, s))
 
 
@@ -81,11 +70,11 @@ def _coherence_panel(
         short = setting.title.split("\n")[-1]
 
         def label(algorithm: str, short: str = short) -> str:
-            return short if len(BASELINES) == 1 else f"{short}, {algorithm_label(algorithm)}"
+            return short if len(BASELINES) == 1 else f"{short}, {common.algorithm_label(algorithm)}"
 
-        drawn = algorithms_with_data(dataset, setting, [variable], BASELINES)
+        drawn = common.algorithms_with_data(dataset, setting, [variable], BASELINES)
         style = {"linestyle": linestyle, "marker": marker}
-        algorithm_curves(axes, dataset, variable, setting, drawn, label, **style)
+        panels.algorithm_curves(axes, dataset, variable, setting, drawn, label, **style)
     axes.legend(
         fontsize="x-small",
         frameon=False,
@@ -97,7 +86,7 @@ def _coherence_panel(
 
 def draw_fig6(dataset: xr.Dataset) -> Figure:
     """(a, b) finetune trajectory and gradient coherence; (c, d, ...) trajectory norms by shot."""
-    require(dataset, missing_for_fig6)
+    panels.require(dataset, missing_for_fig6)
     coherences = [
         (letter, variable, label, _finetune_settings(dataset, variable))
         for letter, variable, label in COHERENCES
@@ -105,19 +94,21 @@ def draw_fig6(dataset: xr.Dataset) -> Figure:
     coherences = [entry for entry in coherences if entry[3]]
     norms = _norm_settings(dataset)
     count = len(coherences) + len(norms)
-    with figure_style():
-        figure, panels = wrapped_figure(count, MAX_COLUMNS, (3.9, 2.9))
-        for axes, (letter, variable, label, settings) in zip(panels, coherences):
+    with common.figure_style():
+        figure, cells = panels.wrapped_figure(count, MAX_COLUMNS, (3.9, 2.9))
+        for axes, (letter, variable, label, settings) in zip(cells, coherences):
             _coherence_panel(axes, dataset, variable, settings)
-            checkpoint_panel(axes, dataset, label, f"({letter}) finetune baseline")
-        norm_axes = panels[len(coherences) :]
+            panels.checkpoint_panel(axes, dataset, label, f"({letter}) finetune baseline")
+        norm_axes = cells[len(coherences) :]
         for index, (axes, setting) in enumerate(zip(norm_axes, norms)):
-            drawn = algorithms_with_data(dataset, setting, [TRAJECTORY_NORM], ALGORITHM_ORDER)
-            algorithm_curves(axes, dataset, TRAJECTORY_NORM, setting, drawn)
+            drawn = common.algorithms_with_data(
+                dataset, setting, [TRAJECTORY_NORM], ALGORITHM_ORDER
+            )
             letter = chr(ord(FIRST_NORM_LETTER) + index)
-            checkpoint_panel(axes, dataset, NORM_LABEL, panel_title(setting, prefix=f"({letter}) "))
+            title = panels.panel_title(setting, prefix=f"({letter}) ")
+            panels.curves_panel(axes, dataset, TRAJECTORY_NORM, setting, drawn, NORM_LABEL, title)
         figure.suptitle("Finetune coherence and adaptation-trajectory length")
-        bottom_legend(figure, norm_axes)
+        panels.bottom_legend(figure, norm_axes)
     return figure
 
 

@@ -5,19 +5,13 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from metalandscape.figures import common, panels
 from metalandscape.figures.common import (
     FLATNESS,
     TEST_ACCURACY,
     TEST_MSE,
     Setting,
-    algorithms_with_data,
-    checkpoint_label,
-    figure_style,
-    missing_variables,
-    new_figure,
-    settings_with_data,
 )
-from metalandscape.figures.panels import algorithm_curves, bottom_legend, checkpoint_panel, require
 from metalandscape.figures.spec import FigureSpec, Needs
 
 if TYPE_CHECKING:
@@ -31,17 +25,17 @@ MAX_COLUMNS = 3
 
 def missing_for_fig2(dataset: xr.Dataset) -> str | None:
     """Why Figure 2 cannot be drawn from ``dataset``, or None."""
-    lacking = missing_variables(dataset, [FLATNESS])
+    lacking = common.missing_variables(dataset, [FLATNESS])
     if lacking:
         return f"fig2 needs variable {FLATNESS!r} (metric 'hessian'); the aggregate lacks it"
-    if not settings_with_data(dataset, [FLATNESS]):
+    if not common.settings_with_data(dataset, [FLATNESS]):
         return f"fig2 needs {FLATNESS!r} of a meta-learner run; the aggregate has no such values"
     return None
 
 
 def _context_variable(dataset: xr.Dataset, setting: Setting) -> tuple[str, str] | None:
     variable, label = setting.score()
-    if variable in dataset.data_vars and algorithms_with_data(dataset, setting, [variable]):
+    if variable in dataset.data_vars and common.algorithms_with_data(dataset, setting, [variable]):
         return variable, label
     return None
 
@@ -54,9 +48,17 @@ def _setting_column(
 ) -> None:
     """One setting: E[λmax] on top and, with a second axes, the context variable below it."""
     flatness_axes = column[0]
-    drawn = algorithms_with_data(dataset, setting, [FLATNESS])
-    algorithm_curves(flatness_axes, dataset, FLATNESS, setting, drawn)
-    checkpoint_panel(flatness_axes, dataset, FLATNESS_LABEL, setting.title, xlabel=False)
+    drawn = common.algorithms_with_data(dataset, setting, [FLATNESS])
+    panels.curves_panel(
+        flatness_axes,
+        dataset,
+        FLATNESS,
+        setting,
+        drawn,
+        FLATNESS_LABEL,
+        setting.title,
+        xlabel=False,
+    )
     last_axes = flatness_axes
     if len(column) == 2:
         context_axes = column[1]
@@ -66,23 +68,24 @@ def _setting_column(
             context_axes.set_axis_off()
         else:
             variable, label = context
-            drawn = algorithms_with_data(dataset, setting, [variable])
-            algorithm_curves(context_axes, dataset, variable, setting, drawn, marker="s")
-            checkpoint_panel(context_axes, dataset, label, xlabel=False)
+            drawn = common.algorithms_with_data(dataset, setting, [variable])
+            panels.curves_panel(
+                context_axes, dataset, variable, setting, drawn, label, xlabel=False, marker="s"
+            )
             last_axes = context_axes
-    last_axes.set_xlabel(checkpoint_label(dataset))
+    last_axes.set_xlabel(common.checkpoint_label(dataset))
 
 
 def draw_fig2(dataset: xr.Dataset) -> Figure:
     """E[λmax] vs epoch per setting and MAML-family algorithm; target accuracy below it."""
-    require(dataset, missing_for_fig2)
-    settings = settings_with_data(dataset, [FLATNESS])
+    panels.require(dataset, missing_for_fig2)
+    settings = common.settings_with_data(dataset, [FLATNESS])
     contexts = {setting: _context_variable(dataset, setting) for setting in settings}
     rows_per_block = 2 if any(contexts.values()) else 1
     columns = min(len(settings), MAX_COLUMNS)
     blocks = math.ceil(len(settings) / columns)
-    with figure_style():
-        figure = new_figure(max(3.6 * columns, 6.5), 0.6 + 2.6 * rows_per_block * blocks)
+    with common.figure_style():
+        figure = common.new_figure(max(3.6 * columns, 6.5), 0.6 + 2.6 * rows_per_block * blocks)
         grid = figure.subplots(rows_per_block * blocks, columns, squeeze=False)
         for position in range(blocks * columns):
             block, column = divmod(position, columns)
@@ -95,7 +98,7 @@ def draw_fig2(dataset: xr.Dataset) -> Figure:
                     axes.set_axis_off()
         figure.suptitle("Flatness of meta-test solutions during meta-training")
         flatness_rows = grid[::rows_per_block].ravel().tolist()
-        bottom_legend(figure, flatness_rows[: len(settings)], max_columns=None)
+        panels.bottom_legend(figure, flatness_rows[: len(settings)], max_columns=None)
     return figure
 
 

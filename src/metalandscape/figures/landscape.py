@@ -12,29 +12,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from metalandscape.figures import common, panels
 from metalandscape.figures.common import (
     TEST_ACCURACY,
     TEST_ACCURACY_LABEL,
     TEST_MSE,
     TRAJECTORY_COHERENCE,
     Setting,
-    algorithm_color,
-    algorithm_label,
-    algorithms_with_data,
-    figure_style,
-    integer_ticks,
-    missing_variables,
-    new_figure,
-    plot_mean_band,
-    seed_by_epoch,
-    settings_with_data,
-)
-from metalandscape.figures.panels import (
-    figure_legend,
-    grid_shape,
-    legend_line,
-    require,
-    wrapped_figure,
 )
 from metalandscape.figures.spec import FigureSpec, Needs, lazy_import
 from metalandscape.statistics import INTERVAL_DESCRIPTION, per_seed_correlation, scalar_interval
@@ -62,13 +46,13 @@ def _panels(dataset: xr.Dataset, variables: list[str]) -> list[tuple[Setting, st
     """(setting, algorithm) of every meta-learner with finite values of ``variables``."""
     return [
         (setting, algorithm)
-        for setting in settings_with_data(dataset, variables)
-        for algorithm in algorithms_with_data(dataset, setting, variables)
+        for setting in common.settings_with_data(dataset, variables)
+        for algorithm in common.algorithms_with_data(dataset, setting, variables)
     ]
 
 
 def _missing(name: str, dataset: xr.Dataset, variables: list[str], metrics: str) -> str | None:
-    lacking = missing_variables(dataset, variables)
+    lacking = common.missing_variables(dataset, variables)
     if lacking:
         return (
             f"{name} needs variables {variables} (metrics {metrics}); the aggregate lacks {lacking}"
@@ -85,7 +69,7 @@ def _seed_count(data: xr.DataArray) -> int:
 
 
 def _panel_title(setting: Setting, algorithm: str, seeds: int) -> str:
-    return f"{setting.title}\n{algorithm_label(algorithm)}, {seeds} seed{'s' * (seeds != 1)}"
+    return f"{setting.title}\n{common.algorithm_label(algorithm)}, {seeds} seed{'s' * (seeds != 1)}"
 
 
 # ------------------------------------------------------------------------------ spectral density
@@ -118,22 +102,22 @@ def _shown_eigenvalues(densities: list[xr.DataArray], floor: float) -> tuple[flo
 
 def draw_spectral_density(dataset: xr.Dataset) -> Figure:
     """Heat map per setting and algorithm: epoch × eigenvalue, colour = seed-mean density (log)."""
-    require(dataset, missing_for_spectral_density)
-    panels = _panels(dataset, [SPECTRAL_DENSITY])
-    densities = [_density_by_epoch(dataset, *panel) for panel in panels]
+    panels.require(dataset, missing_for_spectral_density)
+    run_kinds = _panels(dataset, [SPECTRAL_DENSITY])
+    densities = [_density_by_epoch(dataset, *panel) for panel in run_kinds]
     top = max(float(np.nanmax(density.values)) for density in densities)
     floor = top * 10.0**-DENSITY_DECADES
     low, high = _shown_eigenvalues(densities, floor)
-    rows, columns = grid_shape(len(panels), MAX_COLUMNS)
-    with figure_style():  # loads matplotlib: its submodules import whole from here on
+    rows, columns = panels.grid_shape(len(run_kinds), MAX_COLUMNS)
+    with common.figure_style():  # loads matplotlib: its submodules import whole from here on
         from matplotlib.colors import LogNorm
         from matplotlib.ticker import MaxNLocator
 
         norm = LogNorm(vmin=floor, vmax=top)
-        figure = new_figure(4.3 * columns + 0.9, 0.9 + 3.0 * rows)
+        figure = common.new_figure(4.3 * columns + 0.9, 0.9 + 3.0 * rows)
         grid = figure.subplots(rows, columns, squeeze=False)
         mesh = None
-        for axes, (setting, algorithm), density in zip(grid.flat, panels, densities):
+        for axes, (setting, algorithm), density in zip(grid.flat, run_kinds, densities):
             values = np.clip(np.nan_to_num(density.values, nan=0.0), floor, None)
             mesh = axes.pcolormesh(
                 density["eigenvalue"].values,
@@ -153,7 +137,7 @@ def draw_spectral_density(dataset: xr.Dataset) -> Figure:
             axes.set_ylabel("meta-training epoch")
             axes.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
             axes.grid(False)
-        for axes in list(grid.flat)[len(panels) :]:
+        for axes in list(grid.flat)[len(run_kinds) :]:
             axes.set_axis_off()
         figure.colorbar(mesh, ax=grid, label="spectral density (log scale)", shrink=0.9)
         figure.suptitle("Hessian spectral density of the support loss at θ̃ᵢ over meta-training")
@@ -175,17 +159,19 @@ def _layer_colors(layers: list[str]) -> list[tuple[float, float, float]]:
 
 def draw_layer_curvature(dataset: xr.Dataset) -> Figure:
     """Per setting and algorithm: each layer's λmax of its Hessian block against epoch (log)."""
-    require(dataset, missing_for_layer_curvature)
-    panels = _panels(dataset, [LAYER_TOP_EIGENVALUE])
+    panels.require(dataset, missing_for_layer_curvature)
+    run_kinds = _panels(dataset, [LAYER_TOP_EIGENVALUE])
     layers = [str(layer) for layer in dataset["layer"].values.tolist()]
     colors = _layer_colors(layers)
-    with figure_style():
-        figure, grid = wrapped_figure(len(panels), MAX_COLUMNS, (4.3, 3.0), min_width=0, margin=1.2)
-        for axes, (setting, algorithm) in zip(grid, panels):
+    with common.figure_style():
+        figure, grid = panels.wrapped_figure(
+            len(run_kinds), MAX_COLUMNS, (4.3, 3.0), min_width=0, margin=1.2
+        )
+        for axes, (setting, algorithm) in zip(grid, run_kinds):
             data = dataset[LAYER_TOP_EIGENVALUE].sel(setting.select()).sel(algorithm=algorithm)
             data = data.transpose("seed", "epoch", "layer").dropna("epoch", how="all")
             for layer, color in zip(layers, colors):
-                plot_mean_band(
+                common.plot_mean_band(
                     axes,
                     data["epoch"].values,
                     data.sel(layer=layer).values,
@@ -201,12 +187,14 @@ def draw_layer_curvature(dataset: xr.Dataset) -> Figure:
             axes.set_title(_panel_title(setting, algorithm, _seed_count(data)))
             axes.set_xlabel("meta-training epoch")
             axes.set_ylabel("λmax of the layer's Hessian block")
-            integer_ticks(axes)
+            common.integer_ticks(axes)
         handles = [
-            legend_line(layer, color, marker="o", markersize=3.5)
+            panels.legend_line(layer, color, marker="o", markersize=3.5)
             for layer, color in zip(layers, colors)
         ]
-        figure_legend(figure, handles, ncols=min(len(layers), 4), title="layer (parameter block)")
+        panels.figure_legend(
+            figure, handles, ncols=min(len(layers), 4), title="layer (parameter block)"
+        )
         figure.suptitle("Per-layer curvature of the support loss at θ̃ᵢ over meta-training")
     return figure
 
@@ -247,19 +235,19 @@ def _correlation_label(x: xr.DataArray, y: xr.DataArray) -> str:
 def draw_coherence_vs_accuracy(dataset: xr.Dataset) -> Figure:
     """Per setting: trajectory coherence (left) and function coherence (right) against the
     score, one point per (seed, epoch), colour = algorithm; legend: per-seed Pearson R."""
-    require(dataset, missing_for_coherence_vs_accuracy)
+    panels.require(dataset, missing_for_coherence_vs_accuracy)
     score, score_label, sign = _score(dataset)  # type: ignore[misc]
     variables = [FUNCTION_COHERENCE, TRAJECTORY_COHERENCE, score]
-    settings = settings_with_data(dataset, variables)
+    settings = common.settings_with_data(dataset, variables)
     spaces = (
         (TRAJECTORY_COHERENCE, "parameter space: trajectory coherence"),
         (FUNCTION_COHERENCE, "function space: function coherence"),
     )
-    with figure_style():
-        figure = new_figure(9.0, 0.8 + 3.9 * len(settings))
+    with common.figure_style():
+        figure = common.new_figure(9.0, 0.8 + 3.9 * len(settings))
         grid = figure.subplots(len(settings), 2, squeeze=False)
         for row, setting in zip(grid, settings):
-            algorithms = algorithms_with_data(dataset, setting, variables)
+            algorithms = common.algorithms_with_data(dataset, setting, variables)
             for axes, (variable, label) in zip(row, spaces):
                 _scatter_panel(axes, dataset, setting, algorithms, variable, score, sign)
                 axes.set_xlabel(label)
@@ -282,8 +270,8 @@ def _scatter_panel(
 
     for algorithm in algorithms:
         x, y = xr.align(
-            seed_by_epoch(dataset, variable, setting, algorithm),
-            sign * seed_by_epoch(dataset, score, setting, algorithm),
+            common.seed_by_epoch(dataset, variable, setting, algorithm),
+            sign * common.seed_by_epoch(dataset, score, setting, algorithm),
             join="inner",
         )
         keep = np.isfinite(x.values) & np.isfinite(y.values)
@@ -291,8 +279,8 @@ def _scatter_panel(
             x.values[keep],
             y.values[keep],
             s=14,
-            color=algorithm_color(algorithm),
-            label=f"{algorithm_label(algorithm)}: {_correlation_label(x, y)}",
+            color=common.algorithm_color(algorithm),
+            label=f"{common.algorithm_label(algorithm)}: {_correlation_label(x, y)}",
             alpha=0.8,
         )
     axes.legend(

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from metalandscape.figures import common, panels
 from metalandscape.figures.common import (
     BASELINES,
     FLATNESS,
@@ -15,18 +16,6 @@ from metalandscape.figures.common import (
     TEST_ACCURACY,
     TEST_ACCURACY_LABEL,
     Setting,
-    algorithms_with_data,
-    figure_style,
-    missing_variables,
-    new_figure,
-)
-from metalandscape.figures.panels import (
-    algorithm_curves,
-    bottom_legend,
-    checkpoint_panel,
-    classification_settings,
-    panel_title,
-    require,
 )
 from metalandscape.figures.spec import FigureSpec, Needs
 
@@ -56,36 +45,36 @@ def draw_epoch_panels(
         (variable, label)
         for variable, label in PANELS
         if variable in dataset.data_vars
-        and any(algorithms_with_data(dataset, s, [variable], algorithms) for s in settings)
+        and any(common.algorithms_with_data(dataset, s, [variable], algorithms) for s in settings)
     ]
-    with figure_style():
-        figure = new_figure(max(3.6 * len(columns), 6.5), 0.9 + 2.7 * len(settings))
+    with common.figure_style():
+        figure = common.new_figure(max(3.6 * len(columns), 6.5), 0.9 + 2.7 * len(settings))
         grid = figure.subplots(len(settings), len(columns), squeeze=False)
         for row, setting in enumerate(settings):
             for column, (variable, label) in enumerate(columns):
                 axes = grid[row, column]
-                drawn = algorithms_with_data(dataset, setting, [variable], algorithms)
+                drawn = common.algorithms_with_data(dataset, setting, [variable], algorithms)
                 if not drawn:
                     axes.set_axis_off()
                     continue
-                algorithm_curves(axes, dataset, variable, setting, drawn)
-                checkpoint_panel(axes, dataset, label, panel_title(setting))
+                heading = panels.panel_title(setting)
+                panels.curves_panel(axes, dataset, variable, setting, drawn, label, heading)
         names = [PANEL_NAMES[variable] for variable, _ in columns]
         listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
         figure.suptitle(f"{title}: {listed}")
-        bottom_legend(figure, grid.ravel().tolist())
+        panels.bottom_legend(figure, grid.ravel().tolist())
     return figure
 
 
 def overtraining_settings(dataset: xr.Dataset) -> list[Setting]:
     """MAML-family settings of an overtraining variant with a measured target accuracy."""
-    found = classification_settings(dataset, [TEST_ACCURACY], META_LEARNERS)
+    found = panels.classification_settings(dataset, [TEST_ACCURACY], META_LEARNERS)
     return [setting for setting in found if setting.variant in OVERTRAINING_VARIANTS]
 
 
 def _lacks_accuracy(name: str, dataset: xr.Dataset) -> str | None:
     """Why figure ``name`` cannot be drawn without a target accuracy, or None when it has one."""
-    if missing_variables(dataset, [TEST_ACCURACY]):
+    if common.missing_variables(dataset, [TEST_ACCURACY]):
         return f"{name} needs variable {TEST_ACCURACY!r}; the aggregate lacks it"
     return None
 
@@ -104,7 +93,7 @@ def missing_for_fig3(dataset: xr.Dataset) -> str | None:
 
 def draw_fig3(dataset: xr.Dataset) -> Figure:
     """Overtraining: accuracy, support loss and E[λmax] vs epoch of the long runs."""
-    require(dataset, missing_for_fig3)
+    panels.require(dataset, missing_for_fig3)
     settings = overtraining_settings(dataset)
     return draw_epoch_panels(dataset, settings, META_LEARNERS, "Overtraining, a long meta-training")
 
@@ -112,7 +101,7 @@ def draw_fig3(dataset: xr.Dataset) -> Figure:
 def missing_for_fig4(dataset: xr.Dataset) -> str | None:
     """Why Figure 4 cannot be drawn from ``dataset``, or None."""
     lacking = _lacks_accuracy("fig4", dataset)
-    if lacking or classification_settings(dataset, [TEST_ACCURACY], BASELINES):
+    if lacking or panels.classification_settings(dataset, [TEST_ACCURACY], BASELINES):
         return lacking
     return (
         f"fig4 needs a finetune classification run with {TEST_ACCURACY!r}; the aggregate has none"
@@ -121,8 +110,8 @@ def missing_for_fig4(dataset: xr.Dataset) -> str | None:
 
 def draw_fig4(dataset: xr.Dataset) -> Figure:
     """Finetune baseline: accuracy, support loss and E[λmax] (where measured) vs epoch."""
-    require(dataset, missing_for_fig4)
-    settings = classification_settings(dataset, [TEST_ACCURACY], BASELINES)
+    panels.require(dataset, missing_for_fig4)
+    settings = panels.classification_settings(dataset, [TEST_ACCURACY], BASELINES)
     return draw_epoch_panels(dataset, settings, BASELINES, "Finetune baseline during training")
 
 

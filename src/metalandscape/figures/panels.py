@@ -124,6 +124,23 @@ def checkpoint_panel(
     checkpoint_axis(axes, dataset)
 
 
+def curves_panel(
+    axes: Axes,
+    dataset: xr.Dataset,
+    variable: str,
+    setting: Setting,
+    algorithms: Iterable[str],
+    ylabel: str,
+    title: str | None = None,
+    *,
+    xlabel: bool = True,
+    **style: object,
+) -> None:
+    """:func:`algorithm_curves` of ``variable`` on a panel labelled by :func:`checkpoint_panel`."""
+    algorithm_curves(axes, dataset, variable, setting, algorithms, **style)
+    checkpoint_panel(axes, dataset, ylabel, title, xlabel=xlabel)
+
+
 def colored_y_axis(axes: Axes, label: str, color: tuple[float, float, float]) -> None:
     """A y axis whose label and ticks take ``color`` (the series drawn against it)."""
     axes.set_ylabel(label, color=color)

@@ -7,23 +7,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from metalandscape.figures import common, panels
 from metalandscape.figures.common import (
     TEST_ACCURACY,
     TEST_ACCURACY_LABEL,
     Setting,
-    algorithms_with_data,
-    figure_style,
-    missing_variables,
-    seed_by_epoch,
-)
-from metalandscape.figures.panels import (
-    algorithm_curves,
-    bottom_legend,
-    checkpoint_panel,
-    classification_settings,
-    panel_title,
-    require,
-    wrapped_figure,
 )
 from metalandscape.figures.spec import FigureSpec, Needs, lazy_import
 from metalandscape.statistics import mean_interval
@@ -40,20 +28,20 @@ MAX_COLUMNS = 3
 
 def regularized_settings(dataset: xr.Dataset) -> list[Setting]:
     """Classification settings where both MAML and regularized MAML have a target accuracy."""
-    if missing_variables(dataset, [TEST_ACCURACY]) or not set(PAIR) <= set(
+    if common.missing_variables(dataset, [TEST_ACCURACY]) or not set(PAIR) <= set(
         dataset["algorithm"].values.tolist()
     ):
         return []
     return [
         setting
-        for setting in classification_settings(dataset, [TEST_ACCURACY], PAIR)
-        if algorithms_with_data(dataset, setting, [TEST_ACCURACY], PAIR) == list(PAIR)
+        for setting in panels.classification_settings(dataset, [TEST_ACCURACY], PAIR)
+        if common.algorithms_with_data(dataset, setting, [TEST_ACCURACY], PAIR) == list(PAIR)
     ]
 
 
 def missing_for_fig9(dataset: xr.Dataset) -> str | None:
     """Why Figure 9 cannot be drawn from ``dataset``, or None."""
-    if missing_variables(dataset, [TEST_ACCURACY]):
+    if common.missing_variables(dataset, [TEST_ACCURACY]):
         return f"fig9 needs variable {TEST_ACCURACY!r}; the aggregate lacks it"
     if not regularized_settings(dataset):
         algorithms = sorted(dataset["algorithm"].values.tolist())
@@ -107,17 +95,19 @@ def _reduction_box(axes: Axes, final: float, best: float) -> None:
 
 def draw_fig9(dataset: xr.Dataset) -> Figure:
     """Meta-test accuracy of MAML and regularized MAML vs epoch, with the error reduction."""
-    require(dataset, missing_for_fig9)
+    panels.require(dataset, missing_for_fig9)
     settings = regularized_settings(dataset)
-    with figure_style():
-        figure, panels = wrapped_figure(len(settings), MAX_COLUMNS, (4.2, 3.0))
-        for axes, setting in zip(panels, settings):
-            algorithm_curves(axes, dataset, TEST_ACCURACY, setting, PAIR)
-            series = [seed_by_epoch(dataset, TEST_ACCURACY, setting, a) for a in PAIR]
+    with common.figure_style():
+        figure, cells = panels.wrapped_figure(len(settings), MAX_COLUMNS, (4.2, 3.0))
+        for axes, setting in zip(cells, settings):
+            title = panels.panel_title(setting)
+            panels.curves_panel(
+                axes, dataset, TEST_ACCURACY, setting, PAIR, TEST_ACCURACY_LABEL, title
+            )
+            series = [common.seed_by_epoch(dataset, TEST_ACCURACY, setting, a) for a in PAIR]
             _reduction_box(axes, *error_reduction(*series))
-            checkpoint_panel(axes, dataset, TEST_ACCURACY_LABEL, panel_title(setting))
         figure.suptitle("Regularizing trajectory coherence: MAML vs regularized MAML")
-        bottom_legend(figure, panels)
+        panels.bottom_legend(figure, cells)
     return figure
 
 

@@ -30,6 +30,24 @@ from metalandscape.metrics.eigen import (
 SPLITS: tuple[str, ...] = get_args(Split)
 
 
+@dataclass(frozen=True)
+class TaskSettings:
+    """``tasks`` tasks of ``split``: the first two settings of every per-task metric.
+
+    A metric's Settings subclasses it, redeclaring ``tasks`` where its default differs.
+    """
+
+    tasks: int = setting(600, minimum=1)
+    split: str = setting("test", choices=SPLITS)
+
+
+@dataclass(frozen=True)
+class PairSettings(TaskSettings):
+    """``tasks`` tasks of ``split`` (the paper: 500): at least two, for means over task pairs."""
+
+    tasks: int = setting(500, minimum=2)
+
+
 def with_summary(
     name: str, values: np.ndarray, long_name: str, units: str, *, ci95_long_name: str | None = None
 ) -> dict[str, Quantity]:
@@ -86,12 +104,7 @@ class SupportLoss(Metric):
     name = "support_loss"
     description = "support loss at the adapted parameters (meta-test tasks)"
 
-    @dataclass(frozen=True)
-    class Settings:
-        """``tasks`` meta-test tasks."""
-
-        tasks: int = setting(600, minimum=1)
-        split: str = setting("test", choices=SPLITS)
+    Settings = TaskSettings
 
     def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
         values = context.support_losses(self.settings.split, self.settings.tasks)
@@ -105,7 +118,7 @@ class Hessian(Metric):
     description = "top Hessian eigenvalue of the support loss at the adapted parameters (flatness)"
 
     @dataclass(frozen=True)
-    class Settings:
+    class Settings(TaskSettings):
         """``backend``: ``lanczos_batched`` (tasks in lockstep), ``lanczos`` or ``pyhessian``.
 
         ``warm_start`` (``lanczos_batched``): start each task's solve from its converged top
@@ -115,7 +128,6 @@ class Hessian(Metric):
         """
 
         tasks: int = setting(60, minimum=1)
-        split: str = setting("test", choices=SPLITS)
         backend: str = setting("lanczos_batched", choices=BACKENDS)
         tol: float | None = setting(
             None,
@@ -188,12 +200,7 @@ class TrajectoryCoherence(Metric):
     name = "trajectory_coherence"
     description = "mean cosine between adaptation directions of task pairs, and trajectory norm"
 
-    @dataclass(frozen=True)
-    class Settings:
-        """``tasks`` meta-test tasks (the paper: 500)."""
-
-        tasks: int = setting(500, minimum=2)  # coherence averages over task pairs
-        split: str = setting("test", choices=SPLITS)
+    Settings = PairSettings
 
     def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
         steps = context.displacements(self.settings.split, self.settings.tasks).double()
@@ -224,12 +231,7 @@ class GradientCoherence(Metric):
     name = "gradient_coherence"
     description = "mean inner product of support-loss gradients at θs, task pairs i != j"
 
-    @dataclass(frozen=True)
-    class Settings:
-        """``tasks`` meta-test tasks (the paper: 500)."""
-
-        tasks: int = setting(500, minimum=2)  # coherence averages over task pairs
-        split: str = setting("test", choices=SPLITS)
+    Settings = PairSettings
 
     def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
         gradients = -context.start_gradients(self.settings.split, self.settings.tasks).double()

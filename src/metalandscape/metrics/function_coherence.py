@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from metalandscape.data.tasks import TaskKind
 from metalandscape.functional import Params, forward
 from metalandscape.metrics.base import EvaluationContext, Metric, Quantity, mean_and_ci95, setting
-from metalandscape.metrics.builtin import SPLITS, off_diagonal_mean
+from metalandscape.metrics.builtin import SPLITS, PairSettings, off_diagonal_mean
 
 PROBE_TASK_OFFSET = 1 << 30  # probe tasks are numbered from here: never a measured task
 
@@ -74,11 +74,9 @@ class FunctionCoherence(Metric):
     description = "mean cosine between the output changes that adaptation makes, task pairs i != j"
 
     @dataclass(frozen=True)
-    class Settings:
+    class Settings(PairSettings):
         """``tasks`` tasks of ``split``; probe set: targets of ``probe_tasks`` ``probe_split`` tasks."""
 
-        tasks: int = setting(500, minimum=2)  # pairs
-        split: str = setting("test", choices=SPLITS)
         probe_tasks: int = setting(
             4, minimum=1, description="tasks whose target inputs form the shared probe set"
         )

@@ -21,7 +21,7 @@ import numpy as np
 
 from metalandscape.functional import Params, loss_from_outputs
 from metalandscape.metrics.base import EvaluationContext, Metric, MetricError, Quantity, setting
-from metalandscape.metrics.builtin import SPLITS
+from metalandscape.metrics.builtin import TaskSettings
 from metalandscape.metrics.eigen import (
     DEFAULT_LANCZOS_MAX_HVPS,
     DEFAULT_LANCZOS_TOL,
@@ -62,7 +62,7 @@ class LayerCurvature(Metric):
     description = "λmax and trace of each layer's Hessian block of the support loss at θ̃ᵢ"
 
     @dataclass(frozen=True)
-    class Settings:
+    class Settings(TaskSettings):
         """``layers``: parameter-name prefixes (empty: every parameter-owning module).
 
         Per task and layer: Lanczos to relative residual ``tol`` (≤ ``max_hvps`` HVPs) and
@@ -70,7 +70,6 @@ class LayerCurvature(Metric):
         """
 
         tasks: int = setting(10, minimum=1)
-        split: str = setting("test", choices=SPLITS)
         layers: tuple[str, ...] = setting(
             (),
             kind=tuple,

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from metalandscape.functional import loss_from_outputs
 from metalandscape.metrics.base import EvaluationContext, Metric, Quantity, setting
-from metalandscape.metrics.builtin import SPLITS, with_summary
+from metalandscape.metrics.builtin import TaskSettings, with_summary
 from metalandscape.metrics.eigen.lanczos_batched import _LanczosRun
 from metalandscape.metrics.trace import task_hessian
 
@@ -105,7 +105,7 @@ class SpectralDensity(Metric):
     description = "Hessian eigenvalue density (SLQ) of the support loss at the adapted parameters"
 
     @dataclass(frozen=True)
-    class Settings:
+    class Settings(TaskSettings):
         """``starts`` × ``lanczos_steps`` HVPs per task; density on ``grid_points`` of a grid.
 
         The grid spans ``grid_low``..``grid_high`` (eigenvalue units) and ``sigma`` is the
@@ -113,7 +113,6 @@ class SpectralDensity(Metric):
         """
 
         tasks: int = setting(10, minimum=1)
-        split: str = setting("test", choices=SPLITS)
         starts: int = setting(4, minimum=1)
         lanczos_steps: int = setting(
             40, minimum=2, description="Lanczos steps per start, one Hessian-vector product each"

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from metalandscape.functional import Params, loss_from_outputs
 from metalandscape.metrics.base import EvaluationContext, Metric, Quantity, setting
-from metalandscape.metrics.builtin import SPLITS, with_summary
+from metalandscape.metrics.builtin import TaskSettings, with_summary
 from metalandscape.metrics.eigen import TaskHessianVectorProduct
 
 Criterion = Callable[[Tensor, Tensor], Tensor]
@@ -114,11 +114,10 @@ class HessianTrace(Metric):
     description = "Hutchinson trace of the support-loss Hessian at the adapted parameters"
 
     @dataclass(frozen=True)
-    class Settings:
+    class Settings(TaskSettings):
         """``probes`` Rademacher probes (one HVP each) per task on ``tasks`` tasks of ``split``."""
 
         tasks: int = setting(20, minimum=1)
-        split: str = setting("test", choices=SPLITS)
         probes: int = setting(  # a standard error needs two
             10,
             minimum=2,
