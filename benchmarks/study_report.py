@@ -11,7 +11,9 @@ Reads a run folder's ``results/`` (the study preset's, or any other) and prints:
 3. per algorithm: meta-test target accuracy at the first and last measured checkpoint, mean
    over seeds with the claims' interval (Student-t 95% over seeds, ≥ 3 seeds).
 
-Usage: ``python benchmarks/study_report.py [--results results] [--family algorithms]``.
+Usage: ``python benchmarks/study_report.py [--results results] [--family algorithms]
+[--claims claims.csv] [--brief]`` (``--brief``: Pearson R only for claims 4-5, Spearman ρ only
+for claim 2).
 """
 
 from __future__ import annotations
@@ -77,9 +79,15 @@ def _cell(row: pd.Series) -> str:
     return f"{value} {mark}{'*' if row['ci_excludes_threshold'] else ''}"
 
 
-def claims_overview(results: Path) -> str:
+#: Statistics ``--brief`` leaves out: the second view of a claim another row already gives.
+SECONDARY = ("Spearman ρ(trajectory", "Spearman ρ(gradient", "fraction of epoch-to-epoch")
+
+
+def claims_overview(results: Path, claims: str = "claims.csv", brief: bool = False) -> str:
     """One row per claim, statistic and setting; one column per algorithm."""
-    table = pd.read_csv(results / "claims.csv")
+    table = pd.read_csv(results / claims)
+    if brief:
+        table = table[~table["statistic"].str.startswith(SECONDARY)]
     table["setting"] = table.apply(_setting, axis=1)
     table["cell"] = table.apply(_cell, axis=1)
     algorithms = list(dict.fromkeys(table["algorithm"]))
@@ -131,11 +139,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--family", action="append", default=None, help="aggregate families")
+    parser.add_argument("--claims", default="claims.csv", help="claims table under --results")
+    parser.add_argument("--brief", action="store_true", help="one statistic per claim")
     args = parser.parse_args()
     print("## Cost\n")
     print(cost_table(args.results))
     print("## Claims\n")
-    print(claims_overview(args.results))
+    print(claims_overview(args.results, args.claims, args.brief))
     for family in args.family or []:
         print(f"## Accuracy, family {family}\n")
         print(accuracy_table(args.results, family))

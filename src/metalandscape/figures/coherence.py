@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -108,6 +109,30 @@ def _series_legend(figure: Figure, left_label: str, right_label: str) -> None:
     panels.figure_legend(figure, handles, ncols=2)
 
 
+def _fig5_cells(
+    settings: Sequence[Setting],
+    algorithms: Sequence[str],
+    per_setting: dict[Setting, list[str]],
+) -> list[tuple[Axes, tuple[Setting, str]]]:
+    """Fig. 5's axes: settings × algorithms, or, for one setting, its algorithms wrapped at
+    three columns (five algorithms in one row were too narrow to read)."""
+    size = (4.2, 2.8)
+    if len(settings) == 1:
+        kinds = [(settings[0], a) for a in algorithms if a in per_setting[settings[0]]]
+        _, grid = panels.wrapped_figure(len(kinds), 3, size, min_width=7.0, margin=0.7)
+        return list(zip(grid, kinds))
+    figure = common.new_figure(max(size[0] * len(algorithms), 7.0), 0.7 + size[1] * len(settings))
+    grid = figure.subplots(len(settings), len(algorithms), squeeze=False)
+    cells = []
+    for row, setting in enumerate(settings):
+        for column, algorithm in enumerate(algorithms):
+            if algorithm in per_setting[setting]:
+                cells.append((grid[row, column], (setting, algorithm)))
+            else:
+                grid[row, column].set_axis_off()
+    return cells
+
+
 def draw_fig5(dataset: xr.Dataset) -> Figure:
     """Trajectory coherence (left) and meta-test target accuracy (right) vs epoch per run kind."""
     panels.require(dataset, missing_for_fig5)
@@ -117,24 +142,19 @@ def draw_fig5(dataset: xr.Dataset) -> Figure:
         sorted({a for found in per_setting.values() for a in found})
     )
     with common.figure_style():
-        figure = common.new_figure(max(4.2 * len(algorithms), 7.0), 0.7 + 2.8 * len(settings))
-        grid = figure.subplots(len(settings), len(algorithms), squeeze=False)
-        for row, setting in enumerate(settings):
-            for column, algorithm in enumerate(algorithms):
-                axes = grid[row, column]
-                if algorithm not in per_setting[setting]:
-                    axes.set_axis_off()
-                    continue
-                _twin_panel(
-                    axes,
-                    dataset,
-                    common.seed_by_epoch(dataset, TRAJECTORY_COHERENCE, setting, algorithm),
-                    common.seed_by_epoch(dataset, TEST_ACCURACY, setting, algorithm),
-                    left_label="trajectory coherence",
-                    right_label="test target accuracy",
-                )
-                axes.set_title(f"{setting.title}\n{common.algorithm_label(algorithm)}")
-                axes.set_xlabel(common.checkpoint_label(dataset))
+        cells = _fig5_cells(settings, algorithms, per_setting)
+        for axes, (setting, algorithm) in cells:
+            _twin_panel(
+                axes,
+                dataset,
+                common.seed_by_epoch(dataset, TRAJECTORY_COHERENCE, setting, algorithm),
+                common.seed_by_epoch(dataset, TEST_ACCURACY, setting, algorithm),
+                left_label="trajectory coherence",
+                right_label="test target accuracy",
+            )
+            axes.set_title(f"{setting.title}\n{common.algorithm_label(algorithm)}")
+            axes.set_xlabel(common.checkpoint_label(dataset))
+        figure = cells[0][0].figure
         figure.suptitle("Trajectory coherence and meta-test accuracy during meta-training")
         _series_legend(
             figure,

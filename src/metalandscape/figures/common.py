@@ -110,12 +110,20 @@ def algorithm_label(algorithm: str) -> str:
     return spec.title if spec is not None else algorithm
 
 
+#: Colours of seaborn's colorblind palette in registry order: blue, green, purple, vermillion,
+#: sky blue, brown, pink, grey, yellow, orange. Orange comes last: next to the finetune baseline's
+#: vermillion it read as the same colour.
+PALETTE_ORDER = (0, 2, 4, 3, 9, 5, 6, 7, 8, 1)
+
+
 def algorithm_color(algorithm: str) -> tuple[float, float, float]:
-    """One colour per algorithm, the same in every figure."""
+    """One colour per algorithm, the same in every figure (by registry position)."""
     palette = sns.color_palette("colorblind", 10)
     if algorithm in ALGORITHM_ORDER:
-        return palette[ALGORITHM_ORDER.index(algorithm)]
-    return palette[4 + sum(map(ord, algorithm)) % 6]
+        position = ALGORITHM_ORDER.index(algorithm)
+    else:
+        position = len(ALGORITHM_ORDER) + sum(map(ord, algorithm)) % 3
+    return palette[PALETTE_ORDER[position % len(PALETTE_ORDER)]]
 
 
 def ordered_algorithms(algorithms: Sequence[str]) -> list[str]:
