@@ -12,12 +12,14 @@ from workflow_copy import copy_workflow
 
 from metalandscape.grid import Run, build_grid
 from metalandscape.plan import (
+    FamilyEstimate,
     PlanError,
     Probe,
     choose_probes,
     cost_key,
     device_clock,
     duration,
+    estimate_lines,
     examples_per_task,
     fill_in_probes,
     probe_settings,
@@ -133,3 +135,15 @@ def test_cpu_probes_count_cpu_time_and_gpu_probes_wall_time() -> None:
     assert device_clock(torch.device("cpu")) is time.process_time
     assert device_clock("cpu") is time.process_time
     assert device_clock(torch.device("cuda")) is not time.process_time
+
+
+def test_estimate_columns_stay_apart_for_a_paper_sized_grid() -> None:
+    """Hundreds of days and millions of iterations widen the columns instead of running on."""
+    rows = [
+        FamilyEstimate("omniglot", 120, 120, 0, 6_000_000, 272 * 86400 + 13 * 3600, 174 * 86400),
+        FamilyEstimate("sinusoid", 70, 70, 0, 3_500_000, 11 * 3600, 5400),
+    ]
+    table = estimate_lines(rows, "note")[1:-1]
+    assert len({len(line) for line in table}) == 1  # aligned
+    assert "6,000,000  272 d 13:00:00  174 d 00:00:00  446 d 13:00:00" in table[1]
+    assert table[-1].split()[:4] == ["total", "190", "190", "9,500,000"]

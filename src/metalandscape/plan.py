@@ -418,25 +418,31 @@ def job_lines(grid: Grid) -> list[str]:
 
 
 def estimate_lines(rows: Sequence[FamilyEstimate], note: str) -> list[str]:
-    """The estimate table and its total."""
-    header = (
-        f"{'family':<16}{'runs':>6}{'metric jobs':>13}{'iterations':>12}"
-        f"{'train':>14}{'metrics':>14}{'total':>14}"
-    )
-    lines = [note, header]
-    for row in rows:
-        lines.append(
-            f"{row.family:<16}{row.runs:>6}{row.metric_jobs:>13}{row.iterations:>12}"
-            f"{duration(row.train_seconds):>14}{duration(row.metric_seconds):>14}"
-            f"{duration(row.train_seconds + row.metric_seconds):>14}"
-        )
+    """The estimate table and its total, each column as wide as its widest cell."""
     train = sum(row.train_seconds for row in rows)
     metrics = sum(row.metric_seconds for row in rows)
-    lines.append(
-        f"{'total':<16}{sum(r.runs for r in rows):>6}{sum(r.metric_jobs for r in rows):>13}"
-        f"{sum(r.iterations for r in rows):>12}{duration(train):>14}{duration(metrics):>14}"
-        f"{duration(train + metrics):>14}"
+    cells = [["family", "runs", "metric jobs", "iterations", "train", "metrics", "total"]]
+    for row in rows:
+        seconds = (row.train_seconds, row.metric_seconds, row.train_seconds + row.metric_seconds)
+        cells.append(
+            [row.family, f"{row.runs}", f"{row.metric_jobs}", f"{row.iterations:,}"]
+            + [duration(value) for value in seconds]
+        )
+    cells.append(
+        [
+            "total",
+            f"{sum(r.runs for r in rows)}",
+            f"{sum(r.metric_jobs for r in rows)}",
+            f"{sum(r.iterations for r in rows):,}",
+        ]
+        + [duration(value) for value in (train, metrics, train + metrics)]
     )
+    widths = [max(len(line[column]) for line in cells) for column in range(len(cells[0]))]
+    lines = [note]
+    for line in cells:
+        first = line[0].ljust(widths[0])
+        rest = "  ".join(cell.rjust(width) for cell, width in zip(line[1:], widths[1:]))
+        lines.append(f"{first}  {rest}")
     lines.append(
         "Times are one job after another on one device; with --cores N (or N GPUs) divide "
         "roughly by N. Data, aggregate, figure and claims jobs take seconds to minutes and are "
