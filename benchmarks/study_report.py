@@ -23,6 +23,7 @@ import math
 from pathlib import Path
 
 import pandas as pd
+from snakemake.benchmark import BENCHMARK_INTERVAL, BENCHMARK_INTERVAL_SHORT
 
 from metalandscape.statistics import scalar_interval
 
@@ -64,10 +65,14 @@ def cost_table(results: Path) -> str:
 
 
 def _unsampled(wall: float) -> float:
-    """Seconds of a job after Snakemake's last CPU sample (every 0.5 s to 15 s, then every 30 s)."""
-    if wall <= 15:
-        return min(wall, 0.5)
-    return wall - (15 + 30 * ((wall - 15) // 30))
+    """Seconds of a job after Snakemake's last CPU sample: its benchmark thread samples every
+    ``BENCHMARK_INTERVAL_SHORT`` s for ``BENCHMARK_INTERVAL`` samples (15 s), then every
+    ``BENCHMARK_INTERVAL`` s (snakemake.benchmark)."""
+    short, long = BENCHMARK_INTERVAL_SHORT, BENCHMARK_INTERVAL
+    first_phase = short * long
+    if wall <= first_phase:
+        return min(wall, short)
+    return wall - (first_phase + long * ((wall - first_phase) // long))
 
 
 def _longest_run(jobs: pd.DataFrame) -> float:
@@ -139,7 +144,7 @@ def accuracy_table(results: Path, family: str) -> str:
         cells = []
         for position in (0, -1):
             values = series.isel(epoch=position).values
-            mean, low, high, _ = scalar_interval(list(values))
+            mean, low, high, _ = scalar_interval(list(values), bounds=(0.0, 1.0))
             interval = "" if math.isnan(low) else f" [{low:.3f}, {high:.3f}]"
             cells.append(f"{mean:.3f}{interval}")
         lines.append(

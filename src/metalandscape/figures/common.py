@@ -110,10 +110,11 @@ def algorithm_label(algorithm: str) -> str:
     return spec.title if spec is not None else algorithm
 
 
-#: Colours of seaborn's colorblind palette in registry order: blue, green, purple, vermillion,
-#: sky blue, brown, pink, grey, yellow, orange. Orange comes last: next to the finetune baseline's
-#: vermillion it read as the same colour.
-PALETTE_ORDER = (0, 2, 4, 3, 9, 5, 6, 7, 8, 1)
+#: Colours of seaborn's colorblind palette in registry order (MAML, First-Order MAML,
+#: regularized MAML, finetune, Reptile, ANIL, Meta-SGD, then others): blue, green, purple,
+#: vermillion, grey, brown, pink, sky blue, yellow, orange. Orange comes last: next to the
+#: finetune baseline's vermillion it read as the same colour; sky blue next to MAML's blue too.
+PALETTE_ORDER = (0, 2, 4, 3, 7, 5, 6, 9, 8, 1)
 
 
 def algorithm_color(algorithm: str) -> tuple[float, float, float]:
