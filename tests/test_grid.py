@@ -90,6 +90,20 @@ def test_train_and_epoch_arguments_are_sorted_argument_lists() -> None:
     assert run.epoch_arguments()[:4] == ["--epoch", "0", "--epoch", "2"]
 
 
+def test_longer_runs_are_scheduled_first() -> None:
+    """The study's 5,000-iteration runs start before its 300-iteration ones, sinusoid last."""
+    runs = build_grid(load_config("workflow/presets/study.yaml")).runs
+    long_run = runs["fontglot-T5long-5way1shot-maml-seed0"]
+    short_run = runs["fontglot-T5-5way1shot-maml-seed0"]
+    sinusoid_run = runs["sinusoid-default-1way2shot-maml-seed0"]
+    assert (long_run.meta_iterations, short_run.meta_iterations) == (5000, 300)
+    assert (
+        long_run.scheduling_priority
+        > short_run.scheduling_priority
+        > sinusoid_run.scheduling_priority
+    )
+
+
 def test_separate_metrics_get_their_own_bundle() -> None:
     config = load_config()
     config["separate_metrics"] = ["hessian", "accuracy"]

@@ -40,6 +40,7 @@ class Run:
     settings: dict[str, Any]
     kind: str
     epochs: int
+    meta_iterations: int = 0
     metrics: set[str] = field(default_factory=set)
     measured_epochs: set[int] = field(default_factory=set)
     families: list[str] = field(default_factory=list)
@@ -48,6 +49,15 @@ class Run:
     def id(self) -> str:
         """The run id (file names, the ``run`` wildcard)."""
         return self.key.id
+
+    @property
+    def scheduling_priority(self) -> int:
+        """Snakemake priority of the run's jobs: longest first, so the longest chain starts early.
+
+        Image-classification runs (minutes) before sinusoid runs (seconds); among them, more
+        meta-iterations first.
+        """
+        return 1 + self.meta_iterations if self.kind == "classification" else 0
 
     def train_arguments(self) -> list[str]:
         """``metalandscape train`` arguments: ``--set key=value`` per setting, sorted by key."""
@@ -225,7 +235,8 @@ def _runs_of(config: Mapping[str, Any], index: int, group: Mapping[str, Any]) ->
                         resolved = resolve_run_config(settings)
                     except ConfigError as error:
                         raise GridError(f"{where} run {key.id}: {error}") from None
-                    runs.append(Run(key, settings, resolved.kind, resolved.epochs))
+                    iterations = resolved.checkpoint_iterations()[-1]
+                    runs.append(Run(key, settings, resolved.kind, resolved.epochs, iterations))
     return runs
 
 

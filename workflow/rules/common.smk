@@ -45,9 +45,8 @@ def train_arguments(wildcards):
 
 
 def long_jobs_first(wildcards):
-    """Priority: image-classification runs and their metrics (minutes) before the sinusoid's
-    (seconds), so the longest chain (data, train, Hessian) starts first."""
-    return 1 if run_of(wildcards).kind == "classification" else 0
+    """Priority of a run's train and metrics jobs (metalandscape.grid.Run.scheduling_priority)."""
+    return run_of(wildcards).scheduling_priority
 
 
 def run_data(wildcards):
