@@ -34,10 +34,12 @@ def cost_table(results: Path) -> str:
     """Jobs, CPU seconds and the longest job per rule, from Snakemake's benchmark files."""
     rows = []
     for path in sorted((results / "benchmarks").glob("**/*.tsv")):
-        rule = path.relative_to(results / "benchmarks").parts[0]
+        # train/<run>.tsv, metrics/<run>/<bundle>.tsv, figures/<name>.tsv, ...
+        rule, *rest = path.relative_to(results / "benchmarks").parts
+        run = rest[0] if len(rest) > 1 else path.stem
         last = pd.read_csv(path, sep="\t").iloc[-1]
         cpu, wall = float(last["cpu_time"]), float(last["s"])
-        rows.append({"rule": rule, "job": path.stem, "cpu": cpu, "unsampled": _unsampled(wall)})
+        rows.append({"rule": rule, "run": run, "cpu": cpu, "unsampled": _unsampled(wall)})
     if not rows:
         return "no benchmark files under results/benchmarks\n"
     jobs = pd.DataFrame(rows)
@@ -77,12 +79,8 @@ def _unsampled(wall: float) -> float:
 
 def _longest_run(jobs: pd.DataFrame) -> float:
     """CPU seconds of the most expensive run's train + metrics jobs (a chain on one core)."""
-    chains: dict[str, float] = {}
-    for rule, job, cpu in jobs[["rule", "job", "cpu"]].itertuples(index=False):
-        if rule in ("train", "metrics"):
-            run = job if rule == "train" else job.split("/")[0]
-            chains[run] = chains.get(run, 0.0) + cpu
-    return max(chains.values(), default=0.0)
+    chains = jobs[jobs["rule"].isin(["train", "metrics"])].groupby("run")["cpu"].sum()
+    return float(chains.max()) if len(chains) else 0.0
 
 
 def _setting(row: pd.Series) -> str:

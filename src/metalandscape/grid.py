@@ -40,7 +40,7 @@ class Run:
     settings: dict[str, Any]
     kind: str
     epochs: int
-    meta_iterations: int = 0
+    meta_iterations: int  # of its last checkpoint
     metrics: set[str] = field(default_factory=set)
     measured_epochs: set[int] = field(default_factory=set)
     families: list[str] = field(default_factory=list)
