@@ -125,6 +125,43 @@ def test_context_adapts_each_task_once(sinusoid_context):
     assert context.adaptations == 12 + 12
 
 
+@pytest.mark.parametrize("chunk", [1, 4, None])
+def test_start_gradients_are_kept_from_the_adaptations_first_step(
+    sinusoid_context, monkeypatch, chunk
+):
+    from metalandscape.metrics import base
+
+    calls = []
+    monkeypatch.setattr(base, "gradient", lambda *a, **k: calls.append(1) or gradient(*a, **k))
+
+    def context(step_size, wanted):
+        return EvaluationContext(
+            sinusoid_context.model,
+            sinusoid_context.start_params,
+            sinusoid_context.sampler,
+            "regression",
+            inner_steps=2,
+            inner_step_size=step_size,
+            task_chunk_size=chunk,
+            start_gradient_tasks=wanted,
+        )
+
+    computed = context(0.05, {}).start_gradients("test", 7)
+    assert calls
+    calls.clear()
+    sharing = context(0.05, {"test": 7})
+    sharing.adapted("test", 10)  # the adaptations of 10 tasks keep the first 7 gradients
+    assert len(sharing._start_gradients["test"]) == 7
+    assert torch.allclose(sharing.start_gradients("test", 7), computed, rtol=1e-12, atol=0)
+    assert not calls
+    # Only the last layer adapts (ANIL): its first step is not the whole gradient at θs.
+    head = list(sinusoid_context.start_params)[-2:]
+    partial = context(dict.fromkeys(head, 0.05), {"test": 7})
+    partial.adapted("test", 10)
+    assert torch.allclose(partial.start_gradients("test", 7), computed, rtol=1e-12, atol=0)
+    assert calls
+
+
 def test_batched_and_looped_adaptation_agree(sinusoid_context):
     looped = EvaluationContext(
         sinusoid_context.model,
@@ -262,6 +299,12 @@ def test_one_metrics_call_adapts_each_task_once_per_epoch(tmp_path, sinusoid_run
             contexts.append(self)
 
     monkeypatch.setattr(evaluate_module, "EvaluationContext", CountingContext)
+    from metalandscape.metrics import base
+
+    gradients_at_start = []
+    monkeypatch.setattr(
+        base, "gradient", lambda *a, **k: gradients_at_start.append(1) or gradient(*a, **k)
+    )
     settings = {name: {"tasks": 4} for name in BUILTINS}
     settings["accuracy"] = {"tasks": 6, "splits": ["test"]}
     argv = ["metrics", "--checkpoint", str(sinusoid_run), "--out-dir", str(tmp_path)]
@@ -270,6 +313,7 @@ def test_one_metrics_call_adapts_each_task_once_per_epoch(tmp_path, sinusoid_run
         argv += ["--metric", name]
     assert cli.main([*argv, "--epoch", "2", "--epoch", "0", "--epoch", "1"]) == 0
     assert [context.adaptations for context in contexts] == [6, 6, 6]
+    assert not gradients_at_start  # gradient coherence's ∇L(Dᵢ; θs): the adaptations' first step
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
         f"{name}.nc" for name in BUILTINS
     )

@@ -118,6 +118,30 @@ def test_sinusoid_tasks():
     assert isinstance(batch, TaskBatch) and len(batch) == 4
 
 
+@pytest.mark.parametrize(
+    "source",
+    [
+        SinusoidSource(k_shot=10, target_points=10),
+        SinusoidSource(
+            k_shot=2, target_points=3, train_amplitude=(0.5, 2.0), test_phase=(0.0, 6.0)
+        ),
+    ],
+)
+def test_sinusoid_batches_are_byte_identical_to_tasks_drawn_one_by_one(source):
+    sampler = TaskSampler(source, seed=3)
+    for split in ("train", "test"):
+        for start in (0, 25, 4975):
+            indices = range(start, start + 25)
+            batch = sampler.batch(split, indices)
+            one_by_one = TaskBatch.stack(
+                [source.make_task(split, task_rng(3, split, i)) for i in indices]
+            )
+            for drawn, expected in zip(batch._fields(), one_by_one._fields()):
+                assert drawn.dtype == expected.dtype and drawn.is_contiguous()
+                assert torch.equal(drawn, expected)
+                assert drawn.numpy().tobytes() == expected.numpy().tobytes()
+
+
 def test_sinusoid_splits_use_disjoint_phase_ranges():
     source = SinusoidSource(k_shot=200, target_points=1)
 

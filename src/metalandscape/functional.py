@@ -124,6 +124,7 @@ def adapt(
     create_graph: bool = True,
     batched: bool = False,
     trajectory: list[Params] | None = None,
+    gradients: list[Params] | None = None,
 ) -> Params:
     """T steps θ ← θ − α ⊙ ∇θ L(support) of full-batch gradient descent from ``params``.
 
@@ -135,7 +136,8 @@ def adapt(
     parameters nor the step sizes require gradients (evaluation) no graph is kept. ``batched``:
     every tensor carries a leading task axis and each task adapts on its own support set
     (``params`` may be ``θ.expand(tasks, ...)`` views of shared parameters). ``trajectory``, when
-    given, receives [θ0, θ1, …, θT].
+    given, receives [θ0, θ1, …, θT]; ``gradients``, when given, receives each step's
+    ∇L(support) at θ0, …, θT−1 of the adapted parameters (detached in evaluation).
     """
     step_sizes = step_size if isinstance(step_size, Mapping) else dict.fromkeys(params, step_size)
     names = [name for name in params if name in step_sizes]
@@ -152,6 +154,8 @@ def adapt(
         for _ in range(steps):
             loss = task_losses(model, params, inputs, labels, kind, batched=batched).sum()
             grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph)
+            if gradients is not None:
+                gradients.append(dict(zip(names, grads, strict=True)))
             params = dict(params)
             for name, grad in zip(names, grads, strict=True):
                 params[name] = params[name] - step_sizes[name] * grad

@@ -8,13 +8,14 @@ setting (amplitude U[0.1, 5], phase U[0, π] for every split) is one config chan
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from metalandscape.data.tasks import DataError, Split, Task, TaskKind
+from metalandscape.data.tasks import DataError, Split, Task, TaskBatch, TaskKind
 
 INPUT_RANGE = (-5.0, 5.0)
 
@@ -78,3 +79,25 @@ class SinusoidSource:
         y_t = torch.from_numpy(y.astype(np.float32))
         k = self.k_shot
         return Task(x_t[:k], y_t[:k], x_t[k:], y_t[k:])
+
+    def make_batch(self, split: Split, rngs: Sequence[np.random.Generator]) -> TaskBatch:
+        """The tasks of ``rngs`` stacked, byte-identical to :meth:`make_task` of each: one draw
+        of ``2 + points`` uniforms per generator, the same doubles in the same order as
+        :meth:`make_task`'s three ``uniform`` calls, mapped as numpy maps them
+        (``low + (high - low) * u``); then the arithmetic of all tasks at once."""
+        if not rngs:
+            raise ValueError("cannot draw an empty batch of tasks")
+        (amplitude_low, amplitude_high), (phase_low, phase_high) = self.ranges(split)
+        points = self.k_shot + self.target_points
+        uniforms = np.stack([rng.random(2 + points) for rng in rngs])
+        amplitude = amplitude_low + (amplitude_high - amplitude_low) * uniforms[:, 0:1, None]
+        phase = phase_low + (phase_high - phase_low) * uniforms[:, 1:2, None]
+        low, high = INPUT_RANGE
+        x = low + (high - low) * uniforms[:, 2:, None]
+        y = amplitude * np.sin(x - phase)
+        x_t = torch.from_numpy(x.astype(np.float32))
+        y_t = torch.from_numpy(y.astype(np.float32))
+        k = self.k_shot
+        return TaskBatch(
+            *(part.contiguous() for part in (x_t[:, :k], y_t[:, :k], x_t[:, k:], y_t[:, k:]))
+        )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -113,6 +113,16 @@ class TaskSource(Protocol):
         ...
 
 
+@runtime_checkable
+class BatchTaskSource(TaskSource, Protocol):
+    """A source that also draws many tasks at once, byte-identical to drawing them one by one."""
+
+    def make_batch(self, split: Split, rngs: Sequence[np.random.Generator]) -> TaskBatch:
+        """The tasks drawn by ``rngs`` (one generator per task), stacked: for every ``i``, the
+        same bytes as ``make_task(split, rngs[i])``."""
+        ...
+
+
 @dataclass(frozen=True)
 class TaskSampler:
     """Deterministic tasks of a source: task ``index`` of ``split`` depends on nothing else."""
@@ -125,7 +135,12 @@ class TaskSampler:
         return self.source.make_task(split, task_rng(self.seed, split, index))
 
     def batch(self, split: Split, indices: Sequence[int] | range) -> TaskBatch:
-        """The tasks ``indices`` of ``split``, stacked."""
+        """The tasks ``indices`` of ``split``, stacked (the same bytes as stacking
+        :meth:`task` of each index; a :class:`BatchTaskSource` draws them at once)."""
+        if isinstance(self.source, BatchTaskSource):
+            return self.source.make_batch(
+                split, [task_rng(self.seed, split, index) for index in indices]
+            )
         return TaskBatch.stack([self.task(split, i) for i in indices])
 
     def meta_batch(self, split: Split, iteration: int, meta_batch_size: int) -> TaskBatch:

@@ -78,6 +78,12 @@ class Metric(ABC):
     def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
         """The metric's quantities at the context's checkpoint epoch."""
 
+    def start_gradient_tasks(self) -> Mapping[str, int]:
+        """How many tasks of each split :meth:`compute` asks
+        :meth:`EvaluationContext.start_gradients` for; the context keeps those gradients from
+        the adaptations' first steps instead of computing them again (none by default)."""
+        return {}
+
 
 def load_metric(entry: EntryPoint) -> type[Metric]:
     """The Metric class of ``entry``; a plugin that fails is one line naming it and the fix."""
@@ -310,6 +316,9 @@ class EvaluationContext:
     ``carried`` is a dict handed from the previous measured epoch's context to this one's (same
     run, epochs in order): metrics keep warm-start state there (e.g. each task's top Hessian
     eigenvector), under their own keys; it starts empty.
+    ``start_gradient_tasks``: how many of each split's support gradients at θs the metrics will
+    ask for (:meth:`Metric.start_gradient_tasks`); the adaptation's first step is that gradient
+    when every parameter adapts, so the context keeps that many from it.
     """
 
     def __init__(
@@ -326,6 +335,7 @@ class EvaluationContext:
         progress: bool = False,
         task_start: Callable[[int], Params] | None = None,
         carried: dict[str, Any] | None = None,
+        start_gradient_tasks: Mapping[str, int] | None = None,
     ) -> None:
         self.model = model.to(device)
         self.device = torch.device(device)
@@ -351,6 +361,7 @@ class EvaluationContext:
         self._tasks: dict[str, list] = {}
         self._adapted: dict[str, list[Params]] = {}
         self._start_gradients: dict[str, list[Tensor]] = {}
+        self.start_gradient_tasks: dict[str, int] = dict(start_gradient_tasks or {})
         self._target: dict[str, list[tuple[float, float]]] = {}
         self.task_start = task_start
         self._task_starts: dict[int, Params] = {}
@@ -398,7 +409,7 @@ class EvaluationContext:
             )
             for start in range(indices.start, count, self._chunk(count)):
                 stop = min(start + self._chunk(count), count)
-                cache.extend(self._adapt_chunk(batch, start, stop))
+                cache.extend(self._adapt_chunk(split, batch, start, stop))
                 bar.update(stop - start)
             bar.close()
         return cache[:count]
@@ -406,8 +417,22 @@ class EvaluationContext:
     def _chunk(self, count: int) -> int:
         return count if self.task_chunk_size is None else self.task_chunk_size
 
-    def _adapt(self, starts: Params, inputs: Tensor, labels: Tensor, batched: bool) -> Params:
-        """The algorithm's evaluation adaptation from ``starts`` (no graph kept)."""
+    def _adapts_every_parameter(self) -> bool:
+        """Whether the adaptation's first step is the full support gradient at the start."""
+        return isinstance(self.inner_step_size, int | float) or set(self.inner_step_size) >= set(
+            self.start_params
+        )
+
+    def _adapt(
+        self,
+        starts: Params,
+        inputs: Tensor,
+        labels: Tensor,
+        batched: bool,
+        gradients: list[Params] | None = None,
+    ) -> Params:
+        """The algorithm's evaluation adaptation from ``starts`` (no graph kept); ``gradients``
+        receives each step's support gradient (see :func:`~metalandscape.functional.adapt`)."""
         if isinstance(self.inner_step_size, dict):
             adapter: Callable[..., Any] = adapt_with_step_sizes
             step: dict[str, Any] = {"step_sizes": self.inner_step_size}
@@ -422,29 +447,48 @@ class EvaluationContext:
             steps=self.inner_steps,
             create_graph=False,
             batched=batched,
+            gradients=gradients,
             **step,
         )
         assert isinstance(adapted, dict)
         return adapted
 
-    def _adapt_chunk(self, batch: TaskBatch, start: int, stop: int) -> list[Params]:
+    def _adapt_chunk(self, split: Split, batch: TaskBatch, start: int, stop: int) -> list[Params]:
+        """Adapt tasks ``start..stop-1``. When the first step is the full support gradient at
+        the start, the start-gradient cache has reached ``start`` and the metrics will ask for
+        it (``start_gradient_tasks``), that gradient is kept as the tasks' ∇L(Dᵢ; θs)
+        (:meth:`start_gradients`), so it is not computed twice."""
         tasks = stop - start
+        start_gradients = self._start_gradients.setdefault(split, [])
+        keep = (
+            start < self.start_gradient_tasks.get(split, 0)
+            and len(start_gradients) == start
+            and self._adapts_every_parameter()
+        )
+        steps: list[Params] | None = [] if keep else None
         if tasks == 1:
+            adapted = self._adapt(
+                self.start_for(start),
+                batch.support_inputs[start],
+                batch.support_labels[start],
+                batched=False,
+                gradients=steps,
+            )
+            if steps:
+                start_gradients.append(flatten([steps[0][name] for name in self.start_params]))
             self.adaptations += 1
-            return [
-                self._adapt(
-                    self.start_for(start),
-                    batch.support_inputs[start],
-                    batch.support_labels[start],
-                    batched=False,
-                )
-            ]
+            return [adapted]
         adapted = self._adapt(
             self._starts(start, stop),
             batch.support_inputs[start:stop],
             batch.support_labels[start:stop],
             batched=True,
+            gradients=steps,
         )
+        if steps:
+            kept = min(stop, self.start_gradient_tasks[split]) - start
+            first = [steps[0][name][:kept] for name in self.start_params]
+            start_gradients.extend(flatten(first, batched=True).unbind(0))
         self.adaptations += tasks
         return [{name: value[i] for name, value in adapted.items()} for i in range(tasks)]
 
@@ -457,7 +501,8 @@ class EvaluationContext:
         return torch.stack([flatten(p) - flatten(self.start_for(i)) for i, p in enumerate(adapted)])
 
     def start_gradients(self, split: Split, count: int) -> Tensor:
-        """``[count, P]``: ∇L(Dᵢ; θs), the support-loss gradient at θs, flattened."""
+        """``[count, P]``: ∇L(Dᵢ; θs), the support-loss gradient at θs, flattened (kept from
+        the adaptation's first step where :meth:`_adapt_chunk` could keep it)."""
         cache = self._start_gradients.setdefault(split, [])
         if len(cache) < count:
             batch = self.tasks(split, count)

@@ -233,6 +233,9 @@ class GradientCoherence(Metric):
 
     Settings = PairSettings
 
+    def start_gradient_tasks(self) -> Mapping[str, int]:
+        return {self.settings.split: self.settings.tasks}
+
     def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
         gradients = -context.start_gradients(self.settings.split, self.settings.tasks).double()
         norms = gradients.norm(dim=1)

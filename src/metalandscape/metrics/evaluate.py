@@ -35,6 +35,7 @@ def make_context(
     head: HeadMode = "per_task",
     progress: bool = False,
     carried: dict[str, Any] | None = None,
+    start_gradient_tasks: Mapping[str, int] | None = None,
 ) -> tuple[RunConfig, EvaluationContext]:
     """The run's config and the shared evaluation context at ``epoch``.
 
@@ -43,7 +44,8 @@ def make_context(
     how it adapts (the finetune baseline: its body and a fresh seeded head, per task unless
     ``head="shared"``).
     ``carried`` is the context's :attr:`~EvaluationContext.carried` state from the previous
-    measured epoch (warm starts).
+    measured epoch (warm starts); ``start_gradient_tasks`` what the metrics will ask of
+    :meth:`~EvaluationContext.start_gradients`.
     """
     info = read_run_info(run_path)
     config = resolve_run_config(info.config)
@@ -65,6 +67,7 @@ def make_context(
         progress=progress,
         task_start=start.per_task,
         carried=carried,
+        start_gradient_tasks=start_gradient_tasks,
     )
     return config, context
 
@@ -216,6 +219,10 @@ def evaluate(
         raise MetricError(f"each metric may be asked for once, got {names}")
     measured: dict[str, dict[int, Mapping[str, Quantity]]] = {name: {} for name in names}
     carried: dict[str, Any] = {}
+    start_gradient_tasks: dict[str, int] = {}
+    for metric in metrics:
+        for split, count in metric.start_gradient_tasks().items():
+            start_gradient_tasks[split] = max(count, start_gradient_tasks.get(split, 0))
     config = None
     for epoch in wanted:
         config, context = make_context(
@@ -226,6 +233,7 @@ def evaluate(
             head=head,
             progress=progress,
             carried=carried,
+            start_gradient_tasks=start_gradient_tasks,
         )
         for metric in metrics:
             measured[metric.name][epoch] = metric.compute(context)
