@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from metalandscape.config import RunConfig
     from metalandscape.data.tasks import TaskSource
     from metalandscape.functional import Params
+    from metalandscape.optimizers import Optimizer
 
 Role = Literal["meta-learner", "baseline"]
 HeadMode = Literal["per_task", "shared"]
@@ -106,7 +107,7 @@ class Learner(Protocol):
     """The trained parameters, their optimizer and one training update."""
 
     params: Params
-    optimizer: torch.optim.Optimizer
+    optimizer: Optimizer
 
     def train_step(self, iteration: int) -> tuple[float, float]:
         """Update on the run's batch ``iteration``; returns (loss, accuracy or MSE)."""

@@ -31,6 +31,7 @@ from metalandscape.functional import (
     loss_from_outputs,
     score_from_outputs,
 )
+from metalandscape.optimizers import Adam, Optimizer
 
 
 def check_inner_loop(inner_steps: int, task_chunk_size: int | None) -> None:
@@ -261,7 +262,7 @@ class TrainedParameters:
         kind: TaskKind,
         learning_rate: float,
         device: torch.device | str,
-        optimizer: type[torch.optim.Optimizer] = torch.optim.Adam,
+        optimizer: type[Optimizer] = Adam,
     ) -> None:
         self.model = model
         self.kind = kind
@@ -296,7 +297,7 @@ class MetaBatchLearner(TrainedParameters):
         sampler: TaskSampler | None = None,
         meta_batch_size: int | None = None,
         device: torch.device | str = "cpu",
-        optimizer: type[torch.optim.Optimizer] = torch.optim.Adam,
+        optimizer: type[Optimizer] = Adam,
     ) -> None:
         super().__init__(model, params, kind, learning_rate, device, optimizer)
         self.settings = settings

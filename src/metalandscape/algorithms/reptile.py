@@ -21,7 +21,7 @@ Choices (documented here once):
 As a registered algorithm (:data:`ALGORITHM`) the run config's ``reptile_*`` keys set ε₀, the
 annealing (over the run's ``epochs × iterations_per_epoch`` meta-iterations, so a resumed run
 follows the same schedule) and the inner optimizer. The outer update is a
-``torch.optim.SGD`` step of learning rate εₜ on the "gradient" −meanᵢ(θ̃ᵢ − θ), which is
+SGD step (:class:`metalandscape.optimizers.SGD`) of learning rate εₜ on the "gradient" −meanᵢ(θ̃ᵢ − θ), which is
 θ + εₜ · meanᵢ(θ̃ᵢ − θ); the optimizer holds no state between steps.
 
 Tasks go in chunks of ``task_chunk_size`` as in :mod:`metalandscape.algorithms._shared`: per-task
@@ -49,6 +49,7 @@ from metalandscape.algorithms._shared import (
 from metalandscape.config import RunConfig
 from metalandscape.data.tasks import TaskBatch, TaskKind
 from metalandscape.functional import Params, adapt, gradient
+from metalandscape.optimizers import SGD
 
 __all__ = [
     "ALGORITHM",
@@ -204,7 +205,7 @@ class ReptileLearner(MetaBatchLearner):
             kind,
             settings,
             settings.outer_step_size,
-            optimizer=torch.optim.SGD,
+            optimizer=SGD,
             **keywords,
         )
         self.iteration = iteration
