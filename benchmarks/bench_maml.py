@@ -321,7 +321,7 @@ def fresh_process_pool() -> ProcessPoolExecutor:
     """One worker at a time, a new one per configuration, forked from a pre-importing server."""
     os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     context = multiprocessing.get_context("forkserver")
-    # torch._dynamo (~800 modules, ~2 s) is what the first torch.func call imports.
+    # torch._dynamo (~800 modules, ~2 s): torch.func.grad/jvp and torch.optim import it.
     preload = ["torch", "torch._dynamo", "metalandscape.algorithms.maml", "metalandscape.models"]
     context.set_forkserver_preload(preload + (["higher"] if HIGHER_AVAILABLE else []))
     return ProcessPoolExecutor(max_workers=1, mp_context=context, max_tasks_per_child=1)
