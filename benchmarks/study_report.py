@@ -4,7 +4,9 @@ Reads a run folder's ``results/`` (the study preset's, or any other) and prints:
 
 1. cost: Snakemake's per-job benchmark files (``results/benchmarks/<rule>/**.tsv``) summed per
    rule: jobs, CPU seconds, the longest job, and the wall time that 2 cores need at least
-   (CPU / 2, or the longest chain of train → metrics → aggregate jobs if that is longer);
+   (CPU / 2, or the longest chain of train → metrics → aggregate jobs if that is longer); next
+   to Snakemake's sampled CPU time, the exact one that ``metalandscape data/train/metrics``
+   log when they finish (``resources: cpu … s``, in the job's ``results/logs/`` file);
 2. the claims at a glance: one row per (claim, statistic, setting) of ``results/claims.csv``,
    one column per algorithm, each cell ``value [95% CI] verdict`` (✓ holds, ✗ does not hold;
    ``*`` where the interval clears the threshold too), seeds in the row;
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -39,23 +42,33 @@ def cost_table(results: Path) -> str:
         run = rest[0] if len(rest) > 1 else path.stem
         last = pd.read_csv(path, sep="\t").iloc[-1]
         cpu, wall = float(last["cpu_time"]), float(last["s"])
-        rows.append({"rule": rule, "run": run, "cpu": cpu, "unsampled": _unsampled(wall)})
+        exact = _logged_cpu(results / "logs" / path.relative_to(results / "benchmarks"))
+        rows.append(
+            {"rule": rule, "run": run, "cpu": cpu, "unsampled": _unsampled(wall), "exact": exact}
+        )
     if not rows:
         return "no benchmark files under results/benchmarks\n"
     jobs = pd.DataFrame(rows)
     jobs["most"] = jobs["cpu"] + jobs["unsampled"]
     per_rule = jobs.groupby("rule").agg(
-        count=("cpu", "count"), cpu=("cpu", "sum"), most=("most", "sum"), longest=("cpu", "max")
+        count=("cpu", "count"),
+        cpu=("cpu", "sum"),
+        most=("most", "sum"),
+        longest=("cpu", "max"),
+        exact=("exact", _exact_sum),
     )
     run_cpu = _longest_run(jobs)
     total, most = jobs["cpu"].sum(), jobs["most"].sum()
-    lines = ["| rule | jobs | CPU s (sampled, at most) | longest job, CPU s |", "|---|---|---|---|"]
+    lines = [
+        "| rule | jobs | CPU s (sampled, at most) | CPU s logged by the jobs | longest job, CPU s |",
+        "|---|---|---|---|---|",
+    ]
     for rule, row in per_rule.iterrows():
         lines.append(
             f"| {rule} | {int(row['count'])} | {row['cpu']:.0f}–{row['most']:.0f} | "
-            f"{row['longest']:.0f} |"
+            f"{row['exact']} | {row['longest']:.0f} |"
         )
-    lines.append(f"| all | {len(jobs)} | {total:.0f}–{most:.0f} | |")
+    lines.append(f"| all | {len(jobs)} | {total:.0f}–{most:.0f} | {_exact_sum(jobs['exact'])} | |")
     lines.append(
         f"\nOn 2 cores: at least {max(total / 2, run_cpu) / 60:.0f}–{max(most / 2, run_cpu) / 60:.0f}"
         f" min (CPU / 2; the longest run's training + metrics: {run_cpu / 60:.0f} min), before "
@@ -64,6 +77,23 @@ def cost_table(results: Path) -> str:
         "figure adds that stretch of wall time (one thread per job)."
     )
     return "\n".join(lines) + "\n"
+
+
+def _logged_cpu(benchmark_twin: Path) -> float:
+    """The CPU seconds a job's log reports (``resources: cpu 12.3 s``), NaN if it reports none."""
+    log = benchmark_twin.with_suffix(".log")
+    found = re.findall(r"resources: cpu ([0-9.]+) s", log.read_text()) if log.is_file() else []
+    return float(found[-1]) if found else math.nan
+
+
+def _exact_sum(values: pd.Series) -> str:
+    """The logged CPU seconds of a set of jobs: their sum where every job logged it."""
+    logged = values.notna().sum()
+    if logged == 0:
+        return "–"
+    if logged < len(values):
+        return f"{logged} of {len(values)} jobs logged it"
+    return f"{values.sum():.0f}"
 
 
 def _unsampled(wall: float) -> float:

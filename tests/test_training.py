@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -170,11 +171,18 @@ def test_cli_reports_user_errors_in_one_line(tmp_path, capsys):
         read_run_info(bad)
 
 
-def test_cli_train_writes_a_run(tmp_path):
+def test_cli_train_writes_a_run(tmp_path, caplog):
     config = tmp_path / "run.yaml"
     config.write_text(json.dumps({**SINUSOID, "algorithm": "fomaml", "epochs": 1}))
-    assert main(["train", "--config", str(config), "--out", str(tmp_path / "r.h5"), "--quiet"]) == 0
+    with caplog.at_level("INFO", logger="metalandscape"):
+        assert (
+            main(["train", "--config", str(config), "--out", str(tmp_path / "r.h5"), "--quiet"])
+            == 0
+        )
     assert read_run_info(tmp_path / "r.h5").epochs == (0, 1)
+    # The exact CPU time of the job, for benchmarks/study_report.py (Snakemake samples it).
+    used = re.search(r"resources: cpu ([0-9.]+) s \(user", caplog.text)
+    assert used and float(used.group(1)) > 0
 
 
 @pytest.fixture(scope="module")

@@ -603,6 +603,27 @@ def describe_os_error(error: OSError) -> str:
     return f"{reason}{where}; {fix}"
 
 
+#: Subcommands that log :func:`resource_use` when they finish (the workflow's heavy jobs).
+RESOURCE_LOGGED_COMMANDS = ("data", "train", "metrics")
+
+
+def resource_use() -> str:
+    """``resources: cpu 12.3 s (user 11.9 s, sys 0.4 s), peak memory 512 MiB``: this process and
+    its finished children so far, exact (Snakemake's benchmark files sample CPU time)."""
+    import resource
+
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    user, system = own.ru_utime + children.ru_utime, own.ru_stime + children.ru_stime
+    kibibytes = max(own.ru_maxrss, children.ru_maxrss) / (1024 if sys.platform == "darwin" else 1)
+    return (
+        f"resources: cpu {user + system:.1f} s (user {user:.1f} s, sys {system:.1f} s), "
+        f"peak memory {kibibytes / 1024:.0f} MiB"
+    )
+
+
 def _limit_library_threads(threads: int | None) -> None:
     """Cap BLAS/OpenMP threads before numpy or torch load them (one job per core)."""
     if threads and threads > 0:
@@ -617,7 +638,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _limit_library_threads(getattr(args, "threads", None))
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        return handler(args)
+        status = handler(args)
+        if args.command in RESOURCE_LOGGED_COMMANDS:
+            log.info(resource_use())
+        return status
     except _user_errors() as error:
         for line in getattr(error, "errors", None) or (str(error),):
             print(f"metalandscape {args.command}: error: {line}", file=sys.stderr)
