@@ -6,7 +6,8 @@ Reads a run folder's ``results/`` (the study preset's, or any other) and prints:
    rule: jobs, CPU seconds, the longest job, and the wall time that 2 cores need at least
    (CPU / 2, or the longest chain of train → metrics → aggregate jobs if that is longer); next
    to Snakemake's sampled CPU time, the exact one that ``metalandscape data/train/metrics``
-   log when they finish (``resources: cpu … s``, in the job's ``results/logs/`` file);
+   log when they finish (``resources: cpu … s``, in the job's ``results/logs/`` file; it leaves
+   out the interpreter's exit and the job's shell, which Snakemake's samples include);
 2. the claims at a glance: one row per (claim, statistic, setting) of ``results/claims.csv``,
    one column per algorithm, each cell ``value [95% CI] verdict`` (✓ holds, ✗ does not hold;
    ``*`` where the interval clears the threshold too), seeds in the row;
