@@ -603,8 +603,8 @@ def describe_os_error(error: OSError) -> str:
     return f"{reason}{where}; {fix}"
 
 
-#: Subcommands that log :func:`resource_use` when they finish (the workflow's heavy jobs).
-RESOURCE_LOGGED_COMMANDS = ("data", "train", "metrics")
+#: Subcommands that log :func:`resource_use` when they finish: the workflow's heavy jobs.
+RESOURCE_LOGGED_COMMANDS = ("data fontglot", "train", "metrics")
 
 
 def resource_use() -> str:
@@ -639,7 +639,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         status = handler(args)
-        if args.command in RESOURCE_LOGGED_COMMANDS:
+        command = " ".join(filter(None, (args.command, getattr(args, "data_command", None))))
+        if command in RESOURCE_LOGGED_COMMANDS:
             log.info(resource_use())
         return status
     except _user_errors() as error:
