@@ -20,9 +20,9 @@ Choices (documented here once):
 
 As a registered algorithm (:data:`ALGORITHM`) the run config's ``reptile_*`` keys set ε₀, the
 annealing (over the run's ``epochs × iterations_per_epoch`` meta-iterations, so a resumed run
-follows the same schedule) and the inner optimizer. The outer update is a
-SGD step (:class:`metalandscape.optimizers.SGD`) of learning rate εₜ on the "gradient" −meanᵢ(θ̃ᵢ − θ), which is
-θ + εₜ · meanᵢ(θ̃ᵢ − θ); the optimizer holds no state between steps.
+follows the same schedule) and the inner optimizer. The outer update is an SGD step
+(:class:`metalandscape.optimizers.SGD`) of learning rate εₜ on the "gradient"
+−meanᵢ(θ̃ᵢ − θ), which is θ + εₜ · meanᵢ(θ̃ᵢ − θ); the optimizer holds no state between steps.
 
 Tasks go in chunks of ``task_chunk_size`` as in :mod:`metalandscape.algorithms._shared`: per-task
 views of θ, forward passes mapped with ``vmap`` (exact with BatchNorm), chunk 1 the plain loop.

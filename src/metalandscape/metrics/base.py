@@ -354,6 +354,11 @@ class EvaluationContext:
                 for name, value in inner_step_size.items()
             }
         )
+        # The first adaptation step is the full support gradient at the start unless only some
+        # parameters adapt (ANIL's head); then start gradients are computed on their own.
+        self._first_step_is_start_gradient = isinstance(self.inner_step_size, int | float) or set(
+            self.inner_step_size
+        ) >= set(self.start_params)
         self.task_chunk_size = task_chunk_size
         self.progress = progress
         self.adaptations = 0
@@ -417,12 +422,6 @@ class EvaluationContext:
     def _chunk(self, count: int) -> int:
         return count if self.task_chunk_size is None else self.task_chunk_size
 
-    def _adapts_every_parameter(self) -> bool:
-        """Whether the adaptation's first step is the full support gradient at the start."""
-        return isinstance(self.inner_step_size, int | float) or set(self.inner_step_size) >= set(
-            self.start_params
-        )
-
     def _adapt(
         self,
         starts: Params,
@@ -463,7 +462,7 @@ class EvaluationContext:
         keep = (
             start < self.start_gradient_tasks.get(split, 0)
             and len(start_gradients) == start
-            and self._adapts_every_parameter()
+            and self._first_step_is_start_gradient
         )
         steps: list[Params] | None = [] if keep else None
         if tasks == 1:
