@@ -509,3 +509,56 @@ def test_batched_context_equals_looped_context_with_batchnorm():
     for method in ("start_gradients", "displacements"):
         looped, batched = (getattr(c, method)("test", 7) for c in contexts)
         assert torch.allclose(looped, batched, rtol=1e-12, atol=1e-15), method
+
+
+def test_hessian_at_start_and_adapted_in_one_pass_with_alpha_and_steps(sinusoid_run):
+    """``at: [adapted, start]``: λmax at θs and at θ̃ᵢ, each equal to a dense eigensolve, plus
+    the run's α and T for reading λmax(θ̃) against 2/α."""
+    settings = {"tasks": 3, "tol": 1e-8, "at": ["adapted", "start"]}
+    both = evaluate(sinusoid_run, [1], [make_metric("hessian", settings)])["hessian"]
+    adapted_only = evaluate(sinusoid_run, [1], [make_metric("hessian", {"tasks": 3, "tol": 1e-8})])[
+        "hessian"
+    ]
+    assert "hessian_start_top_eigenvalue" not in adapted_only
+    np.testing.assert_allclose(
+        both["hessian_top_eigenvalue"].values, adapted_only["hessian_top_eigenvalue"].values, 1e-6
+    )
+    config = resolve_run_config(
+        {"dataset": "sinusoid", "algorithm": "maml", "epochs": 2, "iterations_per_epoch": 5}
+    )
+    assert both["inner_step_size"].item() == config.inner_step_size
+    assert both["inner_steps"].item() == config.inner_steps
+    # λmax at θs by a dense Hessian of each task's support loss.
+    from metalandscape.metrics.evaluate import make_context
+
+    _, context = make_context(sinusoid_run, 1, device="cpu")
+    batch = context.tasks("test", 3)
+    names = list(context.start_params)
+    flat_start = flatten(context.start_params)
+
+    def unflatten(vector):
+        out, offset = {}, 0
+        for name in names:
+            size = context.start_params[name].numel()
+            out[name] = vector[offset : offset + size].view_as(context.start_params[name])
+            offset += size
+        return out
+
+    from metalandscape.functional import loss_from_outputs
+
+    for task in range(3):
+        inputs = batch.support_inputs[task].double()
+        labels = batch.support_labels[task].double()
+
+        def loss(vector, inputs=inputs, labels=labels):
+            model = context.model.double()
+            outputs = torch.func.functional_call(model, unflatten(vector), (inputs,))
+            return loss_from_outputs(outputs, labels, kind=context.kind)
+
+        dense = torch.autograd.functional.hessian(loss, flat_start.double().clone())
+        top = torch.linalg.eigvalsh(dense).max().item()
+        value = both["hessian_start_top_eigenvalue"].isel(epoch=0).values.ravel()[task]
+        assert value == pytest.approx(top, rel=1e-4)
+    assert not np.allclose(
+        both["hessian_start_top_eigenvalue"].values, both["hessian_top_eigenvalue"].values
+    )

@@ -111,8 +111,21 @@ class SupportLoss(Metric):
         return with_summary("support_loss", values, "support loss at adapted parameters", "1")
 
 
+#: Where the hessian metric can take λmax: ``adapted`` θ̃ᵢ (the paper's flatness) or the start
+#: θs (the task's start: θs, or the finetune baseline's per-task start).
+HESSIAN_POINTS: tuple[str, ...] = ("adapted", "start")
+#: The variable prefix of each point; ``adapted`` keeps the names the paper's figures read.
+HESSIAN_PREFIX = {"adapted": "hessian", "start": "hessian_start"}
+_POINT_WORDS = {"adapted": "adapted parameters", "start": "the start θs"}
+
+
 class Hessian(Metric):
-    """E[λmax(∇²L(Dᵢ; θ̃ᵢ))]: top eigenvalue of the support-loss Hessian at each θ̃ᵢ."""
+    """E[λmax(∇²L(Dᵢ; θ))] of the support loss at each θ̃ᵢ and/or at θs, with the run's α and T.
+
+    The adapted point is the paper's flatness; gradient descent with step α cannot settle where
+    the curvature exceeds 2/α, so ``inner_step_size`` and ``inner_steps`` are written beside it
+    (``inner_step_size`` NaN when α is learned per parameter, as in Meta-SGD).
+    """
 
     name = "hessian"
     description = "top Hessian eigenvalue of the support loss at the adapted parameters (flatness)"
@@ -121,6 +134,8 @@ class Hessian(Metric):
     class Settings(TaskSettings):
         """``backend``: ``lanczos_batched`` (tasks in lockstep), ``lanczos`` or ``pyhessian``.
 
+        ``at``: where λmax is taken, ``adapted`` (θ̃ᵢ, variables ``hessian_*``) and/or ``start``
+        (θs, variables ``hessian_start_*``), in one pass over the same tasks.
         ``warm_start`` (``lanczos_batched``): start each task's solve from its converged top
         eigenvector at the previous measured epoch of the job, at random where there is none.
         ``stopping`` (``lanczos_batched``): stop when the eigenvalue's error bound (``eigenvalue``)
@@ -148,17 +163,44 @@ class Hessian(Metric):
             choices=STOPPING_RULES,
             description="stop Lanczos on the eigenvalue's error bound or on the Ritz residual",
         )
+        at: tuple[str, ...] = setting(
+            ("adapted",),
+            choices=HESSIAN_POINTS,
+            description="where lambda_max is taken: adapted (theta~_i) and/or start (theta_s)",
+        )
 
     def compute(self, context: EvaluationContext) -> Mapping[str, Quantity]:
         settings = self.settings
+        out: dict[str, Quantity] = {}
+        for point in settings.at:
+            if point == "adapted":
+                params = context.adapted(settings.split, settings.tasks)
+            else:
+                params = [context.start_for(index) for index in range(settings.tasks)]
+            out.update(self._at(context, point, params))
+        step = context.inner_step_size
+        alpha = float(step) if isinstance(step, int | float) else float("nan")
+        out["inner_step_size"] = Quantity(alpha, "inner-loop step size alpha of the run", "1")
+        out["inner_steps"] = Quantity(
+            float(context.inner_steps), "inner-loop steps T of the run", "1"
+        )
+        return out
+
+    def _at(
+        self, context: EvaluationContext, point: str, params: list
+    ) -> dict[str, Quantity]:
+        """λmax at ``params`` (one parameter set per task) as the variables of ``point``."""
+        settings = self.settings
         batch = context.tasks(settings.split, settings.tasks)
+        warm = settings.warm_start and settings.backend == "lanczos_batched"
         previous: dict[int, torch.Tensor] = {}
-        if settings.warm_start and settings.backend == "lanczos_batched":
-            previous = context.carried.setdefault(f"{self.name}/{settings.split}", {})
+        if warm:
+            suffix = "" if point == "adapted" else f"/{point}"
+            previous = context.carried.setdefault(f"{self.name}/{settings.split}{suffix}", {})
         results = top_eigenvalues(
             settings.backend,
             context.model,
-            context.adapted(settings.split, settings.tasks),
+            params,
             batch.support_inputs,
             batch.support_labels,
             partial(loss_from_outputs, kind=context.kind),
@@ -168,26 +210,28 @@ class Hessian(Metric):
             start_vectors=[previous.get(i) for i in range(settings.tasks)] if previous else None,
             stopping=settings.stopping,
         )
-        if settings.warm_start and settings.backend == "lanczos_batched":
+        if warm:
             previous.clear()
             previous.update(
                 {i: r.vector for i, r in enumerate(results) if r.converged and r.vector is not None}
             )
-        values = [result.value for result in results]
-        products = [result.hessian_vector_products for result in results]
-        converged = [result.converged for result in results]
+        prefix, where = HESSIAN_PREFIX[point], _POINT_WORDS[point]
         out = with_summary(
-            "hessian_top_eigenvalue",
-            np.asarray(values),
-            "top eigenvalue of the support-loss Hessian at adapted parameters",
+            f"{prefix}_top_eigenvalue",
+            np.asarray([result.value for result in results]),
+            f"top eigenvalue of the support-loss Hessian at {where}",
             "1",
         )
-        out["hessian_vector_products"] = Quantity(
-            np.asarray(products, dtype=np.float64), "Hessian-vector products spent", "1", True
+        products = [result.hessian_vector_products for result in results]
+        out[f"{prefix}_vector_products"] = Quantity(
+            np.asarray(products, dtype=np.float64),
+            f"Hessian-vector products spent at {where}",
+            "1",
+            True,
         )
-        out["hessian_converged"] = Quantity(
-            np.asarray(converged, dtype=np.float64),
-            "eigensolver converged (1) or not (0)",
+        out[f"{prefix}_converged"] = Quantity(
+            np.asarray([result.converged for result in results], dtype=np.float64),
+            f"eigensolver converged (1) or not (0) at {where}",
             "1",
             True,
         )
