@@ -186,9 +186,7 @@ class Hessian(Metric):
         )
         return out
 
-    def _at(
-        self, context: EvaluationContext, point: str, params: list
-    ) -> dict[str, Quantity]:
+    def _at(self, context: EvaluationContext, point: str, params: list) -> dict[str, Quantity]:
         """λmax at ``params`` (one parameter set per task) as the variables of ``point``."""
         settings = self.settings
         batch = context.tasks(settings.split, settings.tasks)
