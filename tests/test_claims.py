@@ -9,13 +9,19 @@ import pytest
 import xarray as xr
 
 from metalandscape.claims import (
+    EARLY_PHASE,
+    TOO_FEW,
     ClaimsError,
     Thresholds,
     check_claims,
     claims_markdown,
+    window_sensitivity,
+    windows_markdown,
 )
 
 EPOCHS = np.arange(8)
+#: One paper epoch (500 meta-iterations) per checkpoint: θ0 before the default window, 7 in it.
+ITERATIONS = EPOCHS * 500
 SEEDS = [0, 1, 2]
 
 
@@ -44,10 +50,13 @@ def make_dataset(series: dict[str, np.ndarray], **grid_options) -> xr.Dataset:
         array = np.broadcast_to(values, shape).copy()
         array += rng.normal(0, 1e-3, size=shape) * np.abs(array).mean()
         data[name] = (tuple(coords), array)
-    return xr.Dataset(data, coords=coords)
+    iteration = np.broadcast_to(ITERATIONS, shape).astype(np.float64)
+    return xr.Dataset(data, coords={**coords, "iteration": (tuple(coords), iteration)})
 
 
 def verdicts(table, claim, statistic_part=""):
+    """The verdicts of ``claim`` where it is judged (the window; extensions' own selection)."""
+    table = table[table.phase != EARLY_PHASE]
     rows = table[(table.claim == claim) & table.statistic.str.contains(statistic_part, regex=False)]
     assert not rows.empty, (claim, statistic_part)
     return set(rows.verdict)
@@ -129,10 +138,13 @@ def test_sinusoid_gradient_coherence_across_k():
             "gradient_coherence": (tuple(coords), coherence),
             "test_target_mse_mean": (tuple(coords), mse),
         },
-        coords=coords,
+        coords={
+            **coords,
+            "iteration": (tuple(coords), np.broadcast_to(ITERATIONS, shape).astype(float)),
+        },
     )
     table = check_claims([dataset], Thresholds())
-    across = table[table.statistic.str.contains("across k")]
+    across = table[table.statistic.str.contains("across k") & (table.phase != EARLY_PHASE)]
     assert len(across) == 1 and across.verdict.iloc[0] == "holds"
     assert verdicts(table, 5, "over epochs") == {"holds"}
 
@@ -193,7 +205,7 @@ def test_one_seed_gives_a_value_without_interval():
         {"trajectory_coherence": RISING, "test_target_accuracy_mean": RISING}
     ).isel(seed=[0])
     table = check_claims([dataset], Thresholds())
-    rows = table[table.claim == 4]
+    rows = table[(table.claim == 4) & (table.phase != EARLY_PHASE)]
     assert set(rows.seeds) == {1} and rows.ci_low.isna().all()
     assert not rows.ci_excludes_threshold.any()
     text = claims_markdown(table)
@@ -203,7 +215,7 @@ def test_one_seed_gives_a_value_without_interval():
 def test_correlation_intervals_stay_inside_minus_one_one():
     dataset = make_dataset({"trajectory_coherence": RISING, "test_target_accuracy_mean": RISING})
     rows = check_claims([dataset], Thresholds())
-    rows = rows[rows.claim == 4]
+    rows = rows[(rows.claim == 4) & (rows.phase != EARLY_PHASE)]
     assert (rows.ci_low >= -1).all() and (rows.ci_high <= 1).all() and (rows.seeds == 3).all()
 
 
@@ -233,3 +245,124 @@ def test_function_coherence_extension_is_marked_and_compares_the_two_correlation
     strict = Thresholds.from_mapping({"function_coherence_margin": 0.05})
     assert verdicts(check_claims([equal], strict), 7) == {"does not hold"}
     assert 7 not in set(check_claims([make_dataset(series)], Thresholds()).claim)
+
+
+def test_theta0_alone_flips_a_correlation_and_the_window_leaves_it_out():
+    """A known answer: accuracy and coherence rise together from iteration 500 on, but θ0 has
+    the highest coherence and the lowest accuracy. Over all checkpoints R < 0; in the paper's
+    window (from 500) R = 1; the early phase (θ0 alone) has too few checkpoints."""
+    coherence = np.array([5.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
+    accuracy = np.array([0.1, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9])
+    dataset = make_dataset(
+        {"trajectory_coherence": coherence, "test_target_accuracy_mean": accuracy}
+    )
+    x, y = coherence, accuracy
+    assert np.corrcoef(x, y)[0, 1] < 0 < np.corrcoef(x[1:], y[1:])[0, 1]
+    table = check_claims([dataset], Thresholds())
+    pearson = table[(table.claim == 4) & table.statistic.str.startswith("Pearson")]
+    window = pearson[pearson.phase == "paper window"].iloc[0]
+    assert window.verdict == "holds" and window.value > 0.99
+    assert window.window == "iterations 500–3,500, 7 checkpoints" and window.checkpoints == 7
+    early = pearson[pearson.phase == EARLY_PHASE].iloc[0]
+    assert early.verdict == TOO_FEW and math.isnan(early.value) and early.checkpoints == 1
+    everything = check_claims([dataset], Thresholds.from_mapping({"window": {"from_iteration": 0}}))
+    everything = everything[
+        (everything.claim == 4) & everything.statistic.str.startswith("Pearson")
+    ]
+    assert set(everything.phase) == {"paper window"}  # a window from 0 has no early phase
+    assert set(everything.verdict) == {"does not hold"} and (everything.value < 0).all()
+
+
+def test_too_few_checkpoints_in_the_window_give_no_number():
+    dataset = make_dataset({"trajectory_coherence": RISING, "test_target_accuracy_mean": RISING})
+    late = Thresholds.from_mapping({"window": {"from_iteration": 2500}})  # 2,500-3,500: 3
+    rows = check_claims([dataset], late)
+    rows = rows[(rows.claim == 4) & (rows.phase == "paper window")]
+    assert set(rows.verdict) == {TOO_FEW} and rows.value.isna().all()
+    assert set(rows.checkpoints) == {3}
+    assert "too few checkpoints in the window" in claims_markdown(rows)
+    fewer = Thresholds.from_mapping(
+        {"window": {"from_iteration": 2500}, "min_window_checkpoints": 3}
+    )
+    rows = check_claims([dataset], fewer)
+    rows = rows[(rows.claim == 4) & (rows.phase == "paper window")]
+    assert set(rows.verdict) == {"holds"}
+
+
+def test_window_end_and_bad_windows():
+    dataset = make_dataset({"trajectory_coherence": RISING, "test_target_accuracy_mean": RISING})
+    bounded = Thresholds.from_mapping({"window": {"from_iteration": 500, "to_iteration": 3000}})
+    rows = check_claims([dataset], bounded)
+    row = rows[(rows.claim == 4) & (rows.phase == "paper window")].iloc[0]
+    assert row.window == "iterations 500–3,000, 6 checkpoints"
+    for window, message in (
+        ({"from_iteration": -1}, "from_iteration must be an integer >= 0"),
+        ({"from_iteration": 500, "to_iteration": 400}, "to_iteration must be null or"),
+        ({"start": 5}, "unknown key"),
+        (500, "must be a mapping"),
+    ):
+        with pytest.raises(ClaimsError, match=message) as error:
+            Thresholds.from_mapping({"window": window})
+        assert "\n" not in str(error.value)
+
+
+def test_claims_need_the_iteration_coordinate():
+    dataset = make_dataset({"trajectory_coherence": RISING}).drop_vars("iteration")
+    with pytest.raises(ClaimsError, match="'iteration' coordinate"):
+        check_claims([dataset], Thresholds())
+
+
+def test_window_sensitivity_shows_where_the_verdict_flips(tmp_path):
+    coherence = np.array([5.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
+    accuracy = np.array([0.1, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9])
+    dataset = make_dataset(
+        {"trajectory_coherence": coherence, "test_target_accuracy_mean": accuracy}
+    )
+    table = window_sensitivity([dataset], Thresholds())
+    pearson = table[(table.claim == 4) & table.statistic.str.startswith("Pearson")]
+    by_start = {
+        (row.algorithm, row.start): (row.value, row.checkpoints) for row in pearson.itertuples()
+    }
+    # Start 0 keeps θ0 (8 checkpoints: R < 0); 100 and 500 leave it out (7), 1,000 leaves 6;
+    # 2,000 leaves 4 < 5, so no row.
+    for algorithm in ("maml", "fomaml"):
+        assert by_start[algorithm, 0][0] < 0 and by_start[algorithm, 0][1] == 8
+        assert by_start[algorithm, 100][1] == 7
+        assert by_start[algorithm, 500][0] > 0.99 and by_start[algorithm, 500][1] == 7
+        assert by_start[algorithm, 1000][1] == 6
+        assert (algorithm, 2000) not in by_start
+    text = windows_markdown(table)
+    assert "from 0" in text and "from 1,000" in text and "from 2,000" not in text
+    from metalandscape.figures.windows import draw_windows
+
+    pdf, png = draw_windows(table, 500, tmp_path / "windows.pdf")
+    assert pdf.stat().st_size > 0 and png.stat().st_size > 0
+
+
+def test_edge_of_stability_claim_reads_sharpness_against_two_over_alpha():
+    """Claim 8: α·E[λmax(θ̃)]/2 averaged over checkpoints whose support loss is above the level;
+    1.0 exactly on 2/α."""
+    alpha = 0.1
+    on_line = np.full(len(EPOCHS), 2 / alpha)
+    loss = np.array([1.6, 1.2, 0.9, 0.5, 0.35, 0.2, 0.1, 0.05])  # 5 checkpoints above 0.3
+    sharper = on_line.copy()
+    sharper[5:] = 5.0  # below the line only once the loss is low: still on it while above
+    dataset = make_dataset(
+        {
+            "hessian_top_eigenvalue_mean": sharper,
+            "support_loss_mean": loss,
+            "inner_step_size": np.full(len(EPOCHS), alpha),
+            "inner_steps": np.full(len(EPOCHS), 5.0),
+        }
+    )
+    table = check_claims([dataset], Thresholds())
+    rows = table[table.claim == 8]
+    assert set(rows.phase) == {"all checkpoints (extension)"}
+    assert set(rows.verdict) == {"holds"}
+    assert np.allclose(rows.value, 1.0, atol=0.01) and set(rows.checkpoints) == {8}
+    assert set(rows.threshold) == {0.8, 1.2}
+    doubled = dataset.assign(hessian_top_eigenvalue_mean=dataset.hessian_top_eigenvalue_mean * 2)
+    rows = check_claims([doubled], Thresholds())
+    rows = rows[rows.claim == 8]
+    assert dict(zip(rows.direction, rows.verdict)) == {">=": "holds", "<=": "does not hold"}
+    assert "extension, not a claim of the paper" in rows.title.iloc[0]

@@ -366,3 +366,29 @@ def test_fig9_prints_the_relative_error_reduction(full_dataset):
     figure = FIGURES["fig9"].draw(full_dataset)
     texts = [t.get_text() for axes in figure.get_axes() for t in axes.texts]
     assert texts and all("relative error reduction" in text for text in texts)
+
+
+def test_fig2_draws_each_runs_two_over_alpha_and_the_start_curvature(aggregate_dataset):
+    """With the hessian metric's α and λmax at θs in the aggregate, fig2 draws 2/α dotted per
+    setting and λmax(θs) dashed; without them, neither."""
+    from metalandscape.figures.flatness import STABILITY_LABEL, START_FLATNESS, draw_fig2
+
+    plain = draw_fig2(aggregate_dataset)
+    labels = [text.get_text() for legend in plain.legends for text in legend.get_texts()]
+    assert STABILITY_LABEL not in labels and not any("at θs" in label for label in labels)
+    alpha = xr.full_like(aggregate_dataset["hessian_top_eigenvalue_mean"], 0.1)
+    alpha.loc[{"way": 20}] = 0.4
+    dataset = aggregate_dataset.assign(
+        inner_step_size=alpha,
+        **{START_FLATNESS: aggregate_dataset["hessian_top_eigenvalue_mean"] * 3},
+    )
+    figure = draw_fig2(dataset)
+    labels = [text.get_text() for legend in figure.legends for text in legend.get_texts()]
+    assert STABILITY_LABEL in labels and "MAML at θs" in labels
+    lines = {
+        round(line.get_ydata()[0], 6)
+        for axes in figure.axes
+        for line in axes.get_lines()
+        if line.get_linestyle() == ":"
+    }
+    assert {20.0, 5.0} <= lines

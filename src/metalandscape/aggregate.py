@@ -57,6 +57,21 @@ _DROPPED_VARIABLE_ATTRIBUTES = frozenset({"tasks", "coordinates"})
 #: aggregate a coordinate over GRID_DIMS (runs may have different checkpoint schedules).
 ITERATION = "iteration"
 _PHONY_DIMENSION = "This is a netCDF dimension but not a netCDF variable"
+#: The run's inner-loop step size α and step count T, written by the hessian metric beside λmax.
+INNER_STEP_SIZE, INNER_STEPS = "inner_step_size", "inner_steps"
+
+
+def normalized_sharpness(
+    dataset: xr.Dataset, variable: str = "hessian_top_eigenvalue_mean"
+) -> xr.DataArray | None:
+    """α·λ/2 of ``variable``: 1 on the 2/α line, above which gradient descent with step α cannot
+    settle; None when the Dataset lacks ``variable`` or α."""
+    if variable not in dataset or INNER_STEP_SIZE not in dataset:
+        return None
+    normalized = dataset[INNER_STEP_SIZE] * dataset[variable] / 2
+    return normalized.rename(f"normalized_{variable}").assign_attrs(
+        long_name=f"alpha * {dataset[variable].attrs.get('long_name', variable)} / 2", units="1"
+    )
 
 
 class AggregateError(ValueError):
@@ -623,6 +638,8 @@ def command_aggregate(args: argparse.Namespace) -> int:
 
 __all__ = [
     "GRID_DIMS",
+    "INNER_STEPS",
+    "INNER_STEP_SIZE",
     "TABLE_COLUMNS",
     "AggregateError",
     "MetricFile",
@@ -630,6 +647,7 @@ __all__ = [
     "combine_metric_files",
     "command_aggregate",
     "load_aggregate",
+    "normalized_sharpness",
     "read_input_list",
     "read_metric_file",
     "tidy_table",

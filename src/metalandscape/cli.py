@@ -236,7 +236,14 @@ def _command_claims(args: argparse.Namespace) -> int:
     import xarray as xr
 
     from metalandscape.atomic import atomic_output
-    from metalandscape.claims import Thresholds, check_claims, claims_markdown
+    from metalandscape.claims import (
+        Thresholds,
+        check_claims,
+        claims_markdown,
+        sharpness_table,
+        window_sensitivity,
+        windows_markdown,
+    )
 
     thresholds = Thresholds.from_mapping(json.loads(args.thresholds_json or "{}"))
     datasets = []
@@ -246,11 +253,31 @@ def _command_claims(args: argparse.Namespace) -> int:
         with xr.open_dataset(path, engine="h5netcdf") as handle:
             datasets.append(handle.load())
     table = check_claims(datasets, thresholds)
+    sharpness = sharpness_table(datasets)
     with atomic_output(args.out_csv) as temporary:
         table.to_csv(temporary, index=False)
     with atomic_output(args.out_md) as temporary:
-        temporary.write_text(claims_markdown(table, args.config_name))
+        temporary.write_text(
+            claims_markdown(table, args.config_name, thresholds, sharpness=sharpness)
+        )
     log.info("%d claim rows: %s", len(table), table["verdict"].value_counts().to_dict())
+    if args.windows_csv or args.windows_md or args.windows_figure:
+        windows = window_sensitivity(datasets, thresholds)
+        if args.windows_csv:
+            with atomic_output(args.windows_csv) as temporary:
+                windows.to_csv(temporary, index=False)
+        if args.windows_md:
+            with atomic_output(args.windows_md) as temporary:
+                temporary.write_text(windows_markdown(windows, thresholds))
+        if args.windows_figure:
+            from metalandscape.figures.windows import draw_windows
+
+            draw_windows(windows, thresholds.window.from_iteration, args.windows_figure)
+        log.info(
+            "window sensitivity: %d rows over starts %s",
+            len(windows),
+            sorted(set(windows["start"])) if not windows.empty else [],
+        )
     return 0
 
 
@@ -378,6 +405,13 @@ def _add_claims_options(claims: argparse.ArgumentParser) -> None:
     claims.add_argument("--out-csv", required=True, help="claims table .csv to write")
     claims.add_argument("--out-md", required=True, help="claims table Markdown to write")
     claims.add_argument("--config-name", default="", help="named in the Markdown header")
+    claims.add_argument(
+        "--windows-csv", help="window-sensitivity table .csv to write (each window start)"
+    )
+    claims.add_argument("--windows-md", help="window-sensitivity table Markdown to write")
+    claims.add_argument(
+        "--windows-figure", help="window-sensitivity figure .pdf to write (a .png beside it)"
+    )
 
 
 def _add_aggregate_options(aggregate: argparse.ArgumentParser) -> None:

@@ -1,6 +1,8 @@
 # Claims: the paper's claims checked on every family's aggregate, with the thresholds of the
 # config's claims: mapping (keys: metalandscape.claims.Thresholds), as results/claims.md and
-# results/claims.csv; claims_html renders the table as results/claims.html for the report
+# results/claims.csv, and the window sensitivity (each claim statistic with its window starting
+# at 0, 100, 500, 1,000, ...) as results/claims_windows.{csv,md} and results/figures/windows.*;
+# claims_html renders the table as results/claims.html for the report
 # (Snakemake's report shows HTML inline but offers .md and .csv only as downloads).
 #
 #   snakemake --cores all results/claims.md      # rebuilds the aggregates it needs, then this
@@ -12,6 +14,12 @@ rule claims:
     output:
         md=report("results/claims.md", caption="../report/claims.rst", category="Claims"),
         csv=report("results/claims.csv", caption="../report/claims.rst", category="Claims"),
+        windows_csv="results/claims_windows.csv",
+        windows_md="results/claims_windows.md",
+        windows_pdf="results/figures/windows.pdf",
+        windows_png=report(
+            "results/figures/windows.png", caption="../report/windows.rst", category="Claims"
+        ),
     log:
         "results/logs/claims.log",
     params:
@@ -23,7 +31,8 @@ rule claims:
     shell:
         "metalandscape claims {params.inputs:q} --thresholds-json {params.thresholds:q}"
         " --config-name {params.config_name:q} --out-csv {output.csv:q} --out-md {output.md:q}"
-        " > {log:q} 2>&1"
+        " --windows-csv {output.windows_csv:q} --windows-md {output.windows_md:q}"
+        " --windows-figure {output.windows_pdf:q} > {log:q} 2>&1"
 
 
 rule claims_html:

@@ -1,10 +1,14 @@
-"""Figure 2: flatness E[λmax] of the meta-test solutions over meta-training epochs."""
+"""Figure 2: flatness E[λmax] of the meta-test solutions over meta-training epochs, read
+against the inner step's stability limit 2/α (and beside λmax at θs where it was measured)."""
 
 from __future__ import annotations
 
 import math
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from metalandscape.aggregate import INNER_STEP_SIZE
 from metalandscape.figures import common, panels
 from metalandscape.figures.common import (
     FLATNESS,
@@ -20,6 +24,9 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 FLATNESS_LABEL = r"E[$\lambda_{\max}$] (meta-test)"
+#: λmax at the start θs (the hessian metric's ``at: [start]``), drawn dashed beside θ̃'s.
+START_FLATNESS = "hessian_start_top_eigenvalue_mean"
+STABILITY_LABEL = r"$2/\alpha$: gradient descent with step $\alpha$ cannot settle above it"
 MAX_COLUMNS = 3
 
 
@@ -59,6 +66,19 @@ def _setting_column(
         setting.title,
         xlabel=False,
     )
+    if START_FLATNESS in dataset.data_vars:
+        at_start = common.algorithms_with_data(dataset, setting, [START_FLATNESS])
+        panels.algorithm_curves(
+            flatness_axes,
+            dataset,
+            START_FLATNESS,
+            setting,
+            at_start,
+            label=lambda a: f"{common.algorithm_label(a)} at θs",
+            linestyle="--",
+            marker="x",
+        )
+    stability_lines(flatness_axes, dataset, setting, drawn)
     last_axes = flatness_axes
     if len(column) == 2:
         context_axes = column[1]
@@ -74,6 +94,31 @@ def _setting_column(
             )
             last_axes = context_axes
     last_axes.set_xlabel(common.checkpoint_label(dataset))
+
+
+def stability_lines(
+    axes: Axes, dataset: xr.Dataset, setting: Setting, algorithms: list[str]
+) -> None:
+    """Each distinct 2/α of the setting's runs of ``algorithms`` as a dotted line, labelled."""
+    if INNER_STEP_SIZE not in dataset.data_vars:
+        return
+    alphas: set[float] = set()
+    for algorithm in algorithms:
+        values = dataset[INNER_STEP_SIZE].sel({**setting.select(), "algorithm": algorithm}).values
+        alphas |= {round(float(a), 12) for a in values[np.isfinite(values)] if a > 0}
+    for alpha in sorted(alphas):
+        axes.axhline(2 / alpha, color="0.35", linestyle=":", linewidth=1.3, label=STABILITY_LABEL)
+        axes.annotate(
+            f"2/α = {2 / alpha:g}",
+            xy=(1, 2 / alpha),
+            xycoords=("axes fraction", "data"),
+            xytext=(-3, 3),
+            textcoords="offset points",
+            ha="right",
+            va="bottom",
+            fontsize="x-small",
+            color="0.25",
+        )
 
 
 def draw_fig2(dataset: xr.Dataset) -> Figure:
@@ -98,7 +143,7 @@ def draw_fig2(dataset: xr.Dataset) -> Figure:
                     axes.set_axis_off()
         figure.suptitle("Flatness of meta-test solutions during meta-training")
         flatness_rows = grid[::rows_per_block].ravel().tolist()
-        panels.bottom_legend(figure, flatness_rows[: len(settings)], max_columns=None)
+        panels.bottom_legend(figure, flatness_rows[: len(settings)], max_columns=3)
     return figure
 
 
@@ -116,7 +161,11 @@ FIG2 = FigureSpec(
 top eigenvalue E[λmax] of the support-loss Hessian at the task-adapted parameters θ̃ᵢ of meta-test
 tasks, against the training epoch, beside the meta-test accuracy. In the paper the adapted
 solutions get flatter (λmax falls) while accuracy rises, and keep getting flatter even when
-meta-test accuracy no longer improves: flatness alone does not explain generalization.
+meta-test accuracy no longer improves: flatness alone does not explain generalization. The dotted
+line is each run's 2/α: T steps of gradient descent with step α cannot settle where the curvature
+exceeds 2/α, so while adaptation still leaves a high support loss, λmax at θ̃ᵢ is held near that
+line by the inner step, not by what meta-training learned. Where the hessian metric also measured
+the start (``at: [adapted, start]``), λmax at θs is drawn dashed.
 """,
 )
 
