@@ -8,15 +8,16 @@ Reads a run folder's ``results/`` (the study preset's, or any other) and prints:
    to Snakemake's sampled CPU time, the exact one that ``metalandscape data/train/metrics``
    log when they finish (``resources: cpu … s``, in the job's ``results/logs/`` file; it leaves
    out the interpreter's exit and the job's shell, which Snakemake's samples include);
-2. the claims at a glance: one row per (claim, statistic, setting) of ``results/claims.csv``,
-   one column per algorithm, each cell ``value [95% CI] verdict`` (✓ holds, ✗ does not hold;
-   ``*`` where the interval clears the threshold too), seeds in the row;
+2. the claims at a glance: one row per (phase, claim, statistic, setting) of
+   ``results/claims.csv``, one column per algorithm, each cell ``value [95% CI] verdict`` (✓
+   holds, ✗ does not hold, ``—`` too few checkpoints in the window; ``*`` where the interval
+   clears the threshold too), the window and seeds in the row;
 3. per algorithm: meta-test target accuracy at the first and last measured checkpoint, mean
    over seeds with the claims' interval (Student-t 95% over seeds, ≥ 3 seeds).
 
 Usage: ``python benchmarks/study_report.py [--results results] [--family algorithms]
-[--claims claims.csv] [--brief]`` (``--brief``: Pearson R only for claims 4-5, Spearman ρ only
-for claim 2).
+[--claims claims.csv] [--brief]`` (``--brief``: the claims table's primary statistics only,
+e.g. Pearson R for claims 4-5 and Spearman ρ for claim 2).
 """
 
 from __future__ import annotations
@@ -121,6 +122,8 @@ def _setting(row: pd.Series) -> str:
 
 
 def _cell(row: pd.Series) -> str:
+    if row["verdict"] == "too few checkpoints in the window":
+        return "—"
     value = f"{row['value']:.3g}"
     if not math.isnan(row["ci_low"]):
         value += f" [{row['ci_low']:.2g}, {row['ci_high']:.2g}]"
@@ -128,28 +131,27 @@ def _cell(row: pd.Series) -> str:
     return f"{value} {mark}{'*' if row['ci_excludes_threshold'] else ''}"
 
 
-#: Statistics ``--brief`` leaves out: the second view of a claim another row already gives.
-SECONDARY = ("Spearman ρ(trajectory", "Spearman ρ(gradient", "fraction of epoch-to-epoch")
-
-
 def claims_overview(results: Path, claims: str = "claims.csv", brief: bool = False) -> str:
-    """One row per claim, statistic and setting; one column per algorithm."""
+    """One row per phase, claim, statistic and setting; one column per algorithm."""
     table = pd.read_csv(results / claims)
     if brief:
-        table = table[~table["statistic"].str.startswith(SECONDARY)]
+        table = table[table["primary"].astype(bool)]
     table["setting"] = table.apply(_setting, axis=1)
     table["cell"] = table.apply(_cell, axis=1)
     algorithms = list(dict.fromkeys(table["algorithm"]))
     lines = [
-        "| claim | statistic (threshold) | setting | seeds | " + " | ".join(algorithms) + " |",
-        "|---" * (4 + len(algorithms)) + "|",
+        "| phase | claim | statistic (threshold) | setting | window | seeds | "
+        + " | ".join(algorithms)
+        + " |",
+        "|---" * (6 + len(algorithms)) + "|",
     ]
-    keys = ["claim", "statistic", "setting"]
-    for (claim, statistic, setting), group in table.groupby(keys, sort=False):
+    keys = ["phase", "claim", "statistic", "setting"]
+    for (phase, claim, statistic, setting), group in table.groupby(keys, sort=False):
         cells = dict(zip(group["algorithm"], group["cell"], strict=True))
         seeds = "/".join(str(n) for n in sorted(set(group["seeds"])))
+        windows = "; ".join(dict.fromkeys(group["window"]))
         threshold = f"{group['direction'].iloc[0]} {group['threshold'].iloc[0]:g}"
-        row = [str(claim), f"{statistic} ({threshold})", setting, seeds]
+        row = [phase, str(claim), f"{statistic} ({threshold})", setting, windows, seeds]
         lines.append("| " + " | ".join(row + [cells.get(a, "") for a in algorithms]) + " |")
     return "\n".join(lines) + "\n"
 

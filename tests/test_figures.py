@@ -371,7 +371,8 @@ def test_fig9_prints_the_relative_error_reduction(full_dataset):
 def test_fig2_draws_each_runs_two_over_alpha_and_the_start_curvature(aggregate_dataset):
     """With the hessian metric's α and λmax at θs in the aggregate, fig2 draws 2/α dotted per
     setting and λmax(θs) dashed; without them, neither."""
-    from metalandscape.figures.flatness import STABILITY_LABEL, START_FLATNESS, draw_fig2
+    from metalandscape.figures.flatness import START_FLATNESS, draw_fig2
+    from metalandscape.figures.panels import STABILITY_LABEL
 
     plain = draw_fig2(aggregate_dataset)
     labels = [text.get_text() for legend in plain.legends for text in legend.get_texts()]

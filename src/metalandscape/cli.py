@@ -125,26 +125,50 @@ def _command_train(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise UsageError("train needs --out RUN.h5 (or --list-config)")
+    seeds = args.seeds or []
+    if seeds and len(seeds) != len(args.out):
+        raise UsageError(
+            f"train --seeds names {len(seeds)} seeds but --out {len(args.out)} files; give one "
+            "--out per seed, in the same order"
+        )
+    if not seeds and len(args.out) > 1:
+        raise UsageError("train takes one --out, or one per seed with --seeds")
     if args.threads < 1:
         raise UsageError(f"--threads must be at least 1 (got {args.threads})")
     # The config is checked before torch loads: its errors appear at once.
-    config = resolve_run_config(run_config_from_arguments(args.config, args.set))
+    settings = run_config_from_arguments(args.config, args.set)
+    configs = [resolve_run_config({**settings, "seed": seed}) for seed in seeds] or [
+        resolve_run_config(settings)
+    ]
     from metalandscape.devices import resolve_device, set_threads
     from metalandscape.gpu_lease import lease_for_device
-    from metalandscape.training import train_run
+    from metalandscape.training import train_run, train_runs_in_lockstep
 
     lease_for_device(args.device)  # before anything initialises CUDA; held until exit
     set_threads(args.threads)
     device = resolve_device(args.device)
-    log.info("training %s on %s: %s", args.out, device, config.to_json())
-    path = train_run(
-        config,
-        args.out,
-        device=device,
-        progress=not args.quiet,
-        stop_after_epoch=args.stop_after_epoch,
-    )
-    log.info("wrote %s", path)
+    for config, out in zip(configs, args.out, strict=True):
+        log.info("training %s on %s: %s", out, device, config.to_json())
+    if seeds:
+        paths = train_runs_in_lockstep(
+            configs,
+            args.out,
+            device=device,
+            progress=not args.quiet,
+            stop_after_epoch=args.stop_after_epoch,
+        )
+    else:
+        paths = [
+            train_run(
+                configs[0],
+                args.out[0],
+                device=device,
+                progress=not args.quiet,
+                stop_after_epoch=args.stop_after_epoch,
+            )
+        ]
+    for path in paths:
+        log.info("wrote %s", path)
     return 0
 
 
@@ -362,7 +386,19 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
         "--list-config",
         "print every config key with its type, default and meaning, then exit",
     )
-    train.add_argument("--out", help="run file (.h5) to write; required unless --list-config")
+    train.add_argument(
+        "--out",
+        action="append",
+        default=[],
+        help="run file (.h5) to write; required unless --list-config; with --seeds one per seed",
+    )
+    train.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="train these seeds of the config, one --out each, in lockstep where the algorithm "
+        "allows (metalandscape.lockstep), else one after the other",
+    )
     _add_device_options(train)
     train.add_argument(
         "--stop-after-epoch", type=int, default=None, help="stop (resumable) after this epoch"

@@ -14,13 +14,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from metalandscape.algorithms import load_algorithm
+from metalandscape.algorithms import Learner, load_algorithm
 from metalandscape.checkpoints import RunWriter, partial_path, read_run_info, remove_partial
 from metalandscape.config import RunConfig
 from metalandscape.data.tasks import TaskSource
@@ -62,6 +62,72 @@ def train_run(
         writer.close()
 
 
+def _start(
+    config: RunConfig,
+    writer: RunWriter,
+    source: TaskSource,
+    model: torch.nn.Module,
+    device: torch.device,
+) -> tuple[Learner, int]:
+    """The run's learner, from θ0 or its resume state, and the first epoch still to train
+    (epoch 0, θ0, written on a fresh start)."""
+    resume = writer.load_resume()
+    params = resume.params if resume is not None else initial_params(model)
+    params = {name: value.to(device) for name, value in params.items()}
+    learner = load_algorithm(config.algorithm).learner(config, model, params, source, device)
+    if resume is None:
+        writer.write_epoch(0, learner.params, learner.optimizer.state_dict(), 0, {})
+        return learner, 1
+    learner.optimizer.load_state_dict(resume.optimizer_state)
+    torch.set_rng_state(resume.torch_rng_state)
+    log.info("resuming %s after epoch %d", partial_path(writer.final_path), resume.epoch)
+    return learner, resume.epoch + 1
+
+
+StepAll = Callable[[int], Sequence[tuple[float, float]]]
+"""One meta-iteration of every run trained together: each run's (loss, score)."""
+
+
+def _train_epoch(
+    epoch: int,
+    configs: Sequence[RunConfig],
+    writers: Sequence[RunWriter],
+    learners: Sequence[Learner],
+    step_all: StepAll,
+    reports: Sequence[TrainingProgress],
+    kind: str,
+) -> None:
+    """Epoch ``epoch`` of runs that share a checkpoint schedule, then each run's checkpoint."""
+    schedule = configs[0].checkpoint_iterations()
+    first, iterations = schedule[epoch - 1], schedule[epoch] - schedule[epoch - 1]
+    sums = [[0.0, 0.0] for _ in learners]
+    for step in range(iterations):
+        for index, (loss, score) in enumerate(step_all(first + step)):
+            if not math.isfinite(loss):
+                for report in reports:
+                    report.close()
+                raise TrainingDiverged(
+                    f"training loss is {loss} at epoch {epoch}, iteration {step}; epochs up to "
+                    f"{epoch - 1} are kept in {partial_path(writers[index].final_path)}; lower "
+                    "the learning rates"
+                )
+            sums[index][0] += loss
+            sums[index][1] += score
+            reports[index].step(sums[index][0] / (step + 1), sums[index][1] / (step + 1))
+    for (loss_sum, score_sum), writer, learner, report in zip(
+        sums, writers, learners, reports, strict=True
+    ):
+        statistics = {
+            "train_loss": loss_sum / max(iterations, 1),
+            "train_accuracy" if kind == "classification" else "train_mse": score_sum
+            / max(iterations, 1),
+        }
+        writer.write_epoch(
+            epoch, learner.params, learner.optimizer.state_dict(), schedule[epoch], statistics
+        )
+        report.epoch_done(epoch, statistics)
+
+
 def _train_epochs(
     config: RunConfig,
     writer: RunWriter,
@@ -71,53 +137,120 @@ def _train_epochs(
     progress: bool,
     stop_after_epoch: int | None,
 ) -> Path:
-    out_path = writer.final_path
-    kind = source.kind
-
-    resume = writer.load_resume()
-    params = resume.params if resume is not None else initial_params(model)
-    params = {name: value.to(device) for name, value in params.items()}
-    learner = load_algorithm(config.algorithm).learner(config, model, params, source, device)
-    if resume is not None:
-        learner.optimizer.load_state_dict(resume.optimizer_state)
-        torch.set_rng_state(resume.torch_rng_state)
-        start_epoch = resume.epoch + 1
-        log.info("resuming %s after epoch %d", partial_path(out_path), resume.epoch)
-    else:
-        writer.write_epoch(0, learner.params, learner.optimizer.state_dict(), 0, {})
-        start_epoch = 1
-
+    learner, start_epoch = _start(config, writer, source, model, device)
     schedule = config.checkpoint_iterations()
-    progress_report = TrainingProgress(config, kind, schedule, start_epoch, show_bar=progress)
+    report = TrainingProgress(config, source.kind, schedule, start_epoch, show_bar=progress)
     for epoch in range(start_epoch, config.epochs + 1):
-        loss_sum = score_sum = 0.0
-        first, iterations = schedule[epoch - 1], schedule[epoch] - schedule[epoch - 1]
-        for step in range(iterations):
-            iteration = first + step
-            loss, score = learner.train_step(iteration)
-            if not math.isfinite(loss):
-                progress_report.close()
-                raise TrainingDiverged(
-                    f"training loss is {loss} at epoch {epoch}, iteration {step}; epochs up to "
-                    f"{epoch - 1} are kept in {partial_path(out_path)}; lower the learning rates"
-                )
-            loss_sum += loss
-            score_sum += score
-            progress_report.step(loss_sum / (step + 1), score_sum / (step + 1))
-        statistics = {
-            "train_loss": loss_sum / max(iterations, 1),
-            "train_accuracy" if kind == "classification" else "train_mse": score_sum
-            / max(iterations, 1),
-        }
-        writer.write_epoch(
-            epoch, learner.params, learner.optimizer.state_dict(), schedule[epoch], statistics
+        _train_epoch(
+            epoch,
+            [config],
+            [writer],
+            [learner],
+            lambda iteration: [learner.train_step(iteration)],
+            [report],
+            source.kind,
         )
-        progress_report.epoch_done(epoch, statistics)
         if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < config.epochs:
-            progress_report.close()
-            return partial_path(out_path)
-    progress_report.close()
+            report.close()
+            return partial_path(writer.final_path)
+    report.close()
     return writer.finish()
+
+
+def train_runs_in_lockstep(
+    configs: Sequence[RunConfig],
+    out_paths: Sequence[str | Path],
+    *,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    stop_after_epoch: int | None = None,
+) -> list[Path]:
+    """Train (or resume) runs that differ only by seed, in lockstep where they can; returns
+    their paths (``.partial`` ones when ``stop_after_epoch`` ended the call early).
+
+    Each run keeps its own data stream, optimizer and run file, laid out as :func:`train_run`
+    writes it. Runs already finished are left alone; runs resumed at different epochs are
+    brought to the furthest one one at a time, then go on together. Runs that cannot go in
+    lockstep (:func:`~metalandscape.lockstep.lockstep_refusal`) train one after the other.
+    """
+    from metalandscape.lockstep import lockstep_refusal, lockstep_train_step
+
+    if len(configs) != len(out_paths):
+        raise ValueError(f"{len(configs)} run configs but {len(out_paths)} output paths")
+    paths = [Path(path) for path in out_paths]
+    pending = []
+    for config, path in zip(configs, paths, strict=True):
+        if path.exists() and read_run_info(path).finished:
+            log.info("%s is already finished; nothing to do", path)
+            remove_partial(path)
+        else:
+            pending.append((config, path))
+    refusal = lockstep_refusal([config for config, _ in pending])
+    if refusal is not None:
+        if len(pending) > 1:
+            log.info("training one run at a time: %s", refusal)
+        done = {
+            path: train_run(
+                config, path, device=device, progress=progress, stop_after_epoch=stop_after_epoch
+            )
+            for config, path in pending
+        }
+        return [done.get(path, path) for path in paths]
+    device = torch.device(device)
+    config = pending[0][0]
+    source = make_task_source(config)  # the same data for every seed
+    writers: list[RunWriter] = []
+    try:
+        models = [make_model(config, source).to(device) for config, _ in pending]
+        for config, path in pending:
+            writers.append(RunWriter(path, config.to_json(), config.epochs))
+        started = [
+            _start(config, writer, source, model, device)
+            for (config, _), writer, model in zip(pending, writers, models, strict=True)
+        ]
+        learners = [learner for learner, _ in started]
+        schedule = config.checkpoint_iterations()
+        reports = [
+            TrainingProgress(config, source.kind, schedule, start, show_bar=progress)
+            for (config, _), (_, start) in zip(pending, started, strict=True)
+        ]
+        together = max(start for _, start in started)
+        for index, (learner, start) in enumerate(started):  # catch up, one run at a time
+            for epoch in range(start, together):
+                _train_epoch(
+                    epoch,
+                    [pending[index][0]],
+                    [writers[index]],
+                    [learner],
+                    lambda iteration, learner=learner: [learner.train_step(iteration)],
+                    [reports[index]],
+                    source.kind,
+                )
+        configs_pending = [config for config, _ in pending]
+        stopped = False
+        for epoch in range(together, config.epochs + 1):
+            _train_epoch(
+                epoch,
+                configs_pending,
+                writers,
+                learners,
+                lambda iteration: lockstep_train_step(learners, iteration),  # type: ignore[arg-type]
+                reports,
+                source.kind,
+            )
+            if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < config.epochs:
+                stopped = True
+                break
+        for report in reports:
+            report.close()
+        finished = {
+            path: partial_path(path) if stopped else writer.finish()
+            for (_, path), writer in zip(pending, writers, strict=True)
+        }
+    finally:
+        for writer in writers:
+            writer.close()
+    return [finished.get(path, path) for path in paths]
 
 
 def score_label(kind: str) -> str:

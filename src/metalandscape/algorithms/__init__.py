@@ -43,6 +43,9 @@ class AlgorithmSpec:
     # Metrics this algorithm cannot be measured with: (metric name, one-line reason) pairs.
     # Config validation refuses such a pairing without importing the algorithm.
     unsupported_metrics: tuple[tuple[str, str], ...] = field(default=())
+    # Its runs that differ only by seed can train in one process, in lockstep
+    # (metalandscape.lockstep: a MAML-family learner without the coherence regularizer).
+    lockstep: bool = False
 
     def __post_init__(self) -> None:
         # The name is a field of run ids (``fontglot-default-5way1shot-<name>-seed0``, split at
@@ -57,12 +60,15 @@ class AlgorithmSpec:
 ALGORITHMS: dict[str, AlgorithmSpec] = {
     spec.name: spec
     for spec in (
-        AlgorithmSpec("maml", "meta-learner", "MAML", "metalandscape.algorithms.maml:ALGORITHM"),
+        AlgorithmSpec(
+            "maml", "meta-learner", "MAML", "metalandscape.algorithms.maml:ALGORITHM", lockstep=True
+        ),
         AlgorithmSpec(
             "fomaml",
             "meta-learner",
             "First-Order MAML",
             "metalandscape.algorithms.fomaml:ALGORITHM",
+            lockstep=True,
         ),
         AlgorithmSpec(
             "regmaml",

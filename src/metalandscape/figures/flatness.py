@@ -6,9 +6,6 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from metalandscape.aggregate import INNER_STEP_SIZE
 from metalandscape.figures import common, panels
 from metalandscape.figures.common import (
     FLATNESS,
@@ -26,7 +23,6 @@ if TYPE_CHECKING:
 FLATNESS_LABEL = r"E[$\lambda_{\max}$] (meta-test)"
 #: λmax at the start θs (the hessian metric's ``at: [start]``), drawn dashed beside θ̃'s.
 START_FLATNESS = "hessian_start_top_eigenvalue_mean"
-STABILITY_LABEL = r"$2/\alpha$: gradient descent with step $\alpha$ cannot settle above it"
 MAX_COLUMNS = 3
 
 
@@ -78,7 +74,7 @@ def _setting_column(
             linestyle="--",
             marker="x",
         )
-    stability_lines(flatness_axes, dataset, setting, drawn)
+    panels.stability_lines(flatness_axes, dataset, setting, drawn)
     last_axes = flatness_axes
     if len(column) == 2:
         context_axes = column[1]
@@ -94,31 +90,6 @@ def _setting_column(
             )
             last_axes = context_axes
     last_axes.set_xlabel(common.checkpoint_label(dataset))
-
-
-def stability_lines(
-    axes: Axes, dataset: xr.Dataset, setting: Setting, algorithms: list[str]
-) -> None:
-    """Each distinct 2/α of the setting's runs of ``algorithms`` as a dotted line, labelled."""
-    if INNER_STEP_SIZE not in dataset.data_vars:
-        return
-    alphas: set[float] = set()
-    for algorithm in algorithms:
-        values = dataset[INNER_STEP_SIZE].sel({**setting.select(), "algorithm": algorithm}).values
-        alphas |= {round(float(a), 12) for a in values[np.isfinite(values)] if a > 0}
-    for alpha in sorted(alphas):
-        axes.axhline(2 / alpha, color="0.35", linestyle=":", linewidth=1.3, label=STABILITY_LABEL)
-        axes.annotate(
-            f"2/α = {2 / alpha:g}",
-            xy=(1, 2 / alpha),
-            xycoords=("axes fraction", "data"),
-            xytext=(-3, 3),
-            textcoords="offset points",
-            ha="right",
-            va="bottom",
-            fontsize="x-small",
-            color="0.25",
-        )
 
 
 def draw_fig2(dataset: xr.Dataset) -> Figure:

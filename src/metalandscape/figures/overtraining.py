@@ -59,6 +59,8 @@ def draw_epoch_panels(
                     continue
                 heading = panels.panel_title(setting)
                 panels.curves_panel(axes, dataset, variable, setting, drawn, label, heading)
+                if variable == FLATNESS:
+                    panels.stability_lines(axes, dataset, setting, drawn)
         names = [PANEL_NAMES[variable] for variable, _ in columns]
         listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
         figure.suptitle(f"{title}: {listed}")

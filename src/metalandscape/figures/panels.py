@@ -11,6 +11,9 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from metalandscape.aggregate import INNER_STEP_SIZE
 from metalandscape.figures import FigureError
 from metalandscape.figures.common import (
     META_LEARNERS,
@@ -193,3 +196,32 @@ def legend_line(label: str, color: object = "0.3", **style: object) -> Line2D:
 def algorithm_handles(algorithms: Iterable[str], **style: object) -> list[Line2D]:
     """One legend entry per algorithm of ``algorithms``, in its colour and with its name."""
     return [legend_line(algorithm_label(a), algorithm_color(a), **style) for a in algorithms]
+
+
+#: Legend entry of the 2/α line of the curvature panels.
+STABILITY_LABEL = r"$2/\alpha$: gradient descent with step $\alpha$ cannot settle above it"
+
+
+def stability_lines(
+    axes: Axes, dataset: xr.Dataset, setting: Setting, algorithms: list[str]
+) -> None:
+    """Each distinct 2/α of the setting's runs of ``algorithms`` as a dotted line, labelled."""
+    if INNER_STEP_SIZE not in dataset.data_vars:
+        return
+    alphas: set[float] = set()
+    for algorithm in algorithms:
+        values = dataset[INNER_STEP_SIZE].sel({**setting.select(), "algorithm": algorithm}).values
+        alphas |= {round(float(a), 12) for a in values[np.isfinite(values)] if a > 0}
+    for alpha in sorted(alphas):
+        axes.axhline(2 / alpha, color="0.35", linestyle=":", linewidth=1.3, label=STABILITY_LABEL)
+        axes.annotate(
+            f"2/α = {2 / alpha:g}",
+            xy=(1, 2 / alpha),
+            xycoords=("axes fraction", "data"),
+            xytext=(-3, 3),
+            textcoords="offset points",
+            ha="right",
+            va="bottom",
+            fontsize="x-small",
+            color="0.25",
+        )
