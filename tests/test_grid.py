@@ -336,3 +336,28 @@ def _seeds_per_setting(grid) -> dict[tuple, set[int]]:
         setting = (key.dataset, key.variant, key.way, key.shot, key.algorithm)
         seeds.setdefault(setting, set()).add(key.seed)
     return seeds
+
+
+def test_runs_that_differ_only_by_seed_train_in_lockstep_groups() -> None:
+    grid = build_grid(load_config())
+    groups = grid.lockstep_groups()
+    assert groups["fontglot-default-5way1shot-maml"] == [
+        "fontglot-default-5way1shot-maml-seed0",
+        "fontglot-default-5way1shot-maml-seed1",
+    ]
+    assert groups["sinusoid-default-1way5shot-maml"][1].endswith("-seed1")
+    # One seed (5-shot) or an algorithm without a lockstep path (finetune): one job per run.
+    solo = set(grid.solo_run_ids())
+    assert "fontglot-default-5way5shot-maml-seed0" in solo
+    assert "fontglot-default-5way1shot-finetune-seed0" in solo
+    assert solo.isdisjoint(run for runs in groups.values() for run in runs)
+    assert solo | {run for runs in groups.values() for run in runs} == set(grid.runs)
+    assert grid.lockstep_rules() == {(0, 1): list(groups)}
+    arguments = grid.group_train_arguments("fontglot-default-5way1shot-maml")
+    assert arguments[-3:] == ["--seeds", "0", "1"] and not any(
+        text.startswith("seed=") for text in arguments
+    )
+    config = load_config()
+    config["lockstep"] = False
+    grid = build_grid(config)
+    assert grid.lockstep_groups() == {} and set(grid.solo_run_ids()) == set(grid.runs)

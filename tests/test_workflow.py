@@ -78,13 +78,15 @@ def expected_jobs(config: dict[str, Any]) -> dict[str, int]:
     """``{rule: jobs}`` of a full run of ``config``, from the grid module."""
     grid = build_grid(config)
     jobs = {
-        "train": len(grid.runs),
+        "train": len(grid.solo_run_ids()),
         "aggregate_inputs": len(grid.families),
         "aggregate": len(grid.families),
         "claims": 1,
         "claims_html": 1,
         "all": 1,
     }
+    for seeds, groups in grid.lockstep_rules().items():
+        jobs["train_seeds_" + "_".join(map(str, seeds))] = len(groups)
     for bundle, run_ids in grid.bundle_runs().items():
         jobs[f"metrics__{bundle_name(bundle)}"] = len(run_ids)
     datasets = {run.key.dataset for run in grid.runs.values()}
@@ -113,11 +115,10 @@ def test_default_dry_run_plans_the_default_grid(workdir: Path) -> None:
     assert result.returncode == 0, output
     stats = job_stats(output)
     assert stats == expected_jobs(load_config())
-    # 14 runs: one metrics job each, measuring all its metrics
-    assert (
-        stats["train"] == 14 and sum(n for r, n in stats.items() if r.startswith("metrics")) == 14
-    )
-    assert sum(stats.values()) == 48
+    # 14 runs: 10 of them in 5 lockstep pairs (seeds 0 and 1), 4 alone; one metrics job each
+    assert stats["train"] == 4 and stats["train_seeds_0_1"] == 5
+    assert sum(n for r, n in stats.items() if r.startswith("metrics")) == 14
+    assert sum(stats.values()) == 43
     for path in (
         "results/data/fontglot.npz",
         "results/runs/fontglot-default-5way1shot-maml-seed0.h5",
@@ -142,9 +143,10 @@ def test_paper_preset_dry_run(workdir: Path) -> None:
     assert result.returncode == 0, output
     stats = job_stats(output)
     assert stats == expected_jobs(config)
-    assert sum(stats.values()) == 568
-    # 120 Omniglot + 60 MiniImagenet + 5 long + 5 regularized + 70 sinusoid runs
-    assert stats["train"] == 260
+    assert sum(stats.values()) == 412
+    # 120 Omniglot + 60 MiniImagenet + 5 long + 5 regularized + 70 sinusoid runs: the MAML and
+    # First-Order MAML ones in 39 lockstep groups of 5 seeds, the other 65 alone
+    assert stats["train"] == 65 and stats["train_seeds_0_1_2_3_4"] == 39
     assert stats["fig2"] == 4 and stats["fig8"] == 1
     # the preset replaced config.yaml's experiments: no fontglot, and its own runs are planned
     assert "fontglot" not in stats
@@ -153,6 +155,7 @@ def test_paper_preset_dry_run(workdir: Path) -> None:
     assert "results/figures/fig2_overtraining.pdf" in output
     # device: cuda -> train and metrics jobs each ask for one GPU
     assert re.search(r"rule train:.*?resources: [^\n]*gpu=1", output, re.DOTALL)
+    assert re.search(r"rule train_seeds_0_1_2_3_4:.*?resources: [^\n]*gpu=1", output, re.DOTALL)
     assert re.search(r"rule metrics__[a-z_]+:.*?resources: [^\n]*gpu=1", output, re.DOTALL)
 
 
@@ -317,3 +320,47 @@ def test_tiny_run_end_to_end(tiny_run: TinyRun) -> None:
     report = snakemake(directory, *preset, "--report", "report.html")
     assert report.returncode == 0, report.stdout + report.stderr
     assert (directory / "report.html").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_seeds_of_one_setting_train_in_one_lockstep_job(tmp_path: Path) -> None:
+    """Two sinusoid MAML seeds: one train_seeds_0_1 job writes both run files, each measured
+    and aggregated as if trained alone; the files equal `metalandscape train --seeds`' own."""
+    directory = copy_workflow(tmp_path / "lockstep")
+    config = load_config()
+    config["experiments"] = [
+        {
+            "dataset": "sinusoid",
+            "shots": [5],
+            "algorithms": ["maml"],
+            "seeds": [0, 1],
+            "metrics": ["accuracy"],
+            "overrides": {"epochs": 2, "iterations_per_epoch": 5},
+        }
+    ]
+    config["metrics"] = {"accuracy": {"tasks": 5, "splits": ["test"]}}
+    config["figures"] = []
+    name = write_config(directory, "lockstep.yaml", config)
+    result = snakemake(directory, "--cores", "1", "--configfile", name, "--workflow-profile", "none")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    stats = job_stats(output)
+    assert stats["train_seeds_0_1"] == 1 and "train" not in stats
+    runs = [directory / f"results/runs/sinusoid-default-1way5shot-maml-seed{s}.h5" for s in (0, 1)]
+    log = directory / "results/logs/train/sinusoid-default-1way5shot-maml-seeds0+1.log"
+    assert all(run.is_file() for run in runs) and log.is_file()
+    from metalandscape.checkpoints import load_epoch_params, read_run_info
+
+    assert [read_run_info(run).config["seed"] for run in runs] == [0, 1]
+    reference = [tmp_path / f"cli{s}.h5" for s in (0, 1)]
+    arguments = ["--set", "dataset=sinusoid", "--set", "algorithm=maml", "--set", "k_shot=5"]
+    arguments += ["--set", "epochs=2", "--set", "iterations_per_epoch=5", "--set", "n_way=1"]
+    arguments += ["--set", "task_chunk_size=25", "--set", "variant=default"]
+    command = [sys.executable, "-m", "metalandscape.cli", "train", *arguments, "--quiet"]
+    command += ["--seeds", "0", "1", "--out", str(reference[0]), "--out", str(reference[1])]
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    for run, cli in zip(runs, reference, strict=True):
+        a, b = load_epoch_params(run, 2), load_epoch_params(cli, 2)
+        assert all(a[k].equal(b[k]) for k in a)
+    aggregate = directory / "results/aggregate/sinusoid.nc"
+    assert aggregate.is_file()

@@ -89,6 +89,50 @@ class Grid:
     separate_metrics: frozenset[str]
     figures: dict[str, ScheduledFigure]
     skipped: dict[str, str]
+    lockstep: bool = True  # the config's ``lockstep``: train seed groups in one job
+
+    def lockstep_groups(self) -> dict[str, list[str]]:
+        """``{group: [run ids, by seed]}``: runs one job trains in lockstep
+        (:mod:`metalandscape.lockstep`), each group's runs equal but for the seed, at least
+        two, of an algorithm whose registry line allows it; ``group`` is their run id without
+        ``-seed<N>``. Empty when the config's ``lockstep`` is off."""
+        if not self.lockstep:
+            return {}
+        groups: dict[str, list[Run]] = {}
+        for run in self.runs.values():
+            if ALGORITHMS[run.key.algorithm].lockstep:
+                groups.setdefault(run.id.rsplit("-seed", 1)[0], []).append(run)
+        return {
+            group: [run.id for run in sorted(members, key=lambda run: run.key.seed)]
+            for group, members in groups.items()
+            if len(members) > 1
+        }
+
+    def lockstep_rules(self) -> dict[tuple[int, ...], list[str]]:
+        """``{seeds: [groups]}``: the lockstep groups by their seeds (one workflow rule each)."""
+        rules: dict[tuple[int, ...], list[str]] = {}
+        for group, run_ids in self.lockstep_groups().items():
+            seeds = tuple(self.runs[run_id].key.seed for run_id in run_ids)
+            rules.setdefault(seeds, []).append(group)
+        return rules
+
+    def solo_run_ids(self) -> list[str]:
+        """The runs trained one job each (not in a lockstep group)."""
+        grouped = {run_id for run_ids in self.lockstep_groups().values() for run_id in run_ids}
+        return [run_id for run_id in self.runs if run_id not in grouped]
+
+    def group_train_arguments(self, group: str) -> list[str]:
+        """``metalandscape train`` arguments of a lockstep group: its runs' ``--set`` pairs
+        but the seed, then ``--seeds`` in the order of the rule's outputs."""
+        run_ids = self.lockstep_groups()[group]
+        arguments = self.runs[run_ids[0]].train_arguments()
+        pairs = [
+            text
+            for key, value in zip(arguments[::2], arguments[1::2], strict=True)
+            if not value.startswith("seed=")
+            for text in (key, value)
+        ]
+        return [*pairs, "--seeds", *(str(self.runs[r].key.seed) for r in run_ids)]
 
     def bundles(self, run_id: str) -> list[tuple[str, ...]]:
         """The metric bundles of a run: each a sorted tuple of metrics measured by one job."""
@@ -389,4 +433,4 @@ def build_grid(config: Mapping[str, Any], known_metrics: set[str] | None = None)
     runs, families = build_runs(config)
     figures, skipped = schedule_figures(config, runs, families)
     separate = frozenset(config.get("separate_metrics") or ())
-    return Grid(runs, families, separate, figures, skipped)
+    return Grid(runs, families, separate, figures, skipped, bool(config.get("lockstep", True)))

@@ -53,6 +53,23 @@ def run_data(wildcards):
     return GRID.data_inputs(wildcards.run)
 
 
+def group_runs(wildcards):
+    return GRID.lockstep_groups()[wildcards.group]
+
+
+def group_data(wildcards):
+    return GRID.data_inputs(group_runs(wildcards)[0])
+
+
+def group_train_arguments(wildcards):
+    """The lockstep group's ``--set`` pairs (no seed) and ``--seeds``, in output order."""
+    return GRID.group_train_arguments(wildcards.group)
+
+
+def group_priority(wildcards):
+    return GRID.runs[group_runs(wildcards)[0]].scheduling_priority
+
+
 def epoch_arguments(wildcards):
     return run_of(wildcards).epoch_arguments()
 
