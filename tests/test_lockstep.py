@@ -206,3 +206,15 @@ def test_cli_trains_seeds_in_lockstep_one_file_each(tmp_path):
     assert main(argv) == 0
     assert [read_run_info(path).config["seed"] for path in out] == [0, 1]
     assert main(["train", "--set", "dataset=sinusoid", "--seeds", "0", "1", "--out", "x.h5"]) == 2
+
+
+def test_wide_convolutions_train_one_seed_at_a_time_on_a_cpu_only():
+    def config(seed, filters):
+        return resolve_run_config(
+            {"dataset": "fontglot", "algorithm": "maml", "seed": seed, "filters": filters}
+        )
+
+    wide = [config(0, 64), config(1, 64)]
+    assert "one seed at a time" in lockstep_refusal(wide, "cpu")
+    assert lockstep_refusal(wide, "cuda") is None
+    assert lockstep_refusal([config(0, 32), config(1, 32)], "cpu") is None

@@ -341,7 +341,9 @@ def test_seeds_of_one_setting_train_in_one_lockstep_job(tmp_path: Path) -> None:
     config["metrics"] = {"accuracy": {"tasks": 5, "splits": ["test"]}}
     config["figures"] = []
     name = write_config(directory, "lockstep.yaml", config)
-    result = snakemake(directory, "--cores", "1", "--configfile", name, "--workflow-profile", "none")
+    result = snakemake(
+        directory, "--cores", "1", "--configfile", name, "--workflow-profile", "none"
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     stats = job_stats(output)

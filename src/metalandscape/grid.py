@@ -20,6 +20,7 @@ import yaml
 from metalandscape.algorithms import ALGORITHMS, unsupported_metric_reason
 from metalandscape.config import ConfigError, resolve_run_config
 from metalandscape.figures.spec import FigureSpec, Needs
+from metalandscape.lockstep import lockstep_refusal
 from metalandscape.runs import RunKey
 
 #: Data sets read from a folder the config names (``data.<dataset>_path``), checked once.
@@ -90,23 +91,28 @@ class Grid:
     figures: dict[str, ScheduledFigure]
     skipped: dict[str, str]
     lockstep: bool = True  # the config's ``lockstep``: train seed groups in one job
+    device: str = "auto"  # the config's ``device``
+    _groups: dict[str, list[str]] | None = field(default=None, repr=False)
 
     def lockstep_groups(self) -> dict[str, list[str]]:
-        """``{group: [run ids, by seed]}``: runs one job trains in lockstep
-        (:mod:`metalandscape.lockstep`), each group's runs equal but for the seed, at least
-        two, of an algorithm whose registry line allows it; ``group`` is their run id without
+        """``{group: [run ids, by seed]}``: runs one job trains in lockstep, those that
+        :func:`~metalandscape.lockstep.lockstep_refusal` accepts on the config's device (``auto``
+        counts as a CPU): equal but for the seed, at least two, of an algorithm whose registry
+        line allows it, narrow enough on a CPU. ``group`` is their run id without
         ``-seed<N>``. Empty when the config's ``lockstep`` is off."""
-        if not self.lockstep:
-            return {}
-        groups: dict[str, list[Run]] = {}
-        for run in self.runs.values():
-            if ALGORITHMS[run.key.algorithm].lockstep:
-                groups.setdefault(run.id.rsplit("-seed", 1)[0], []).append(run)
-        return {
-            group: [run.id for run in sorted(members, key=lambda run: run.key.seed)]
-            for group, members in groups.items()
-            if len(members) > 1
-        }
+        if self._groups is None:
+            self._groups = {}
+            if self.lockstep:
+                candidates: dict[str, list[Run]] = {}
+                for run in self.runs.values():
+                    candidates.setdefault(run.id.rsplit("-seed", 1)[0], []).append(run)
+                device = "cuda" if self.device == "cuda" else "cpu"
+                for group, members in candidates.items():
+                    members = sorted(members, key=lambda run: run.key.seed)
+                    configs = [resolve_run_config(run.settings) for run in members]
+                    if lockstep_refusal(configs, device) is None:
+                        self._groups[group] = [run.id for run in members]
+        return self._groups
 
     def lockstep_rules(self) -> dict[tuple[int, ...], list[str]]:
         """``{seeds: [groups]}``: the lockstep groups by their seeds (one workflow rule each)."""
@@ -433,4 +439,5 @@ def build_grid(config: Mapping[str, Any], known_metrics: set[str] | None = None)
     runs, families = build_runs(config)
     figures, skipped = schedule_figures(config, runs, families)
     separate = frozenset(config.get("separate_metrics") or ())
-    return Grid(runs, families, separate, figures, skipped, bool(config.get("lockstep", True)))
+    lockstep = bool(config.get("lockstep", True))
+    return Grid(runs, families, separate, figures, skipped, lockstep, config.get("device", "auto"))

@@ -21,21 +21,30 @@ group of runs trains one run at a time.
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING
 
 from metalandscape.algorithms import ALGORITHMS
-from metalandscape.algorithms._shared import MetaGradient, TaskChunk, target_losses
-from metalandscape.algorithms.maml import MetaLearner, MetaSettings
-from metalandscape.config import RunConfig
-from metalandscape.data.tasks import TaskBatch, TaskKind
-from metalandscape.functional import Params
+
+if TYPE_CHECKING:  # torch is imported by the functions that compute: planning stays light
+    from torch import Tensor, nn
+
+    from metalandscape.algorithms._shared import MetaGradient, TaskChunk
+    from metalandscape.algorithms.maml import MetaLearner, MetaSettings
+    from metalandscape.config import RunConfig
+    from metalandscape.data.tasks import TaskBatch, TaskKind
+    from metalandscape.functional import Params
 
 
-def lockstep_refusal(configs: Sequence[RunConfig]) -> str | None:
-    """Why ``configs`` cannot train in lockstep (None when they can): at least two runs, of one
-    covered algorithm, equal in every setting but a distinct ``seed``."""
+#: On a CPU, Conv-4s wider than this train faster one seed at a time: their kernels are
+#: arithmetic-bound already, and lockstep's bigger ones run slower (benchmarks/
+#: bench_throughput.py: 64 filters, meta-batch 32, 3 seeds: 0.80× in lockstep).
+LOCKSTEP_CPU_MAX_FILTERS = 32
+
+
+def lockstep_refusal(configs: Sequence[RunConfig], device: str = "cpu") -> str | None:
+    """Why ``configs`` should not train in lockstep on ``device`` (None when they should): at
+    least two runs, of one covered algorithm, equal in every setting but a distinct ``seed``;
+    on a CPU, a network no wider than :data:`LOCKSTEP_CPU_MAX_FILTERS` filters."""
     if len(configs) < 2:
         return "lockstep needs at least two runs"
     seeds = [config.seed for config in configs]
@@ -52,12 +61,23 @@ def lockstep_refusal(configs: Sequence[RunConfig]) -> str | None:
             f"algorithm {configs[0].algorithm!r} has no lockstep path (covered: MAML-family "
             "learners without the coherence regularizer)"
         )
+    filters = configs[0].filters or 64
+    wide = configs[0].kind == "classification" and filters > LOCKSTEP_CPU_MAX_FILTERS
+    if device != "cuda" and wide:
+        return (
+            f"on a CPU a {filters}-filter network trains faster one seed at a time "
+            f"(lockstep pays up to {LOCKSTEP_CPU_MAX_FILTERS} filters)"
+        )
     return None
 
 
 def _seed_rows(batches: Sequence[TaskBatch], chunk_size: int) -> list[tuple[TaskChunk, Tensor]]:
     """The seeds' meta-batches, seed after seed, in chunks of ``chunk_size`` tasks, each with
     the seed index of its tasks."""
+    import torch
+
+    from metalandscape.algorithms._shared import TaskChunk
+
     joined = [torch.cat(parts) for parts in zip(*(batch._fields() for batch in batches))]
     owners = torch.cat(
         [torch.full((len(batch),), seed, dtype=torch.long) for seed, batch in enumerate(batches)]
@@ -83,6 +103,10 @@ def lockstep_meta_gradients(
     ``params[s]`` is seed ``s``'s θs and ``batches[s]`` its meta-batch (equal sizes). Chunks hold
     ``task_chunk_size × seeds`` tasks (all of them when ``task_chunk_size`` is None).
     """
+    import torch
+
+    from metalandscape.algorithms._shared import MetaGradient, target_losses
+
     if settings.regularized:
         raise ValueError("the coherence-regularized update has no lockstep path")
     seeds = len(params)

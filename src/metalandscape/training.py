@@ -185,7 +185,7 @@ def train_runs_in_lockstep(
             remove_partial(path)
         else:
             pending.append((config, path))
-    refusal = lockstep_refusal([config for config, _ in pending])
+    refusal = lockstep_refusal([config for config, _ in pending], torch.device(device).type)
     if refusal is not None:
         if len(pending) > 1:
             log.info("training one run at a time: %s", refusal)

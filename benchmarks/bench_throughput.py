@@ -1,0 +1,223 @@
+"""Training throughput: meta-iterations per core-second, one seed at a time against seeds in
+lockstep, on the study's and the paper's training shapes (issue 24).
+
+Usage: python benchmarks/bench_throughput.py [--data FONTGLOT.npz] [--seeds 3] [--iterations 20]
+       [--device cpu|cuda] [--settings NAME ...]
+
+Each (setting, path) runs in a fresh process on one thread (``torch.set_num_threads(1)``): the
+learners are built, one warm-up step is taken, then ``--iterations`` timed meta-iterations
+(process CPU time; wall time after a synchronize on CUDA). ``solo``: today's path, each seed's
+``train_step`` in turn with the run's own task chunk size; ``lockstep``: the same seeds in one
+batched pass (:func:`metalandscape.lockstep.lockstep_train_step`). Printed per row: seed
+meta-iterations per core-second (per GPU-second on CUDA), counted GFLOP per meta-iteration
+(``torch.utils.flop_counter`` on one meta-step of the per-task loop: convolutions and matrix
+products, forward and all backward passes), GFLOP/s, the process's peak resident memory, and lockstep's speed-up
+over solo measured in the same run. Without ``--data`` a 200-class fontglot is built under
+``$TMPDIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+SETTINGS: dict[str, dict] = {
+    "fontglot 1-shot T1 B8 16f": {
+        "k_shot": 1,
+        "filters": 16,
+        "meta_batch_size": 8,
+        "inner_steps": 1,
+        "inner_step_size": 0.4,
+        "task_chunk_size": 8,
+    },
+    "fontglot 1-shot T5 B4 16f": {
+        "k_shot": 1,
+        "filters": 16,
+        "meta_batch_size": 4,
+        "inner_steps": 5,
+        "inner_step_size": 0.1,
+        "task_chunk_size": 4,
+    },
+    "fontglot 5-shot T5 B4 16f": {
+        "k_shot": 5,
+        "filters": 16,
+        "meta_batch_size": 4,
+        "inner_steps": 5,
+        "inner_step_size": 0.1,
+        "task_chunk_size": 4,
+    },
+    "fontglot 1-shot T1 B32 64f": {
+        "k_shot": 1,
+        "filters": 64,
+        "meta_batch_size": 32,
+        "inner_steps": 1,
+        "inner_step_size": 0.4,
+        "task_chunk_size": 16,
+    },
+    "sinusoid k=10 T1 B25": {
+        "dataset": "sinusoid",
+        "k_shot": 10,
+        "meta_batch_size": 25,
+        "task_chunk_size": 25,
+    },
+}
+
+
+def _config(setting: dict, seed: int, data: str):
+    from metalandscape.config import resolve_run_config
+
+    values = {
+        "dataset": "fontglot",
+        "algorithm": "maml",
+        "n_way": 5,
+        "seed": seed,
+        "initialization": "xavier",
+        **setting,
+    }
+    if values["dataset"] == "fontglot":
+        values["data_path"] = data
+    else:
+        values["n_way"] = 1
+    return resolve_run_config(values)
+
+
+def measure(name: str, path: str, seeds: int, iterations: int, data: str, device: str) -> dict:
+    """One row, in this process."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from metalandscape.algorithms import load_algorithm
+    from metalandscape.experiment import initial_params, make_model, make_task_source
+    from metalandscape.lockstep import lockstep_train_step
+
+    torch.set_num_threads(1)
+    configs = [_config(SETTINGS[name], seed, data) for seed in range(seeds)]
+    source = make_task_source(configs[0])
+    learners = []
+    for config in configs:
+        model = make_model(config, source).to(device)
+        learners.append(
+            load_algorithm("maml").learner(
+                config, model, initial_params(model), source, torch.device(device)
+            )
+        )
+
+    def step(iteration: int) -> None:
+        if path == "lockstep":
+            lockstep_train_step(learners, iteration)
+        else:
+            for learner in learners:
+                learner.train_step(iteration)
+
+    def synchronize() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    step(0)  # warm-up
+    # Counted on the per-task loop (task chunk size 1): under vmap a convolution becomes a
+    # grouped one, which the counter would count once per group.
+    counting = load_algorithm("maml").learner(
+        replace(configs[0], task_chunk_size=1),
+        learners[0].model,
+        initial_params(learners[0].model),
+        source,
+        torch.device(device),
+    )
+    counter = FlopCounterMode(display=False)
+    with counter:
+        counting.train_step(1)
+    synchronize()
+    started_cpu, started_wall = time.process_time(), time.perf_counter()
+    for iteration in range(2, 2 + iterations):
+        step(iteration)
+    synchronize()
+    seconds = (
+        (time.perf_counter() - started_wall)
+        if device == "cuda"
+        else (time.process_time() - started_cpu)
+    )
+    per_seed_iteration = seconds / (iterations * seeds)
+    gflop = counter.get_total_flops() / 1e9
+    return {
+        "setting": name,
+        "path": path,
+        "seconds_per_seed_iteration": per_seed_iteration,
+        "iterations_per_core_second": 1 / per_seed_iteration,
+        "gflop": gflop,
+        "gflops": gflop / per_seed_iteration,
+        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="fontglot .npz (default: build a 200-class one)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--child", nargs=2, metavar=("SETTING", "PATH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        row = measure(*args.child, args.seeds, args.iterations, args.data, args.device)
+        print(json.dumps(row))
+        return
+    data = args.data
+    if data is None:
+        data = str(Path(tempfile.gettempdir()) / "metalandscape-bench-throughput" / "fontglot.npz")
+        if not Path(data).is_file():
+            from metalandscape.data.fontglot import build_fontglot
+
+            build_fontglot(data, classes=200, workers=1, progress=False)
+    print(
+        f"# load average {os.getloadavg()[0]:.2f}; {args.seeds} seeds, {args.iterations} "
+        f"timed meta-iterations each, one thread, device {args.device}"
+    )
+    print(
+        "| setting | path | seed meta-iterations / core-s | GFLOP / meta-iteration | GFLOP/s "
+        "| peak MiB | speed-up |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    for name in args.settings:
+        rows = {}
+        for path in ("solo", "lockstep"):
+            command = [
+                sys.executable,
+                __file__,
+                "--child",
+                name,
+                path,
+                "--data",
+                data,
+                "--seeds",
+                str(args.seeds),
+                "--iterations",
+                str(args.iterations),
+                "--device",
+                args.device,
+            ]
+            done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+            rows[path] = json.loads(done.stdout.strip().splitlines()[-1])
+        for path, row in rows.items():
+            speed_up = (
+                row["iterations_per_core_second"] / rows["solo"]["iterations_per_core_second"]
+            )
+            print(
+                f"| {name} | {path} | {row['iterations_per_core_second']:.1f} | "
+                f"{row['gflop']:.3f} | {row['gflops']:.1f} | {row['peak_mib']:.0f} | "
+                f"{speed_up:.2f}× |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
