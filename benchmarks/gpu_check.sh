@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One prepared GPU check (≤ 6 min on one H200): the cuda-marked tests, bench_maml.py and
-# bench_hessian_backends.py on the card with short settings, and the tiny preset with
+# One prepared GPU check (≤ 8 min on one H100/H200): the cuda-marked tests, bench_maml.py,
+# bench_hessian_backends.py and bench_throughput.py (5 seeds alone and in lockstep) on the card
+# with short settings, and the tiny preset with
 # `device: cuda` and `--resources gpu=1` against the same preset on CPU (aggregates compared to
 # float tolerance). Prints one table headed by the card's name (nvidia-smi).
 #
@@ -80,7 +81,7 @@ step() {  # step NAME LIMIT_S COMMAND... : run (or with --dry print) one step, r
   NAMES+=("$name")
   STATUS+=("$([[ $rc == 0 ]] && echo ok || echo "FAIL($rc)")")
   SECONDS_+=("$((SECONDS - started))")
-  DETAIL+=("$(grep -E 'passed|skipped|goal|MET|compare .*worst|speed-up|error' "$log" | tail -1 | cut -c1-90)")
+  DETAIL+=("$(grep -E 'passed|skipped|goal|MET|compare .*worst|speed-up|×|error' "$log" | tail -1 | cut -c1-90)")
 }
 
 # The tiny preset, in a copy of the workflow (tracked files only), on DEVICE and on CPU at once.
@@ -113,6 +114,8 @@ step bench-hessian 90 python benchmarks/bench_hessian_backends.py --quick --task
   --repeats 1 --device "$DEVICE" --work-dir "$WORK/bench-hessian"
 step bench-hessian-warm 90 python benchmarks/bench_hessian_backends.py --walk-epochs 3 \
   --tasks 12 --device "$DEVICE" --work-dir "$WORK/bench-hessian"
+step bench-throughput 150 python benchmarks/bench_throughput.py --device "$DEVICE" --seeds 5 \
+  --iterations 10 --settings "fontglot 1-shot T5 B4 16f" "fontglot 1-shot T1 B32 64f"
 step tiny-preset 180 tiny_pair
 
 echo

@@ -135,7 +135,9 @@ def test_gpu_check_dry_run_prints_its_plan_and_runs_the_cuda_tests(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     table = result.stdout[result.stdout.index("gpu_check on: none") :]
-    for step in ("cuda-tests", "bench-maml", "bench-hessian", "bench-hessian-warm", "tiny-preset"):
+    steps = ("cuda-tests", "bench-maml", "bench-hessian", "bench-hessian-warm", "bench-throughput")
+    for step in (*steps, "tiny-preset"):
         assert f"\n{step} " in table
     assert "skipped" in (tmp_path / "cuda-tests.log").read_text()
     assert "--walk-epochs 3" in (tmp_path / "bench-hessian-warm.log").read_text()
+    assert "--seeds 5" in (tmp_path / "bench-throughput.log").read_text()
