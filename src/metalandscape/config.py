@@ -28,6 +28,8 @@ FOLDER_DATASETS = ("omniglot", "miniimagenet")
 #: (Kaiming-uniform weights, uniform biases); ``xavier``, Finn et al.'s code (Glorot-uniform
 #: weights of every convolution and linear layer, zero biases).
 INITIALIZATIONS: tuple[str, ...] = ("pytorch", "xavier")
+#: Where Sharp-MAML's sharpness-aware minimization acts (metalandscape.algorithms.sharpmaml).
+SHARP_LEVELS: tuple[str, ...] = ("upper", "lower", "both")
 #: Keys of a checkpoint schedule given as a mapping (see :func:`checkpoint_schedule`).
 SCHEDULE_KEYS = ("log_spaced_until", "points", "then_every", "until")
 
@@ -136,6 +138,17 @@ class RunConfig:
     )
     metasgd_first_order: bool = _key(
         False, help="Meta-SGD: drop the second-order term of the inner loop"
+    )
+    sharp_level: str = _key(
+        "both",
+        help="Sharp-MAML: where sharpness-aware minimization acts: upper (the meta-update), "
+        "lower (each inner step) or both",
+    )
+    sharp_upper_radius: float = _key(
+        0.05, help="Sharp-MAML: SAM radius of the meta-update (upper level; 0 turns it off)"
+    )
+    sharp_lower_radius: float = _key(
+        0.05, help="Sharp-MAML: SAM radius of each inner step (lower level; 0 turns it off)"
     )
     initialization: str = _key(
         "pytorch",
@@ -425,6 +438,9 @@ def _check_algorithm_options(values: dict[str, Any], errors: list[str]) -> None:
     _collect(errors, _check_positive_float, values, "reptile_outer_step_size")
     _collect(errors, _check_choice, values, "reptile_inner_optimizer", ("sgd", "adam"))
     _collect(errors, _check_choice, values, "metasgd_step_size_init", ("uniform", "constant"))
+    _collect(errors, _check_choice, values, "sharp_level", SHARP_LEVELS)
+    for key in ("sharp_upper_radius", "sharp_lower_radius"):
+        _collect(errors, _check_positive_float, values, key, allow_zero=True)
     _store_checked(errors, values, "metasgd_step_size_range", _check_step_size_range)
 
 

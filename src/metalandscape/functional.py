@@ -125,8 +125,13 @@ def adapt(
     batched: bool = False,
     trajectory: list[Params] | None = None,
     gradients: list[Params] | None = None,
+    sam_radius: float = 0.0,
 ) -> Params:
     """T steps θ ← θ − α ⊙ ∇θ L(support) of full-batch gradient descent from ``params``.
+
+    ``sam_radius`` ρ > 0 makes each step sharpness-aware (Sharp-MAML's lower level): the
+    gradient is taken at θ + ρ·g/(‖g‖ + 1e-12), g = ∇L(θ), ‖·‖ over all adapted parameters of
+    the task, and with ``create_graph`` that perturbation is differentiated through too.
 
     ``step_size`` is one α for every parameter, or a mapping from parameter name to a float or a
     tensor broadcastable to the parameter (α shaped like θ, also against a leading task axis);
@@ -154,6 +159,19 @@ def adapt(
         for _ in range(steps):
             loss = task_losses(model, params, inputs, labels, kind, batched=batched).sum()
             grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph)
+            if sam_radius:
+                grads = _sharpness_aware_gradients(
+                    model,
+                    params,
+                    names,
+                    grads,
+                    inputs,
+                    labels,
+                    kind,
+                    batched,
+                    sam_radius,
+                    create_graph or tracked,
+                )
             if gradients is not None:
                 gradients.append(dict(zip(names, grads, strict=True)))
             params = dict(params)
@@ -168,6 +186,38 @@ def adapt(
     if trajectory is not None:
         trajectory.extend(points)
     return params
+
+
+def _sharpness_aware_gradients(
+    model: nn.Module,
+    params: Params,
+    names: list[str],
+    grads: tuple[Tensor, ...],
+    inputs: Tensor,
+    labels: Tensor,
+    kind: TaskKind,
+    batched: bool,
+    radius: float,
+    keep_graph: bool,
+) -> tuple[Tensor, ...]:
+    """∇L at θ + ρ·g/(‖g‖ + 1e-12) of the adapted parameters ``names`` (per task when
+    ``batched``); the other parameters stay at θ."""
+    if batched:
+        squares = sum(g.reshape(g.shape[0], -1).pow(2).sum(dim=1) for g in grads)
+        scale = radius / (squares.sqrt() + 1e-12)  # [tasks]
+        shifts = [g * scale.view(-1, *([1] * (g.dim() - 1))) for g in grads]
+    else:
+        scale = radius / (torch.sqrt(sum(g.pow(2).sum() for g in grads)) + 1e-12)
+        shifts = [g * scale for g in grads]
+    perturbed = dict(params)
+    for name, shift in zip(names, shifts, strict=True):
+        perturbed[name] = params[name] + shift
+    if not keep_graph:
+        perturbed = gradient_leaves({n: p.detach() for n, p in perturbed.items()})
+    loss = task_losses(model, perturbed, inputs, labels, kind, batched=batched).sum()
+    return torch.autograd.grad(
+        loss, [perturbed[n] for n in names], create_graph=keep_graph and grads[0].requires_grad
+    )
 
 
 def flatten(params: Params | Iterable[Tensor], *, batched: bool = False) -> Tensor:

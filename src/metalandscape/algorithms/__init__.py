@@ -95,6 +95,12 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             "Meta-SGD",
             "metalandscape.algorithms.metasgd:ALGORITHM",
         ),
+        AlgorithmSpec(
+            "sharpmaml",
+            "meta-learner",
+            "Sharp-MAML",
+            "metalandscape.algorithms.sharpmaml:ALGORITHM",
+        ),
     )
 }
 
@@ -161,6 +167,11 @@ class Algorithm(Protocol):
         parameter name to a float or a tensor shaped like the parameter (Meta-SGD's learned α);
         parameters missing from the mapping stay at the start (ANIL's body).
         """
+        ...
+
+    def evaluation_adaptation_options(self, config: RunConfig) -> dict[str, Any]:
+        """Further keywords of :func:`~metalandscape.functional.adapt` for that adaptation
+        (Sharp-MAML's ``sam_radius``); ``{}`` for plain gradient descent."""
         ...
 
 

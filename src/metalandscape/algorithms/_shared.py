@@ -380,6 +380,10 @@ class AlgorithmBase:
         """The same start for every task (the head is meta-learned: ``head`` does not apply)."""
         return EvaluationStart(self.settings(config).start_and_step_sizes(params)[0])
 
+    def evaluation_adaptation_options(self, config: RunConfig) -> dict[str, Any]:
+        """Plain gradient descent: no further keywords of the inner loop."""
+        return {}
+
     def evaluation_adaptation(
         self, config: RunConfig, params: Params
     ) -> tuple[int, float | StepSizes]:

@@ -318,7 +318,9 @@ class EvaluationContext:
     eigenvector), under their own keys; it starts empty.
     ``start_gradient_tasks``: how many of each split's support gradients at θs the metrics will
     ask for (:meth:`Metric.start_gradient_tasks`); the adaptation's first step is that gradient
-    when every parameter adapts, so the context keeps that many from it.
+    when every parameter adapts by plain gradient descent, so the context keeps that many from
+    it. ``adaptation_options``: further keywords of the algorithm's inner loop
+    (:meth:`~metalandscape.algorithms.Algorithm.evaluation_adaptation_options`).
     """
 
     def __init__(
@@ -336,6 +338,7 @@ class EvaluationContext:
         task_start: Callable[[int], Params] | None = None,
         carried: dict[str, Any] | None = None,
         start_gradient_tasks: Mapping[str, int] | None = None,
+        adaptation_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.model = model.to(device)
         self.device = torch.device(device)
@@ -356,9 +359,11 @@ class EvaluationContext:
         )
         # The first adaptation step is the full support gradient at the start unless only some
         # parameters adapt (ANIL's head); then start gradients are computed on their own.
-        self._first_step_is_start_gradient = isinstance(self.inner_step_size, int | float) or set(
-            self.inner_step_size
-        ) >= set(self.start_params)
+        self.adaptation_options = dict(adaptation_options or {})
+        self._first_step_is_start_gradient = not self.adaptation_options.get("sam_radius") and (
+            isinstance(self.inner_step_size, int | float)
+            or set(self.inner_step_size) >= set(self.start_params)
+        )
         self.task_chunk_size = task_chunk_size
         self.progress = progress
         self.adaptations = 0
@@ -448,6 +453,7 @@ class EvaluationContext:
             batched=batched,
             gradients=gradients,
             **step,
+            **self.adaptation_options,
         )
         assert isinstance(adapted, dict)
         return adapted

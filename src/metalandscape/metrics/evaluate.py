@@ -68,6 +68,7 @@ def make_context(
         task_start=start.per_task,
         carried=carried,
         start_gradient_tasks=start_gradient_tasks,
+        adaptation_options=algorithm.evaluation_adaptation_options(config),
     )
     return config, context
 
