@@ -118,6 +118,7 @@ class Thresholds:
     gradient_coherence_variants: tuple[str, ...] = ()
     edge_of_stability_support_loss: float = 0.3
     edge_of_stability_distance: float = 0.2
+    intervention_min_relative_change: float = 0.05
 
     @property
     def edge_of_stability_low(self) -> float:
@@ -156,6 +157,7 @@ THRESHOLD_RANGES: dict[str, tuple[float, float]] = {
     "min_window_checkpoints": (2, math.inf),
     "edge_of_stability_support_loss": (0.0, math.inf),
     "edge_of_stability_distance": (0.0, math.inf),
+    "intervention_min_relative_change": (0.0, math.inf),
     "flatness_rise": (0.0, math.inf),
     "flatness_drop": (0.0, math.inf),
     "support_loss_spearman": (-1.0, 1.0),

@@ -302,6 +302,26 @@ def _command_claims(args: argparse.Namespace) -> int:
             len(windows),
             sorted(set(windows["start"])) if not windows.empty else [],
         )
+    if args.interventions_csv or args.interventions_md or args.interventions_figure:
+        from metalandscape.interventions import intervention_table, interventions_markdown
+
+        interventions = intervention_table(datasets, thresholds)
+        if args.interventions_csv:
+            with atomic_output(args.interventions_csv) as temporary:
+                interventions.to_csv(temporary, index=False)
+        if args.interventions_md:
+            with atomic_output(args.interventions_md) as temporary:
+                temporary.write_text(interventions_markdown(interventions, thresholds))
+        if args.interventions_figure:
+            if interventions.empty:
+                raise UsageError(
+                    "no intervention run (regularized MAML, Sharp-MAML) has a MAML run of the "
+                    "same setting to pair with; drop --interventions-figure"
+                )
+            from metalandscape.figures.interventions import draw_interventions
+
+            draw_interventions(interventions, args.interventions_figure)
+        log.info("interventions: %d rows", len(interventions))
     return 0
 
 
@@ -445,6 +465,11 @@ def _add_claims_options(claims: argparse.ArgumentParser) -> None:
         "--windows-csv", help="window-sensitivity table .csv to write (each window start)"
     )
     claims.add_argument("--windows-md", help="window-sensitivity table Markdown to write")
+    claims.add_argument("--interventions-csv", help="interventions table .csv to write")
+    claims.add_argument("--interventions-md", help="interventions table Markdown to write")
+    claims.add_argument(
+        "--interventions-figure", help="interventions figure .pdf to write (a .png beside it)"
+    )
     claims.add_argument(
         "--windows-figure", help="window-sensitivity figure .pdf to write (a .png beside it)"
     )

@@ -122,6 +122,21 @@ class Grid:
             rules.setdefault(seeds, []).append(group)
         return rules
 
+    def has_interventions(self) -> bool:
+        """Whether a family holds an intervention run and a run of the algorithm it modifies
+        in the same dataset, way and shot (:mod:`metalandscape.interventions`)."""
+        for run_ids in self.families.values():
+            keys = [self.runs[run_id].key for run_id in run_ids]
+            for key in keys:
+                reference = ALGORITHMS[key.algorithm].intervention_on
+                if reference is not None and any(
+                    (other.dataset, other.way, other.shot, other.algorithm)
+                    == (key.dataset, key.way, key.shot, reference)
+                    for other in keys
+                ):
+                    return True
+        return False
+
     def solo_run_ids(self) -> list[str]:
         """The runs trained one job each (not in a lockstep group)."""
         grouped = {run_id for run_ids in self.lockstep_groups().values() for run_id in run_ids}

@@ -46,6 +46,9 @@ class AlgorithmSpec:
     # Its runs that differ only by seed can train in one process, in lockstep
     # (metalandscape.lockstep: a MAML-family learner without the coherence regularizer).
     lockstep: bool = False
+    # The algorithm this one is an intervention on (MAML plus a flatness or coherence term):
+    # metalandscape.interventions compares their runs seed by seed.
+    intervention_on: str | None = None
 
     def __post_init__(self) -> None:
         # The name is a field of run ids (``fontglot-default-5way1shot-<name>-seed0``, split at
@@ -75,6 +78,7 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             "meta-learner",
             "Regularized MAML",
             "metalandscape.algorithms.regmaml:ALGORITHM",
+            intervention_on="maml",
         ),
         AlgorithmSpec(
             "finetune",
@@ -100,6 +104,7 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             "meta-learner",
             "Sharp-MAML",
             "metalandscape.algorithms.sharpmaml:ALGORITHM",
+            intervention_on="maml",
         ),
     )
 }
