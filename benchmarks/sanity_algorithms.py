@@ -1,4 +1,4 @@
-"""Sanity check: MAML, Reptile, ANIL and Meta-SGD on sinusoid regression, meta-test MSE.
+"""Sanity check: MAML, Reptile, ANIL, Meta-SGD and Sharp-MAML on sinusoid regression, meta-test MSE.
 
 Finn et al.'s same-distribution setting: y = a·sin(x − φ), a ~ U[0.1, 5], φ ~ U[0, π] for every
 split, x ~ U[−5, 5], the 1-40-40-1 ReLU MLP, K = 10 support points, meta-batch 25, meta-Adam at
@@ -10,6 +10,9 @@ split, x ~ U[−5, 5], the 1-40-40-1 ReLU MLP, K = 10 support points, meta-batch
 * Meta-SGD: 1 step with learned α, initialised U[0.005, 0.1] (Li et al. 2017).
 * Reptile: 5 SGD steps of 0.02 on the support set (0.02 is the inner step size of the Reptile
   paper's sinusoid example), ε = 1 annealed linearly to 0 over the run.
+* Sharp-MAML: MAML's inner loop with sharpness-aware minimization in the meta-update (upper),
+  the inner step (lower) or both, radius ``--sharp-radius`` (0.05, the public code's default);
+  evaluation adapts with the lower-level step where that level is on.
 
 Meta-test: ``--test-tasks`` test tasks, K support points, 100 target points; the table gives the
 MSE at θ (no adaptation), after the algorithm's own evaluation adaptation (its
@@ -32,6 +35,7 @@ import torch
 
 from metalandscape.algorithms import anil, metasgd, reptile
 from metalandscape.algorithms.maml import MetaLearner, MetaSettings
+from metalandscape.algorithms.sharpmaml import SharpLearner, SharpSettings
 from metalandscape.data.sinusoid import SinusoidSource
 from metalandscape.data.tasks import TaskBatch, TaskSampler
 from metalandscape.functional import Params, adapt, forward, parameters_of
@@ -65,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--shots", type=int, default=10)
     parser.add_argument("--test-tasks", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sharp-radius", type=float, default=0.05)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
@@ -84,8 +89,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     reptile_settings = reptile.ReptileSettings(
         5, 0.02, outer_step_size=1.0, anneal_iterations=args.iterations, task_chunk_size=None
     )
+    radius = args.sharp_radius
+    sharp_settings = {
+        level: SharpSettings(
+            1,
+            0.01,
+            task_chunk_size=None,
+            upper_radius=radius if level in ("upper", "both") else 0.0,
+            lower_radius=radius if level in ("lower", "both") else 0.0,
+        )
+        for level in ("upper", "lower", "both")
+    }
     learners = {
         "MAML": MetaLearner(model, start, KIND, maml_settings, META_LEARNING_RATE),
+        **{
+            f"Sharp {level}": SharpLearner(model, start, KIND, settings, META_LEARNING_RATE)
+            for level, settings in sharp_settings.items()
+        },
         "Reptile": reptile.ReptileLearner(model, start, KIND, reptile_settings),
         "ANIL": anil.ANILLearner(model, start, KIND, anil_settings, META_LEARNING_RATE),
         "ANIL 0.1": anil.ANILLearner(model, start, KIND, anil_large_settings, META_LEARNING_RATE),
@@ -99,8 +119,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             model, saved, inputs, labels, kind=KIND, steps=1, step_size=0.01, batched=batched
         )
 
+    def sharp_evaluation(level: str) -> Callable[..., Params]:
+        def evaluation(saved: Params, inputs, labels, *, batched: bool) -> Params:
+            return adapt(
+                model,
+                saved,
+                inputs,
+                labels,
+                kind=KIND,
+                steps=1,
+                step_size=0.01,
+                batched=batched,
+                sam_radius=sharp_settings[level].lower_radius,
+            )
+
+        return evaluation
+
     evaluations: dict[str, Callable[..., Params]] = {
         "MAML": maml_evaluation,
+        **{f"Sharp {level}": sharp_evaluation(level) for level in sharp_settings},
         "Reptile": lambda saved, x, y, *, batched: reptile.adapt_for_evaluation(
             model, saved, x, y, kind=KIND, settings=reptile_settings, batched=batched
         ),
@@ -116,6 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     protocol = {
         "MAML": "1 GD step, α=0.01",
+        "Sharp upper": "1 GD step, α=0.01",
+        "Sharp lower": f"1 SAM step ρ={radius:g}",
+        "Sharp both": f"1 SAM step ρ={radius:g}",
         "Reptile": "5 GD steps, 0.02",
         "ANIL": "1 head step, α=0.01",
         "ANIL 0.1": "1 head step, α=0.1",
@@ -143,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     x, y = test_tasks.support_inputs, test_tasks.support_labels
     tx, ty = test_tasks.target_inputs, test_tasks.target_labels
     header = (
-        f"{'algorithm':<10}{'evaluation adaptation':<22}{'MSE at θ':>10}"
+        f"{'algorithm':<12}{'evaluation adaptation':<22}{'MSE at θ':>10}"
         f"{'MSE own':>10}{'MSE 10 GD':>11}{'train CPU s':>13}"
     )
     print(header)
@@ -163,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             model, expand(theta, tasks), x, y, kind=KIND, steps=10, step_size=0.01, batched=True
         )
         print(
-            f"{name:<10}{protocol[name]:<22}{number(at_theta):>10}{number(own):>10}"
+            f"{name:<12}{protocol[name]:<22}{number(at_theta):>10}{number(own):>10}"
             f"{number(batch_mse(model, ten_steps, tx, ty)):>11}{cpu[name]:>13.1f}"
         )
     return 0
