@@ -145,8 +145,8 @@ def claims_overview(results: Path, claims: str = "claims.csv", brief: bool = Fal
         + " |",
         "|---" * (6 + len(algorithms)) + "|",
     ]
-    keys = ["phase", "claim", "statistic", "setting"]
-    for (phase, claim, statistic, setting), group in table.groupby(keys, sort=False):
+    keys = ["phase", "claim", "statistic", "direction", "setting"]
+    for (phase, claim, statistic, _, setting), group in table.groupby(keys, sort=False):
         cells = dict(zip(group["algorithm"], group["cell"], strict=True))
         seeds = "/".join(str(n) for n in sorted(set(group["seeds"])))
         windows = "; ".join(dict.fromkeys(group["window"]))

@@ -7,6 +7,7 @@ intervention_table`, and ``metalandscape claims`` writes it beside that table.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -49,7 +50,7 @@ def draw_interventions(table: pd.DataFrame, out: str | Path) -> tuple[Path, Path
             axes.axvline(0, color="0.5", linestyle="--", linewidth=0.9)
             axes.set_yticks(range(len(labels)), labels, fontsize="x-small")
             axes.set_ylim(len(labels) - 0.5, -0.5)
-            axes.set_title(quantity, fontsize="small", wrap=True)
+            axes.set_title(textwrap.fill(quantity, 40), fontsize="small")
             axes.set_xlabel("change vs reference (paired by seed)", fontsize="small")
         reference = ", ".join(dict.fromkeys(table["reference"]))
         figure.suptitle(

@@ -7,6 +7,7 @@ writes it beside the claims table.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -90,13 +91,10 @@ def draw_windows(table: pd.DataFrame, paper_start: int, out: str | Path) -> tupl
             axes.axhline(first["threshold"], color="0.3", linestyle="--", linewidth=0.9)
             axes.axvline(paper_start, color="0.5", linestyle=":", linewidth=0.9)
             axes.set_xscale("symlog", linthresh=100)
-            axes.set_xlim(left=-10)
+            axes.set_xlim(-10, max(float(primary["start"].max()), 100.0) * 1.5)
             axes.set_xlabel("window starts at meta-iteration")
-            axes.set_title(
-                f"claim {claim}: {statistic} ({first['direction']} {first['threshold']:g})",
-                fontsize="small",
-                wrap=True,
-            )
+            title = f"claim {claim}: {statistic} ({first['direction']} {first['threshold']:g})"
+            axes.set_title(textwrap.fill(title, 46), fontsize="small")
         figure.suptitle(
             "Claim statistics by window start (dashed: threshold; dotted: the paper's first "
             f"plotted point)\n{INTERVAL_DESCRIPTION}",
