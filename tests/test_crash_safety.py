@@ -306,3 +306,55 @@ def test_read_only_output_folder_is_one_line(small_tmpfs, capsys):
     line = one_line_error(capsys)
     assert "read-only file system" in line and str(small_tmpfs) in line
     assert not out.exists() and not partial_path(out).exists()
+
+
+def test_a_metrics_job_killed_at_its_write_leaves_no_temporary_after_the_rerun(tmp_path):
+    """SIGKILL at the rename that puts a metric file in place leaves its temporary file;
+    the rerun writes the file and removes what the killed job left."""
+    if shutil.which("strace") is None:
+        if os.environ.get("CI"):
+            pytest.fail("strace is required in CI (apt-get install strace)")
+        pytest.skip("strace not installed")
+    run = tmp_path / "run.h5"
+    assert train(run) == 0
+    out = tmp_path / "metrics"
+    command = [
+        "metalandscape",
+        "metrics",
+        "--checkpoint",
+        str(run),
+        "--metric",
+        "support_loss",
+        "--epoch",
+        "0",
+        "--epoch",
+        "2",
+        "--settings-json",
+        '{"support_loss": {"tasks": 3}}',
+        "--out-dir",
+        str(out),
+        "--quiet",
+    ]
+    renames = "rename,renameat,renameat2"
+    killed = subprocess.run(
+        [
+            "strace",
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            f"trace={renames}",
+            "-e",
+            f"inject={renames}:signal=SIGKILL:when=1",
+            *command,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode != 0
+    left = [p.name for p in out.iterdir()]
+    assert left and all(name.startswith(".support_loss.nc.") for name in left), left
+    assert subprocess.run(command, capture_output=True, timeout=300).returncode == 0
+    assert sorted(p.name for p in out.iterdir()) == ["support_loss.nc"]

@@ -315,3 +315,16 @@ def test_corrupt_and_malformed_pickles(tmp_path: Path) -> None:
     file.write_bytes(pickle.dumps(bad_index, protocol=4))
     with pytest.raises(DataError, match="outside image_data"):
         load_miniimagenet(root)
+
+
+def test_csv_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Spreadsheet programs write UTF-8 CSVs with a byte-order mark before the header."""
+    plain = write_miniimagenet_csv(tmp_path / "plain", classes_per_split=(2, 2, 2), images=2)
+    marked = write_miniimagenet_csv(tmp_path / "marked", classes_per_split=(2, 2, 2), images=2)
+    for split in ("train", "val", "test"):
+        csv_file = marked / f"{split}.csv"
+        csv_file.write_bytes(b"\xef\xbb\xbf" + csv_file.read_bytes())
+    expected, got = load_miniimagenet(plain), load_miniimagenet(marked)
+    for split in ("train", "val", "test"):
+        assert got[split].class_names == expected[split].class_names
+        np.testing.assert_array_equal(got[split].images, expected[split].images)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,14 +11,28 @@ from pathlib import Path
 from typing import Any, Protocol
 
 
+def _temporaries_of(path: Path) -> list[Path]:
+    """The temporary files :func:`atomic_output` names for ``path`` (``.<name>.<8 chars>.tmp``,
+    as ``tempfile.mkstemp`` draws them), left behind by a process killed while writing."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
+    try:
+        return [p for p in path.parent.iterdir() if pattern.fullmatch(p.name)]
+    except OSError:
+        return []
+
+
 @contextmanager
 def atomic_output(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
 
     On any exception the temporary file is removed and ``path`` is left as it was. The file gets
-    the permissions a plain ``open(path, "w")`` would give (0666 less the umask).
+    the permissions a plain ``open(path, "w")`` would give (0666 less the umask). Temporaries of
+    ``path`` that a killed earlier writer left are removed first (one writer per output, as
+    under Snakemake).
     """
     path = Path(path)
+    for stale in _temporaries_of(path):
+        stale.unlink(missing_ok=True)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -289,7 +289,8 @@ def _load_csv_split(
 ) -> _SplitImages:
     files_by_class: dict[str, list[str]] = {}
     try:
-        with csv_file.open(newline="") as stream:
+        # utf-8-sig: spreadsheet programs save CSVs with a byte-order mark
+        with csv_file.open(newline="", encoding="utf-8-sig") as stream:
             reader = csv.reader(stream)
             header = [field.strip() for field in next(reader, [])]
             if header[:2] != ["filename", "label"]:
