@@ -25,8 +25,11 @@
 # `snakemake --cores all --resources gpu=N`; each job leases its own GPU (metalandscape.gpu_lease:
 # lock files, CUDA_VISIBLE_DEVICES). Under SLURM the scheduler assigns the GPU.
 
+import sys
+
 from snakemake.utils import min_version, validate
 
+from metalandscape.metrics.schema import ConfigSchemaError, validate_config
 from metalandscape.runs import RUN_ID_PATTERN
 
 min_version("9.0")
@@ -35,6 +38,11 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+# One line per bad key (metalandscape.metrics.schema), then Snakemake's check fills the defaults.
+try:
+    validate_config(config, "workflow/schemas/config.schema.yaml")
+except ConfigSchemaError as error:
+    sys.exit(f"invalid workflow config: {error}")  # the one line, without a traceback
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

@@ -195,12 +195,12 @@ def workflow_config(metrics: dict[str, object]) -> dict[str, object]:
 @pytest.mark.parametrize(
     ("metrics", "message"),
     [
-        ({"hessian": {"tol": 0}}, "metrics.hessian.tol: 0 is less than or equal to the minimum"),
-        ({"hessian": {"tol": 2}}, "metrics.hessian.tol: 2 is greater than the maximum of 1"),
-        ({"accuracy": {"tasks": 0}}, "metrics.accuracy.tasks: 0 is less than the minimum of 1"),
-        ({"spectral_density": {"sigma": "wide"}}, "metrics.spectral_density.sigma: 'wide'"),
-        ({"layer_curvature": {"bogus": 1}}, "metrics.layer_curvature: Additional properties"),
-        ({"not_installed": 3}, "metrics.not_installed: 3 is not of type 'object'"),
+        ({"hessian": {"tol": 0}}, "config metrics.hessian.tol: 0 must be above 0"),
+        ({"hessian": {"tol": 2}}, "config metrics.hessian.tol: 2 is above the maximum 1"),
+        ({"accuracy": {"tasks": 0}}, "config metrics.accuracy.tasks: 0 is below the minimum 1"),
+        ({"spectral_density": {"sigma": "wide"}}, "config metrics.spectral_density.sigma: 'wide'"),
+        ({"layer_curvature": {"bogus": 1}}, "config metrics.layer_curvature: unknown key(s)"),
+        ({"not_installed": 3}, "config metrics.not_installed: 3 is not a mapping"),
     ],
 )
 def test_workflow_schema_refuses_a_bad_metric_setting(
@@ -458,3 +458,86 @@ def test_plugin_fingerprint_follows_every_file_of_its_package(
     _tree_digest.cache_clear()
     assert plugin_fingerprint(entry) not in (None, first)
     assert plugin_fingerprint(EntryPoint("gone", "no_such_plugin_module:X", "group")) is None
+
+
+def _resolve(schema: dict, node: dict) -> dict:
+    """``node`` with a ``$ref`` (to ``#/$defs/...``) merged in."""
+    while "$ref" in node:
+        target = schema["$defs"][node["$ref"].split("/")[-1]]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def _violations(schema: dict, node: dict):
+    """(value, rule) pairs that break ``node``'s own rules, one per rule."""
+    node = _resolve(schema, node)
+    if "minimum" in node:
+        yield node["minimum"] - 1, "minimum"
+    if "exclusiveMinimum" in node:
+        yield node["exclusiveMinimum"], "exclusiveMinimum"
+    if "maximum" in node:
+        yield node["maximum"] + 1, "maximum"
+    if "enum" in node:
+        yield "not-a-choice", "enum"
+    if "pattern" in node:
+        yield "bad-name!", "pattern"
+    if node.get("minItems"):
+        yield [], "minItems"
+    kind = node.get("type")
+    if kind in ("integer", "number"):
+        yield "text", "type"
+    elif kind == "boolean":
+        yield "yes", "type"
+    elif kind == "array":
+        yield "text", "type"
+    elif kind == "object" and node.get("additionalProperties") is False:
+        yield {"no_such_key": 1}, "additionalProperties"
+
+
+def _schema_cases():
+    """(key path, parts, value, rule) for every rule of the top level, the data and claims
+    sections, an experiment and its overrides."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+    sections = {
+        (): schema,
+        ("data",): schema["properties"]["data"],
+        ("claims",): schema["properties"]["claims"],
+    }
+    experiment = _resolve(schema, schema["properties"]["experiments"]["items"])
+    sections[("experiments", 0)] = experiment
+    sections[("experiments", 0, "overrides")] = experiment["properties"]["overrides"]
+    for parts, section in sections.items():
+        section = _resolve(schema, section)
+        for key, node in section.get("properties", {}).items():
+            if key in ("metrics", "experiments", "data", "claims", "overrides", "figures"):
+                continue  # sections walked on their own (figures: grid names, checked later)
+            for value, rule in _violations(schema, node):
+                yield (*parts, key), value, rule
+
+
+@pytest.mark.parametrize(("parts", "value", "rule"), list(_schema_cases()))
+def test_every_schema_rule_breaks_with_one_line_naming_the_key_and_the_fix(parts, value, rule):
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["experiments"] = [config["experiments"][0]]
+    config["experiments"][0].setdefault("overrides", {})
+    target = config
+    for part in parts[:-1]:
+        target = target.setdefault(part, {}) if isinstance(part, str) else target[part]
+    target[parts[-1]] = value
+    with pytest.raises(ConfigSchemaError) as caught:
+        validate_config(config, SCHEMA)
+    message = str(caught.value)
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
+    assert message.startswith(f"config {path}"), (rule, message)
+    assert "\n" not in message and "; " in message, message
+
+
+def test_nan_and_infinite_settings_are_refused_when_the_workflow_is_planned():
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["metrics"]["hessian"]["tol"] = float("nan")
+    with pytest.raises(ConfigSchemaError, match=r"^config metrics\.hessian\.tol: nan is not a"):
+        validate_config(config, SCHEMA)
+    config["metrics"]["hessian"]["tol"] = 0.01
+    config["claims"]["flatness_rise"] = float("inf")
+    with pytest.raises(ConfigSchemaError, match=r"^config claims\.flatness_rise: inf is not"):
+        validate_config(config, SCHEMA)

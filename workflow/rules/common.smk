@@ -9,19 +9,13 @@ import sys
 from snakemake.exceptions import WorkflowError
 
 from metalandscape.grid import GridError, bundle_name, build_grid, data_path
-from metalandscape.metrics.schema import ConfigSchemaError, validate_config
 
-# The Snakefile's validate() checked the config against the YAML schema (and filled in its
-# defaults); this checks each metric's settings against the rules of its plugin, which the YAML
-# file does not hold (metalandscape.metrics.schema).
-try:
-    validate_config(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
-except ConfigSchemaError as error:
-    raise WorkflowError(f"invalid workflow config: {error}") from None
+# The Snakefile checked the config (one line per bad key, each metric's settings against its
+# plugin's rules: metalandscape.metrics.schema) and let Snakemake fill in the defaults.
 try:
     GRID = build_grid(config)
 except GridError as error:
-    raise WorkflowError(f"invalid workflow config: {error}") from None
+    sys.exit(f"invalid workflow config: {error}")  # the one line, without a traceback
 for line in GRID.skipped.values():
     print(line, file=sys.stderr)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -135,10 +136,12 @@ def config_schema(path: str | Path, metrics: Iterable[str] | None = None) -> dic
 
 
 def validate_config(config: Mapping[str, Any], path: str | Path) -> None:
-    """Check ``config`` against :func:`config_schema` for the metrics whose settings it holds.
+    """Check ``config`` against :func:`config_schema` for the metrics whose settings it holds,
+    and refuse NaN and ±inf anywhere (JSON Schema's bounds let them through).
 
-    Raises :class:`ConfigSchemaError` with one line naming the offending key (``metrics.hessian.
-    tol``) or the metric plugin that failed to load.
+    Raises :class:`ConfigSchemaError` with one line that starts with ``config`` and the key path
+    (``config metrics.hessian.tol: ...``) and says the fix, or names the plugin that failed to
+    load.
     """
     import jsonschema
 
@@ -149,8 +152,85 @@ def validate_config(config: Mapping[str, Any], path: str | Path) -> None:
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
-        key = ".".join(str(part) for part in error.absolute_path) or "the config"
-        raise ConfigSchemaError(f"{key}: {' '.join(error.message.split())}")
+        raise ConfigSchemaError(schema_error_line(error))
+    _check_finite(dict(config))
 
 
-__all__ = ["ConfigSchemaError", "config_schema", "metric_settings_schemas", "validate_config"]
+def _check_finite(value: Any, parts: tuple[Any, ...] = ()) -> None:
+    """Refuse NaN and ±inf anywhere in the config: JSON Schema's bounds let them through."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigSchemaError(
+            f"config {key_path(parts)}: {value!r} is not a finite number; give a finite number"
+        )
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_finite(item, (*parts, key))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_finite(item, (*parts, index))
+
+
+def key_path(parts: Iterable[Any]) -> str:
+    """``experiments[0].overrides.inner_steps`` from a JSON path's parts."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _a(kind: str) -> str:
+    return {"integer": "an integer", "array": "a list", "object": "a mapping"}.get(
+        kind, f"a {kind}"
+    )
+
+
+def schema_error_line(error: Any) -> str:
+    """One line for a jsonschema error: ``config <key path>: <what is wrong>; <the fix>``."""
+    where = key_path(error.absolute_path) or "(top level)"
+    value, rule, check = error.instance, error.validator, error.validator_value
+    if rule == "minimum":
+        text = f"{value!r} is below the minimum {check}; use {check} or more"
+    elif rule == "exclusiveMinimum":
+        text = f"{value!r} must be above {check}; use a larger value"
+    elif rule == "maximum":
+        text = f"{value!r} is above the maximum {check}; use {check} or less"
+    elif rule == "exclusiveMaximum":
+        text = f"{value!r} must be below {check}; use a smaller value"
+    elif rule == "type":
+        kinds = check if isinstance(check, list) else [check]
+        text = f"{value!r} is not {' or '.join(_a(k) for k in kinds)}; give {_a(kinds[0])}"
+    elif rule == "enum":
+        text = f"{value!r} is not allowed; use one of {', '.join(map(str, check))}"
+    elif rule == "const":
+        text = f"{value!r} is not allowed; use {check!r}"
+    elif rule == "additionalProperties":
+        known = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(value) - set(known)) if isinstance(value, Mapping) else []
+        text = f"unknown key(s) {unknown}; known keys: {', '.join(known)}"
+    elif rule == "required":
+        missing = [key for key in check if not (isinstance(value, Mapping) and key in value)]
+        text = f"needs the key(s) {missing}; add them"
+    elif rule == "minItems":
+        text = f"needs at least {check} item(s), got {len(value)}; add some"
+    elif rule == "maxItems":
+        text = f"takes at most {check} item(s), got {len(value)}; remove some"
+    elif rule == "uniqueItems":
+        text = f"{value!r} repeats an item; list each once"
+    elif rule == "pattern":
+        description = error.schema.get("description", f"must match {check}")
+        text = f"{value!r} is not allowed: {description}; rename it"
+    elif rule in ("oneOf", "anyOf"):
+        text = f"{value!r} matches none of the allowed forms; see the schema's description"
+    else:
+        text = " ".join(error.message.split())
+    return f"config {where}: {' '.join(text.split())}"
+
+
+__all__ = [
+    "ConfigSchemaError",
+    "config_schema",
+    "key_path",
+    "metric_settings_schemas",
+    "schema_error_line",
+    "validate_config",
+]
