@@ -361,3 +361,34 @@ def test_runs_that_differ_only_by_seed_train_in_lockstep_groups() -> None:
     config["lockstep"] = False
     grid = build_grid(config)
     assert grid.lockstep_groups() == {} and set(grid.solo_run_ids()) == set(grid.runs)
+
+
+def test_ways_fontglot_cannot_supply_are_refused_at_planning() -> None:
+    config = load_config()
+    config["data"]["fontglot"]["classes"] = 3  # 1 train, 1 val, 1 test class
+    with pytest.raises(GridError, match=r"5-way tasks need 5 classes but fontglot's train split"):
+        build_grid(config)
+    config = load_config()
+    config["experiments"][1]["ways"] = [5000]
+    with pytest.raises(GridError, match=r"5000-way tasks need 5000 classes .* train split has 1100"):
+        build_grid(config)
+    config = load_config()
+    config["experiments"][1]["overrides"] = {
+        **config["experiments"][1]["overrides"],
+        "train_classes": 4,
+    }
+    with pytest.raises(GridError, match="train split has 4"):
+        build_grid(config)
+
+
+def test_listed_metric_epochs_past_a_run_are_named_once_at_planning() -> None:
+    config = load_config()
+    config["experiments"][1]["metric_epochs"] = [0, 4, 8, 12, 40]
+    grid = build_grid(config)
+    run = grid.runs["fontglot-default-5way1shot-maml-seed0"]
+    assert sorted(run.measured_epochs) == [0, 4, 8]
+    assert any(
+        "fontglot-default-5way1shot-maml-seed0 has 8 epochs; metric_epochs [12, 40] skipped" in line
+        for line in grid.notes
+    )
+    assert build_grid(load_config()).notes == []

@@ -19,6 +19,7 @@ import yaml
 
 from metalandscape.algorithms import ALGORITHMS, unsupported_metric_reason
 from metalandscape.config import ConfigError, resolve_run_config
+from metalandscape.data.splits import finn_split_sizes
 from metalandscape.figures.spec import FigureSpec, Needs
 from metalandscape.lockstep import lockstep_refusal
 from metalandscape.runs import RunKey
@@ -93,6 +94,7 @@ class Grid:
     lockstep: bool = True  # the config's ``lockstep``: train seed groups in one job
     device: str = "auto"  # the config's ``device``
     _groups: dict[str, list[str]] | None = field(default=None, repr=False)
+    notes: list[str] = field(default_factory=list)  # lines to show when the grid is planned
 
     def lockstep_groups(self) -> dict[str, list[str]]:
         """``{group: [run ids, by seed]}``: runs one job trains in lockstep, those that
@@ -220,7 +222,8 @@ def data_path(config: Mapping[str, Any], dataset: str) -> str | None:
 
 
 def measured_epochs(selection: Any, epochs: int, where: str) -> set[int]:
-    """The checkpoint epochs to measure of a run with ``epochs`` epochs."""
+    """The checkpoint epochs to measure of a run with ``epochs`` epochs (listed epochs past the
+    run are left out: :func:`skipped_epochs` says which)."""
     if isinstance(selection, Mapping):
         chosen = set(range(0, epochs + 1, selection["every"])) | {epochs}
     else:
@@ -228,6 +231,32 @@ def measured_epochs(selection: Any, epochs: int, where: str) -> set[int]:
     if not chosen:
         raise GridError(f"{where}: metric_epochs {selection} selects no epoch of 0..{epochs}")
     return chosen
+
+
+def skipped_epochs(selection: Any, epochs: int) -> list[int]:
+    """The epochs a listed ``metric_epochs`` names past a run of ``epochs`` epochs."""
+    if isinstance(selection, Mapping):
+        return []
+    return sorted(epoch for epoch in selection if epoch > epochs)
+
+
+def check_classes(config: Mapping[str, Any], run: Run, where: str) -> None:
+    """Refuse at planning a fontglot run whose ways its class splits cannot supply (the class
+    count is in the config; real data sets are checked when their data is read)."""
+    if run.key.dataset != "fontglot":
+        return
+    classes = ((config.get("data") or {}).get("fontglot") or {}).get("classes", 1623)
+    sizes = finn_split_sizes(classes) if classes >= 3 else {"train": 0, "val": 0, "test": 0}
+    train_classes = run.settings.get("train_classes")
+    if train_classes is not None:
+        sizes["train"] = min(sizes["train"], train_classes)
+    for split in ("train", "test"):
+        if run.key.way > sizes[split]:
+            raise GridError(
+                f"{where}: {run.key.way}-way tasks need {run.key.way} classes but fontglot's "
+                f"{split} split has {sizes[split]} (data.fontglot.classes: {classes}); lower "
+                "ways or raise data.fontglot.classes"
+            )
 
 
 def registered_metrics() -> set[str]:
@@ -305,8 +334,12 @@ def _runs_of(config: Mapping[str, Any], index: int, group: Mapping[str, Any]) ->
     return runs
 
 
-def build_runs(config: Mapping[str, Any]) -> tuple[dict[str, Run], dict[str, list[str]]]:
-    """``({run id: Run}, {family: [run ids]})`` of every experiment group, deduplicated."""
+def build_runs(
+    config: Mapping[str, Any], notes: list[str] | None = None
+) -> tuple[dict[str, Run], dict[str, list[str]]]:
+    """``({run id: Run}, {family: [run ids]})`` of every experiment group, deduplicated;
+    ``notes`` receives a line per run whose listed ``metric_epochs`` go past it."""
+    notes = [] if notes is None else notes
     runs: dict[str, Run] = {}
     families: dict[str, list[str]] = {}
     for index, group in enumerate(config["experiments"]):
@@ -314,6 +347,13 @@ def build_runs(config: Mapping[str, Any]) -> tuple[dict[str, Run], dict[str, lis
         family = group.get("family", group["dataset"])
         selection = group.get("metric_epochs", config.get("metric_epochs", {"every": 1}))
         for fresh in _runs_of(config, index, group):
+            check_classes(config, fresh, where)
+            skipped = skipped_epochs(selection, fresh.epochs)
+            if skipped:
+                notes.append(
+                    f"{where}: run {fresh.id} has {fresh.epochs} epochs; metric_epochs "
+                    f"{skipped} skipped"
+                )
             run = runs.setdefault(fresh.id, fresh)
             if run.settings != fresh.settings:
                 raise GridError(
@@ -451,8 +491,10 @@ def build_grid(config: Mapping[str, Any], known_metrics: set[str] | None = None)
     if known_metrics is None:
         known_metrics = registered_metrics()
     _check_names(config, known_metrics)
-    runs, families = build_runs(config)
+    notes: list[str] = []
+    runs, families = build_runs(config, notes)
     figures, skipped = schedule_figures(config, runs, families)
     separate = frozenset(config.get("separate_metrics") or ())
     lockstep = bool(config.get("lockstep", True))
-    return Grid(runs, families, separate, figures, skipped, lockstep, config.get("device", "auto"))
+    device = config.get("device", "auto")
+    return Grid(runs, families, separate, figures, skipped, lockstep, device, notes=notes)

@@ -16,7 +16,7 @@ try:
     GRID = build_grid(config)
 except GridError as error:
     sys.exit(f"invalid workflow config: {error}")  # the one line, without a traceback
-for line in GRID.skipped.values():
+for line in [*GRID.notes, *GRID.skipped.values()]:
     print(line, file=sys.stderr)
 
 ENV_FILE = {
