@@ -370,7 +370,9 @@ def test_ways_fontglot_cannot_supply_are_refused_at_planning() -> None:
         build_grid(config)
     config = load_config()
     config["experiments"][1]["ways"] = [5000]
-    with pytest.raises(GridError, match=r"5000-way tasks need 5000 classes .* train split has 1100"):
+    with pytest.raises(
+        GridError, match=r"5000-way tasks need 5000 classes .* train split has 1100"
+    ):
         build_grid(config)
     config = load_config()
     config["experiments"][1]["overrides"] = {

@@ -55,7 +55,9 @@ def _not_blank(png: Path) -> bool:
 def test_the_report_in_a_headless_browser(tiny_run, tmp_path) -> None:
     if chromium() is None:
         if os.environ.get("CI"):
-            pytest.fail("chromium is required in CI: .ci/run installs it (apt-get install chromium)")
+            pytest.fail(
+                "chromium is required in CI: .ci/run installs it (apt-get install chromium)"
+            )
         pytest.skip("needs chromium (apt-get install chromium)")
     assert tiny_run.returncode == 0, tiny_run.output[-3000:]
     report = tmp_path / "report.html"

@@ -75,6 +75,11 @@ def expected_submissions(stats: dict[str, int]) -> int:
     return single + stats.get("aggregate", 0)
 
 
+def train_jobs(stats: dict[str, int]) -> int:
+    """Jobs of the training rules: one run each (train) or one seed group in lockstep each."""
+    return sum(count for rule, count in stats.items() if rule.startswith("train"))
+
+
 def metric_jobs(stats: dict[str, int]) -> int:
     """Jobs of the metrics rules (one rule per metric bundle: metrics__<metric>__...)."""
     return sum(count for rule, count in stats.items() if rule.startswith("metrics__"))
@@ -119,16 +124,19 @@ def test_paper_dry_run_with_the_profile(tmp_path: Path) -> None:
     assert "Using workflow specific profile profiles/slurm" in output
 
     stats = job_stats(output)
-    assert stats["train"] > 100 and metric_jobs(stats) == stats["train"]
+    # 260 runs: the MAML and First-Order MAML ones train 5 seeds per job in lockstep
+    assert stats["train"] > 50 and stats["train_seeds_0_1_2_3_4"] > 30
+    assert metric_jobs(stats) == stats["train"] + 5 * stats["train_seeds_0_1_2_3_4"]
 
     def resources(rule: str) -> str:
         match = re.search(rf"^\s*rule {rule}:\n(?:.*\n)*?\s*resources: (.*)$", output, re.M)
         assert match, f"no {rule} job in the dry run"
         return match.group(1)
 
-    train = resources("train")
-    for expected in ("gpu=1", "device=cuda", "runtime=1440", "mem_mb=16000", "cpus_per_task=2"):
-        assert expected in train, train
+    for rule in ("train", "train_seeds_0_1_2_3_4"):
+        train = resources(rule)
+        for expected in ("gpu=1", "device=cuda", "runtime=1440", "mem_mb=16000", "cpus_per_task=2"):
+            assert expected in train, (rule, train)
     metrics = resources("metrics__[a-z_]+")
     for expected in ("gpu=1", "runtime=240", "cpus_per_task=2"):
         assert expected in metrics, metrics
@@ -139,7 +147,7 @@ def test_paper_dry_run_with_the_profile(tmp_path: Path) -> None:
     snakemake_jobs = sum(stats.values()) - stats.get("all", 0) - stats.get("aggregate_inputs", 0)
     # one SLURM job per training run, per run's metric bundle, per family's summary, and the rest
     others = stats["check_data"] + stats["claims"]
-    assert submissions == stats["train"] + metric_jobs(stats) + stats["aggregate"] + others
+    assert submissions == train_jobs(stats) + metric_jobs(stats) + stats["aggregate"] + others
     print(
         f"paper grid: {sum(stats.values())} Snakemake jobs, {snakemake_jobs} run on SLURM "
         f"as {submissions} SLURM jobs"
