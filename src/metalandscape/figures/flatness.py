@@ -114,7 +114,7 @@ def draw_fig2(dataset: xr.Dataset) -> Figure:
                     axes.set_axis_off()
         figure.suptitle("Flatness of meta-test solutions during meta-training")
         flatness_rows = grid[::rows_per_block].ravel().tolist()
-        panels.bottom_legend(figure, flatness_rows[: len(settings)], max_columns=3)
+        panels.bottom_legend(figure, flatness_rows[: len(settings)], max_columns=2)
     return figure
 
 

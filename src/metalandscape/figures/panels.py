@@ -199,7 +199,7 @@ def algorithm_handles(algorithms: Iterable[str], **style: object) -> list[Line2D
 
 
 #: Legend entry of the 2/α line of the curvature panels.
-STABILITY_LABEL = r"$2/\alpha$: gradient descent with step $\alpha$ cannot settle above it"
+STABILITY_LABEL = r"$2/\alpha$: steps of $\alpha$ cannot settle above it"
 
 
 def stability_lines(
