@@ -10,8 +10,8 @@ Reads a run folder's ``results/`` (the study preset's, or any other) and prints:
    out the interpreter's exit and the job's shell, which Snakemake's samples include);
 2. the claims at a glance: one row per (phase, claim, statistic, setting) of
    ``results/claims.csv``, one column per algorithm, each cell ``value [95% CI] verdict`` (✓
-   holds, ✗ does not hold, ``—`` too few checkpoints in the window; ``*`` where the interval
-   clears the threshold too), the window and seeds in the row;
+   holds, ✗ does not hold, ``—`` too few checkpoints in the window, ``n/m`` not measurable;
+   ``*`` where the interval clears the threshold too), the window and seeds in the row;
 3. per algorithm: meta-test target accuracy at the first and last measured checkpoint, mean
    over seeds with the claims' interval (Student-t 95% over seeds, ≥ 3 seeds).
 
@@ -124,6 +124,8 @@ def _setting(row: pd.Series) -> str:
 def _cell(row: pd.Series) -> str:
     if row["verdict"] == "too few checkpoints in the window":
         return "—"
+    if row["verdict"] == "not measurable":
+        return "n/m"
     value = f"{row['value']:.3g}"
     if not math.isnan(row["ci_low"]):
         value += f" [{row['ci_low']:.2g}, {row['ci_high']:.2g}]"

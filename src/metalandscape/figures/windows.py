@@ -28,7 +28,7 @@ _STYLES = ("-", "--", ":", "-.")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 
-def _setting_label(row: pd.Series) -> str:
+def _setting_label(row: pd.Series | dict) -> str:
     if row["dataset"] == "sinusoid":
         shot = "all k" if row["shot"] == -1 else f"k={row['shot']}"
         return f"sinusoid {shot}"
@@ -53,12 +53,19 @@ def draw_windows(table: pd.DataFrame, paper_start: int, out: str | Path) -> tupl
         figure = new_figure(4.3 * columns, 3.1 * rows + 1.2)
         all_axes = panels.wrapped_axes(figure, len(statistics), columns)
         handles: dict[str, object] = {}
+        # One line style and marker per setting and algorithm, the same in every panel.
+        names = list(
+            dict.fromkeys(
+                f"{algorithm_label(row.algorithm)}, {_setting_label(row._asdict())}"
+                for row in primary.itertuples()
+            )
+        )
         for axes, (claim, statistic) in zip(all_axes, statistics, strict=True):
             rows_of = primary[(primary["claim"] == claim) & (primary["statistic"] == statistic)]
             groups = rows_of.groupby(
                 [rows_of.apply(_setting_label, axis=1), "algorithm"], sort=False
             )
-            for line, ((label, algorithm), group) in enumerate(groups):
+            for (label, algorithm), group in groups:
                 group = group.sort_values("start")
                 x = group["start"].to_numpy(dtype=float)
                 y = group["value"].to_numpy(dtype=float)
@@ -66,6 +73,7 @@ def draw_windows(table: pd.DataFrame, paper_start: int, out: str | Path) -> tupl
                 high = group["ci_high"].to_numpy(dtype=float)
                 color = algorithm_color(algorithm)
                 name = f"{algorithm_label(algorithm)}, {label}"
+                line = names.index(name)
                 (drawn,) = axes.plot(
                     x,
                     y,
