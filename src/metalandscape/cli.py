@@ -259,7 +259,6 @@ def _command_plan(args: argparse.Namespace) -> int:
 def _command_claims(args: argparse.Namespace) -> int:
     import xarray as xr
 
-    from metalandscape.atomic import atomic_output
     from metalandscape.claims import (
         Thresholds,
         check_claims,
@@ -278,40 +277,30 @@ def _command_claims(args: argparse.Namespace) -> int:
             datasets.append(handle.load())
     table = check_claims(datasets, thresholds)
     sharpness = sharpness_table(datasets)
-    with atomic_output(args.out_csv) as temporary:
-        table.to_csv(temporary, index=False)
-    with atomic_output(args.out_md) as temporary:
-        temporary.write_text(
-            claims_markdown(table, args.config_name, thresholds, sharpness=sharpness)
-        )
+    markdown = claims_markdown(table, args.config_name, thresholds, sharpness=sharpness)
+    _write_table(table, args.out_csv, args.out_md, markdown)
     log.info("%d claim rows: %s", len(table), table["verdict"].value_counts().to_dict())
     if args.windows_csv or args.windows_md or args.windows_figure:
         windows = window_sensitivity(datasets, thresholds)
-        if args.windows_csv:
-            with atomic_output(args.windows_csv) as temporary:
-                windows.to_csv(temporary, index=False)
-        if args.windows_md:
-            with atomic_output(args.windows_md) as temporary:
-                temporary.write_text(windows_markdown(windows, thresholds))
+        _write_table(
+            windows, args.windows_csv, args.windows_md, windows_markdown(windows, thresholds)
+        )
         if args.windows_figure:
             from metalandscape.figures.windows import draw_windows
 
             draw_windows(windows, thresholds.window.from_iteration, args.windows_figure)
-        log.info(
-            "window sensitivity: %d rows over starts %s",
-            len(windows),
-            sorted(set(windows["start"])) if not windows.empty else [],
-        )
+        starts = sorted(set(windows["start"])) if not windows.empty else []
+        log.info("window sensitivity: %d rows over starts %s", len(windows), starts)
     if args.interventions_csv or args.interventions_md or args.interventions_figure:
         from metalandscape.interventions import intervention_table, interventions_markdown
 
         interventions = intervention_table(datasets, thresholds)
-        if args.interventions_csv:
-            with atomic_output(args.interventions_csv) as temporary:
-                interventions.to_csv(temporary, index=False)
-        if args.interventions_md:
-            with atomic_output(args.interventions_md) as temporary:
-                temporary.write_text(interventions_markdown(interventions, thresholds))
+        _write_table(
+            interventions,
+            args.interventions_csv,
+            args.interventions_md,
+            interventions_markdown(interventions, thresholds),
+        )
         if args.interventions_figure:
             if interventions.empty:
                 raise UsageError(
@@ -323,6 +312,18 @@ def _command_claims(args: argparse.Namespace) -> int:
             draw_interventions(interventions, args.interventions_figure)
         log.info("interventions: %d rows", len(interventions))
     return 0
+
+
+def _write_table(table: Any, csv_path: str | None, md_path: str | None, markdown: str) -> None:
+    """``table`` as CSV and its Markdown, each whole or not at all, where a path is given."""
+    from metalandscape.atomic import atomic_output
+
+    if csv_path:
+        with atomic_output(csv_path) as temporary:
+            table.to_csv(temporary, index=False)
+    if md_path:
+        with atomic_output(md_path) as temporary:
+            temporary.write_text(markdown)
 
 
 def _subcommand(
