@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from metalandscape.figures import panels
 from metalandscape.figures.common import figure_style, new_figure, save_figure
@@ -48,6 +49,7 @@ def draw_interventions(table: pd.DataFrame, out: str | Path) -> tuple[Path, Path
                     markersize=6,
                 )
             axes.axvline(0, color="0.5", linestyle="--", linewidth=0.9)
+            axes.xaxis.set_major_locator(MaxNLocator(nbins=4))
             axes.set_yticks(range(len(labels)), labels, fontsize="x-small")
             axes.set_ylim(len(labels) - 0.5, -0.5)
             axes.set_title(textwrap.fill(quantity, 40), fontsize="small")
