@@ -11,7 +11,6 @@ import textwrap
 from pathlib import Path
 
 import pandas as pd
-from matplotlib.ticker import MaxNLocator
 
 from metalandscape.figures import panels
 from metalandscape.figures.common import figure_style, new_figure, save_figure
@@ -21,6 +20,8 @@ from metalandscape.statistics import INTERVAL_DESCRIPTION
 def draw_interventions(table: pd.DataFrame, out: str | Path) -> tuple[Path, Path]:
     """One panel per quantity: each intervention's mean paired change (dot) and its 95%
     interval over seeds (bar) against zero (no change), filled where the quantity moved."""
+    from matplotlib.ticker import MaxNLocator  # matplotlib loads only when a figure is drawn
+
     quantities = list(dict.fromkeys(table["quantity"]))
     labels = list(
         dict.fromkeys(
