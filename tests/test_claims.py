@@ -366,3 +366,17 @@ def test_edge_of_stability_claim_reads_sharpness_against_two_over_alpha():
     rows = rows[rows.claim == 8]
     assert dict(zip(rows.direction, rows.verdict)) == {">=": "holds", "<=": "does not hold"}
     assert "extension, not a claim of the paper" in rows.title.iloc[0]
+
+
+def test_a_setting_that_ends_before_the_window_says_so_instead_of_vanishing():
+    """Runs that stop before iteration 500 (the default run's) get "too few checkpoints in the
+    window" rows for every statistic, and their transient goes to the early phase."""
+    dataset = make_dataset(
+        {"trajectory_coherence": RISING, "test_target_accuracy_mean": RISING}
+    ).assign_coords(iteration=lambda d: d["iteration"] / 20)  # 0-175: all before 500
+    table = check_claims([dataset], Thresholds())
+    window = table[(table.claim == 4) & (table.phase == "paper window")]
+    assert len(window) == 4 and set(window.verdict) == {TOO_FEW}  # 2 algorithms × R and ρ
+    assert set(window.window) == {"iterations ≥ 500: no checkpoint"}
+    early = table[(table.claim == 4) & (table.phase == EARLY_PHASE)]
+    assert set(early.verdict) == {"holds"} and (early.checkpoints == 8).all()

@@ -22,8 +22,9 @@ each of :data:`WINDOW_STARTS`, so a reader sees where a verdict flips.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -720,14 +721,35 @@ def _row(
     )
 
 
+def _identity(measurement: Measurement) -> tuple[Any, ...]:
+    """What names one measurement whichever checkpoints it saw (its statistic without the
+    epoch an across-k statistic names)."""
+    statistic = re.sub(r" at epoch \d+", "", measurement.statistic)
+    key = tuple(sorted(measurement.key.items()))
+    return (statistic, key, measurement.threshold, measurement.direction)
+
+
 def _claim_rows(
-    dataset: xr.Dataset, claim: Claim, thresholds: Thresholds, phase: str, window: Window | None
+    dataset: xr.Dataset,
+    claim: Claim,
+    thresholds: Thresholds,
+    phase: str,
+    window: Window | None,
+    everywhere: Sequence[Measurement] = (),
 ) -> list[ClaimRow]:
-    """The rows of ``claim`` on ``dataset`` (scalar variables only) judged over ``window``."""
+    """The rows of ``claim`` on ``dataset`` (scalar variables only) judged over ``window``;
+    ``everywhere`` (its measurements over all checkpoints) adds a "too few checkpoints" row for
+    each setting the window leaves without data, so that no setting disappears silently."""
     view = dataset if window is None else restrict_to_window(dataset, window)
+    measured = list(claim.measure(view, thresholds))
+    seen = {_identity(m) for m in measured}
+    measured += [
+        replace(m, per_seed=[math.nan] * len(m.per_seed))  # no value from outside the window
+        for m in everywhere
+        if _identity(m) not in seen
+    ]
     return [
-        _row(claim, m, thresholds, phase, _checkpoints_in(dataset, m.key, window))
-        for m in claim.measure(view, thresholds)
+        _row(claim, m, thresholds, phase, _checkpoints_in(dataset, m.key, window)) for m in measured
     ]
 
 
@@ -753,8 +775,11 @@ def check_claims(datasets: Sequence[xr.Dataset], thresholds: Thresholds) -> pd.D
     for dataset in datasets:
         dataset = _checked(dataset)
         for claim in CLAIMS:
+            everywhere = list(claim.measure(dataset, thresholds)) if claim.windowed else []
             for phase in _phases(claim, thresholds):
-                rows += _claim_rows(dataset, claim, thresholds, phase.name, phase.window)
+                rows += _claim_rows(
+                    dataset, claim, thresholds, phase.name, phase.window, everywhere
+                )
     phase_order = {PAPER_WINDOW: 0, ALL_CHECKPOINTS: 1, EARLY_PHASE: 2}
     table = _table(rows, ["claim", *SETTING_DIMS, "statistic"])
     if table.empty:
