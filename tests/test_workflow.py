@@ -254,7 +254,7 @@ def test_shell_values_are_quoted(workdir: Path) -> None:
         "--cores",
         "1",
         "--set-resources",
-        f"train:{crafted}",
+        f"train_seeds_0_1:{crafted}",  # the run trains in lockstep with seed 1
         f"metrics__accuracy__gradient_coherence:{crafted}",
     )
     output = result.stdout + result.stderr
