@@ -107,3 +107,22 @@ def test_figure_renders(tmp_path):
     pdf, png = draw_interventions(table, tmp_path / "interventions.pdf")
     assert pdf.stat().st_size > 0 and png.stat().st_size > 0
     assert len(QUANTITIES) == 6 and not math.isnan(table["change"].iloc[0])
+
+
+def test_the_claims_command_writes_every_table_and_figure_in_one_process(tmp_path):
+    """The claims table, the window sensitivity and the interventions, with both figures, from
+    one ``metalandscape claims`` call on an aggregate file."""
+    from metalandscape.cli import main
+
+    aggregate_file = tmp_path / "interventions.nc"
+    aggregate({"test_target_accuracy_mean": 0.05}).to_netcdf(aggregate_file, engine="h5netcdf")
+    out = {name: tmp_path / name for name in ("c.csv", "c.md", "w.csv", "w.md", "i.csv", "i.md")}
+    argv = ["claims", "--input", str(aggregate_file), "--out-csv", str(out["c.csv"])]
+    argv += ["--out-md", str(out["c.md"]), "--windows-csv", str(out["w.csv"])]
+    argv += ["--windows-md", str(out["w.md"]), "--windows-figure", str(tmp_path / "w.pdf")]
+    argv += ["--interventions-csv", str(out["i.csv"]), "--interventions-md", str(out["i.md"])]
+    argv += ["--interventions-figure", str(tmp_path / "i.pdf")]
+    assert main(argv) == 0
+    for path in [*out.values(), *(tmp_path / f"{n}.{e}" for n in "wi" for e in ("pdf", "png"))]:
+        assert path.stat().st_size > 0, path
+    assert "Sharp-MAML [both] vs MAML [T5]" in out["i.md"].read_text()

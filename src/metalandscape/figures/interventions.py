@@ -13,15 +13,13 @@ from pathlib import Path
 import pandas as pd
 
 from metalandscape.figures import panels
-from metalandscape.figures.common import figure_style, new_figure, save_figure
+from metalandscape.figures.common import figure_style, mpl, new_figure, save_figure
 from metalandscape.statistics import INTERVAL_DESCRIPTION
 
 
 def draw_interventions(table: pd.DataFrame, out: str | Path) -> tuple[Path, Path]:
     """One panel per quantity: each intervention's mean paired change (dot) and its 95%
     interval over seeds (bar) against zero (no change), filled where the quantity moved."""
-    from matplotlib.ticker import MaxNLocator  # matplotlib loads only when a figure is drawn
-
     quantities = list(dict.fromkeys(table["quantity"]))
     labels = list(
         dict.fromkeys(
@@ -50,7 +48,7 @@ def draw_interventions(table: pd.DataFrame, out: str | Path) -> tuple[Path, Path
                     markersize=6,
                 )
             axes.axvline(0, color="0.5", linestyle="--", linewidth=0.9)
-            axes.xaxis.set_major_locator(MaxNLocator(nbins=4))
+            axes.xaxis.set_major_locator(mpl.ticker.MaxNLocator(nbins=4))
             axes.set_yticks(range(len(labels)), labels, fontsize="x-small")
             axes.set_ylim(len(labels) - 0.5, -0.5)
             axes.set_title(textwrap.fill(quantity, 40), fontsize="small")
