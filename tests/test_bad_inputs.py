@@ -541,3 +541,45 @@ def test_nan_and_infinite_settings_are_refused_when_the_workflow_is_planned():
     config["claims"]["flatness_rise"] = float("inf")
     with pytest.raises(ConfigSchemaError, match=r"^config claims\.flatness_rise: inf is not"):
         validate_config(config, SCHEMA)
+
+
+def test_data_check_refuses_more_ways_than_a_split_has_classes(tmp_path, capsys):
+    """The workflow's check_data job passes the most ways its experiments ask for: a copy whose
+    test split holds fewer classes fails there, before any training, with one line."""
+    from fake_datasets import write_miniimagenet_csv
+
+    root = write_miniimagenet_csv(tmp_path / "mini", classes_per_split=(3, 2, 2), images=2)
+    inspect = ["data", "inspect", "--dataset", "miniimagenet", "--path", str(root)]
+    assert main([*inspect, "--ways", "2"]) == 0
+    capsys.readouterr()
+    assert main([*inspect, "--ways", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "test split has 2 classes but the config asks for 3-way tasks" in err
+
+
+def test_the_workflow_checks_real_data_for_its_largest_ways(tmp_path):
+    from workflow_copy import copy_workflow
+
+    directory = copy_workflow(tmp_path / "wf")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "results/data/omniglot.check.json",
+            "-n",
+            "-p",
+            "--cores",
+            "1",
+            "--configfile",
+            "workflow/presets/paper.yaml",
+        ],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "--ways 20" in output

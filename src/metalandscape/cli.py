@@ -114,6 +114,13 @@ def _command_data_inspect(args: argparse.Namespace) -> int:
         for split, data in splits.items()
     }
     print(json.dumps(summary, indent=2))
+    for split in ("train", "test"):
+        if args.ways is not None and split in summary and summary[split]["classes"] < args.ways:
+            raise UsageError(
+                f"{args.path}: its {split} split has {summary[split]['classes']} classes but the "
+                f"config asks for {args.ways}-way tasks; lower the experiment's ways or use a "
+                "fuller copy of the data set"
+            )
     return 0
 
 
@@ -379,6 +386,12 @@ def _add_inspect_options(inspect: argparse.ArgumentParser) -> None:
         help="which data set layout to read",
     )
     inspect.add_argument("--path", required=True, help="the data set's .npz file or folder")
+    inspect.add_argument(
+        "--ways",
+        type=int,
+        default=None,
+        help="refuse (exit 2) when the train or test split has fewer classes than this",
+    )
     inspect.add_argument(
         "--resize",
         default="lanczos",

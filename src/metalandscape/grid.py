@@ -189,6 +189,10 @@ class Grid:
             return [f"results/data/{dataset}.check.json"]
         return []
 
+    def largest_ways(self, dataset: str) -> int:
+        """The most ways any run of ``dataset`` asks for (checked against its data's splits)."""
+        return max(run.key.way for run in self.runs.values() if run.key.dataset == dataset)
+
 
 def metric_file(run_id: str, metric: str) -> str:
     """Where one run's measurements of one metric go (every measured epoch in one file)."""

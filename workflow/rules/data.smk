@@ -1,5 +1,6 @@
 # Data: the embedded fontglot set is built here; real Omniglot / MiniImagenet folders (given in
-# config data.*_path) are only checked, once, before their first training job.
+# config data.*_path) are only checked, once, before their first training job: their layout, and
+# that their train and test splits hold the most ways any experiment asks for.
 
 
 rule fontglot:
@@ -26,10 +27,11 @@ rule check_data:
         "results/logs/data/{dataset}.check.log",
     params:
         path=lambda wildcards: data_path(config, wildcards.dataset),
+        ways=lambda wildcards: GRID.largest_ways(wildcards.dataset),
     wildcard_constraints:
         dataset="omniglot|miniimagenet",
     conda:
         ENV_FILE
     shell:
         "metalandscape data inspect --dataset {wildcards.dataset} --path {params.path:q}"
-        " > {output:q} 2> {log:q}"
+        " --ways {params.ways} > {output:q} 2> {log:q}"
