@@ -47,7 +47,8 @@ def tiny_batch():
     )
 
 
-def mean_target_loss(model, params, batch, steps, step_size):
+def mean_target_loss(model, params, batch, steps, step_size, sam_radius=0.0):
+    """mean_i L(D'ᵢ; θ̃ᵢ), task by task (``sam_radius``: Sharp-MAML's inner step)."""
     total = 0.0
     for task in batch:
         adapted = adapt(
@@ -58,6 +59,7 @@ def mean_target_loss(model, params, batch, steps, step_size):
             kind=KIND,
             steps=steps,
             step_size=step_size,
+            sam_radius=sam_radius,
         )
         total = total + task_loss(model, adapted, task.target_inputs, task.target_labels, KIND)
     return total / len(batch)

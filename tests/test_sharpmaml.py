@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_maml import mean_target_loss
 
 from metalandscape.algorithms import ALGORITHMS, load_algorithm
 from metalandscape.algorithms.maml import MetaSettings, meta_gradient
@@ -12,7 +13,7 @@ from metalandscape.algorithms.sharpmaml import SharpSettings, sharp_meta_gradien
 from metalandscape.checkpoints import load_epoch_params
 from metalandscape.config import ConfigError, resolve_run_config
 from metalandscape.data.tasks import TaskBatch
-from metalandscape.functional import adapt, flatten, parameters_of, task_loss, unflatten
+from metalandscape.functional import adapt, flatten, parameters_of, unflatten
 from metalandscape.metrics.evaluate import make_context
 from metalandscape.models import Conv4
 from metalandscape.training import train_run
@@ -39,31 +40,12 @@ def batch():
     )
 
 
-def objective(model, params, batch, steps, lower_radius):
-    """F(θ) = mean_i L(D'ᵢ; θ̃ᵢ), θ̃ᵢ by the (sharpness-aware) inner loop, task by task."""
-    total = 0.0
-    for task in batch:
-        adapted = adapt(
-            model,
-            params,
-            task.support_inputs,
-            task.support_labels,
-            kind=KIND,
-            steps=steps,
-            step_size=ALPHA,
-            sam_radius=lower_radius,
-        )
-        total = total + task_loss(model, adapted, task.target_inputs, task.target_labels, KIND)
-    return float(total / len(batch))
-
-
 def directional_difference(model, params, batch, steps, lower_radius, direction, eps=1e-6):
     flat = flatten(params)
 
     def at(shift):
-        return objective(
-            model, unflatten(flat + shift * direction, params), batch, steps, lower_radius
-        )
+        point = unflatten(flat + shift * direction, params)
+        return float(mean_target_loss(model, point, batch, steps, ALPHA, lower_radius))
 
     return (at(eps) - at(-eps)) / (2 * eps)
 
