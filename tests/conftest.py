@@ -58,3 +58,12 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
         timeout=1200,
     )
     return TinyRun(directory, result.returncode, result.stdout + result.stderr)
+
+
+@pytest.fixture(scope="session")
+def tiny_fontglot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An 80-class fontglot file, built once per session."""
+    from metalandscape.data.fontglot import build_fontglot
+
+    path = tmp_path_factory.mktemp("tiny_fontglot") / "fontglot.npz"
+    return Path(build_fontglot(path, classes=80, workers=1, progress=False))

@@ -59,7 +59,9 @@ def test_bad_algorithm_keys_name_the_key(key, value, message):
 
 
 def test_unknown_algorithm_lists_the_registered_ones():
-    with pytest.raises(ConfigError, match=r"must be one of .*'reptile', 'anil', 'metasgd'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown algorithm 'protonet'; registered: .*reptile, anil, metasgd"
+    ):
         resolve_run_config({**SINUSOID, "algorithm": "protonet"})
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from plugin_package import install_package
 
 from metalandscape.config import resolve_run_config
 from metalandscape.data.sinusoid import SinusoidSource
@@ -408,15 +409,8 @@ PLUGIN = textwrap.dedent(
 
 def install_toy_plugin(root: Path) -> Path:
     """A package and its dist-info on ``root``, found by importlib.metadata entry points."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "toy_metric_plugin.py").write_text(PLUGIN)
-    info = root / "toy_metric_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-metric-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[metalandscape.metrics]\nparameter_norm = toy_metric_plugin:ParameterNorm\n"
-    )
-    return root
+    entry_points = "[metalandscape.metrics]\nparameter_norm = toy_metric_plugin:ParameterNorm\n"
+    return install_package(root, "toy_metric_plugin", PLUGIN, entry_points)
 
 
 def test_a_third_party_metric_runs_through_the_cli(tmp_path, sinusoid_run):

@@ -33,16 +33,19 @@ import xarray as xr
 
 from metalandscape.aggregate import INNER_STEP_SIZE, INNER_STEPS, ITERATION, normalized_sharpness
 from metalandscape.algorithms import ALGORITHMS, algorithm_names
+from metalandscape.data import DATASET_REGISTRY
 from metalandscape.runs import RUN_DIMS
 from metalandscape.statistics import INTERVAL_DESCRIPTION, per_seed_correlation, scalar_interval
 
 SETTING_DIMS = tuple(dim for dim in RUN_DIMS if dim != "seed")
-DATA_LABELS = {
-    "fontglot": "fontglot (embedded Omniglot stand-in, not the paper's data)",
-    "sinusoid": "sinusoid regression",
-    "omniglot": "Omniglot",
-    "miniimagenet": "MiniImagenet",
-}
+
+
+def _data_label(dataset: str) -> str:
+    """The data set as the claims table names it (its registry title)."""
+    spec = DATASET_REGISTRY.get(dataset)
+    if spec is None:
+        return dataset
+    return spec.claims_title or spec.title
 
 
 class ClaimsError(ValueError):
@@ -704,7 +707,7 @@ def _row(
     return ClaimRow(
         claim=claim.number,
         title=claim.shown_title,
-        data=DATA_LABELS.get(key["dataset"], key["dataset"]),
+        data=_data_label(key["dataset"]),
         statistic=measurement.statistic,
         value=mean,
         ci_low=low,

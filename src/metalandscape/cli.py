@@ -96,6 +96,7 @@ def _command_data_fontglot(args: argparse.Namespace) -> int:
 
 
 def _command_data_inspect(args: argparse.Namespace) -> int:
+    from metalandscape.data import DataOptions
     from metalandscape.experiment import load_class_images
 
     if args.dataset == "fontglot" and Path(args.path).is_file():
@@ -106,9 +107,13 @@ def _command_data_inspect(args: argparse.Namespace) -> int:
         from metalandscape.data.omniglot import find_omniglot_layout
 
         print(json.dumps(find_omniglot_layout(args.path).describe(), indent=2))
-    splits = load_class_images(
-        args.dataset, str(args.path), args.resize, args.omniglot_proportional_split
+    options = DataOptions(
+        resize=args.resize,
+        image_size=tuple(args.image_size) if args.image_size else None,  # type: ignore[arg-type]
+        image_channels=args.channels,
+        omniglot_proportional_split=args.omniglot_proportional_split,
     )
+    splits = load_class_images(args.dataset, str(args.path), options)
     summary = {
         split: {"classes": data.images.shape[0], "image_shape": list(data.images.shape[1:])}
         for split, data in splits.items()
@@ -124,14 +129,74 @@ def _command_data_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_import(args: argparse.Namespace) -> int:
+    from metalandscape.importing import (
+        import_run,
+        parse_checkpoint_argument,
+        parse_rename,
+    )
+
+    values = run_config_from_arguments(args.config, args.set)
+    checkpoints = [parse_checkpoint_argument(text) for text in args.checkpoint]
+    renames = [parse_rename(text) for text in args.rename]
+    path = import_run(values, checkpoints, args.out, renames=renames, drops=args.drop)
+    log.info("imported %d checkpoints into %s", len(checkpoints), path)
+    return 0
+
+
+def _add_run_config_options(parser: argparse.ArgumentParser, set_help: str) -> None:
+    """``--config FILE`` and repeatable ``--set KEY=VALUE``: a run's config keys."""
+    parser.add_argument("--config", help="YAML/JSON file with the run's config keys")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
+
+
+def _add_import_options(command: argparse.ArgumentParser) -> None:
+    """Options of ``import``."""
+    _add_run_config_options(
+        command,
+        "a run config key (repeatable; metalandscape train --list-config): dataset, "
+        "algorithm, n_way, k_shot, seed, model, model_settings, inner_steps, inner_step_size, ...",
+    )
+    command.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        required=True,
+        metavar="ITERATION=FILE",
+        help="one checkpoint: the meta-iterations done and its state_dict (.pt/.pth, read with "
+        "torch.load(weights_only=True)) or .safetensors file; repeat in training order",
+    )
+    command.add_argument(
+        "--rename",
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
+        help="rename tensors whose name starts with OLD to start with NEW (first rule wins; "
+        "docs/extending.md has learn2learn's and torchmeta's Conv-4 rules)",
+    )
+    command.add_argument(
+        "--drop",
+        action="append",
+        default=[],
+        metavar="REGEX",
+        help="leave out tensors whose original name matches (BatchNorm buffers, pre-BN biases)",
+    )
+    command.add_argument("--out", required=True, help="run file (.h5) to write")
+
+
 def _command_train(args: argparse.Namespace) -> int:
     from metalandscape.config import format_config_keys, resolve_run_config
 
     if args.list_config:
         print(format_config_keys())
         return 0
+    if args.list_models:
+        from metalandscape.models.base import format_models
+
+        print(format_models())
+        return 0
     if not args.out:
-        raise UsageError("train needs --out RUN.h5 (or --list-config)")
+        raise UsageError("train needs --out RUN.h5 (or --list-config, --list-models)")
     seeds = args.seeds or []
     if seeds and len(seeds) != len(args.out):
         raise UsageError(
@@ -379,11 +444,26 @@ def _add_fontglot_options(fontglot: argparse.ArgumentParser) -> None:
 
 def _add_inspect_options(inspect: argparse.ArgumentParser) -> None:
     """Options of ``data inspect``."""
+    from metalandscape.data import DATASET_REGISTRY
+
     inspect.add_argument(
         "--dataset",
         required=True,
-        choices=["fontglot", "omniglot", "miniimagenet"],
+        choices=[name for name, spec in DATASET_REGISTRY.items() if spec.needs_files],
         help="which data set layout to read",
+    )
+    inspect.add_argument(
+        "--image-size",
+        type=positive_integer,
+        nargs=2,
+        metavar=("HEIGHT", "WIDTH"),
+        help="class folders: resize every image to this size (default: keep their size)",
+    )
+    inspect.add_argument(
+        "--channels",
+        default="auto",
+        choices=["auto", "grey", "rgb"],
+        help="class folders: grey, rgb or auto (default)",
     )
     inspect.add_argument("--path", required=True, help="the data set's .npz file or folder")
     inspect.add_argument(
@@ -407,18 +487,18 @@ def _add_inspect_options(inspect: argparse.ArgumentParser) -> None:
 
 def _add_train_options(train: argparse.ArgumentParser) -> None:
     """Options of ``train``."""
-    train.add_argument("--config", help="YAML/JSON file with the run's config keys")
-    train.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="set a config key (repeatable; overrides --config; keys: --list-config)",
+    _add_run_config_options(
+        train, "set a config key (repeatable; overrides --config; keys: --list-config)"
     )
     _add_flag(
         train,
         "--list-config",
         "print every config key with its type, default and meaning, then exit",
+    )
+    _add_flag(
+        train,
+        "--list-models",
+        "print every registered model (key model) with its kind and settings, then exit",
     )
     train.add_argument(
         "--out",
@@ -584,6 +664,15 @@ _COMMANDS = (
         _command_train,
     ),
     _Command(
+        "import",
+        "turn per-checkpoint weight files trained elsewhere into a run file to measure",
+        "metalandscape import --set dataset=fontglot --set algorithm=maml --set n_way=5 "
+        "--set model_settings='{filters: 32}' --checkpoint 0=e0.pt --checkpoint 500=e1.pt "
+        "--rename classifier.=head. --drop 'running_' --out results/runs/mine.h5",
+        _add_import_options,
+        _command_import,
+    ),
+    _Command(
         "metrics",
         "measure checkpoint epochs with metric plugins and print each value per epoch",
         "metalandscape metrics --checkpoint results/runs/sine.h5 --metric accuracy "
@@ -664,6 +753,7 @@ _USER_ERRORS = (
     ("metalandscape.config", "ConfigError"),
     ("metalandscape.data.tasks", "DataError"),
     ("metalandscape.checkpoints", "CheckpointError"),
+    ("metalandscape.importing", "CheckpointImportError"),
     ("metalandscape.devices", "DeviceError"),
     ("metalandscape.training", "TrainingDiverged"),
     ("metalandscape.metrics.base", "MetricError"),

@@ -14,20 +14,19 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from metalandscape.algorithms import algorithm_names
+from metalandscape.algorithms import algorithm_names, unknown_algorithm_message
+from metalandscape.data import (
+    DATASET_REGISTRY,
+    DataOptions,
+    dataset_names,
+    unknown_dataset_message,
+)
+from metalandscape.models import INITIALIZATIONS, default_model_name, model_entry_points
 
-Dataset = Literal["sinusoid", "fontglot", "omniglot", "miniimagenet"]
-DATASETS: tuple[str, ...] = ("sinusoid", "fontglot", "omniglot", "miniimagenet")
+DATASETS: tuple[str, ...] = dataset_names()
 ALGORITHMS: tuple[str, ...] = algorithm_names()
-CHARACTER_DATASETS = ("fontglot", "omniglot")
-#: Data sets without a default file: the config must name their folder.
-FOLDER_DATASETS = ("omniglot", "miniimagenet")
-#: Weight initializations (key ``initialization``): ``pytorch``, PyTorch's default
-#: (Kaiming-uniform weights, uniform biases); ``xavier``, Finn et al.'s code (Glorot-uniform
-#: weights of every convolution and linear layer, zero biases).
-INITIALIZATIONS: tuple[str, ...] = ("pytorch", "xavier")
 #: Where Sharp-MAML's sharpness-aware minimization acts (metalandscape.algorithms.sharpmaml).
 SHARP_LEVELS: tuple[str, ...] = ("upper", "lower", "both")
 #: Keys of a checkpoint schedule given as a mapping (see :func:`checkpoint_schedule`).
@@ -58,7 +57,10 @@ def _key(default: Any = dataclasses.MISSING, *, help: str) -> Any:
 class RunConfig:
     """Everything that decides a training run's result (given the data files)."""
 
-    dataset: str = _key(help="sinusoid, fontglot, omniglot or miniimagenet")
+    dataset: str = _key(
+        help="a registered data set (metalandscape.data): sinusoid, fontglot, omniglot, "
+        "miniimagenet, folders, or a plugin's"
+    )
     algorithm: str = _key(help="a registered algorithm (metalandscape.algorithms), e.g. maml")
     seed: int = _key(0, help="seed of the initial parameters and the meta-training task stream")
     variant: str = _key("default", help="free label that tells runs of one setting apart")
@@ -74,6 +76,12 @@ class RunConfig:
         None, help="per_task, off or expand (default per_task for characters, else off)"
     )
     resize: str = _key("lanczos", help="image resampling filter: lanczos or nearest")
+    image_size: tuple[int, int] | None = _key(
+        None, help="class folders: resize every image to [height, width] (unset: keep their size)"
+    )
+    image_channels: str = _key(
+        "auto", help="class folders: grey, rgb or auto (grey when every image is single-channel)"
+    )
     inner_steps: int | None = _key(None, help="inner-loop gradient steps (default 5; sinusoid 1)")
     inner_step_size: float | None = _key(
         None, help="inner-loop learning rate α (default 0.1 characters, 0.01 others)"
@@ -150,6 +158,18 @@ class RunConfig:
     sharp_lower_radius: float = _key(
         0.05, help="Sharp-MAML: SAM radius of each inner step (lower level; 0 turns it off)"
     )
+    model: str | None = _key(
+        None,
+        help="the network: a registered model (metalandscape train --list-models); unset: "
+        "conv4 for image data, mlp for sinusoid",
+    )
+    model_settings: dict[str, Any] = dataclasses.field(
+        default_factory=dict,
+        metadata={
+            "help": "the model's settings (e.g. {filters: 32}); they override filters and "
+            "hidden_sizes"
+        },
+    )
     initialization: str = _key(
         "pytorch",
         help="initial weights: pytorch (PyTorch's default) or xavier (Finn et al.'s code: "
@@ -173,9 +193,23 @@ class RunConfig:
         return tuple(epoch * self.iterations_per_epoch for epoch in range(self.epochs + 1))
 
     @property
+    def model_name(self) -> str:
+        """The registered model this run trains (``model``, or the data set's default)."""
+        return self.model or default_model_name(self.dataset)
+
+    @property
     def kind(self) -> str:
-        """``regression`` for sinusoids, else ``classification``."""
-        return "regression" if self.dataset == "sinusoid" else "classification"
+        """``classification`` or ``regression``: the data set's tasks (its registry entry)."""
+        return DATASET_REGISTRY[self.dataset].kind
+
+    def data_options(self) -> DataOptions:
+        """How this run's image files become arrays."""
+        return DataOptions(
+            resize=self.resize,
+            image_size=self.image_size,
+            image_channels=self.image_channels,
+            omniglot_proportional_split=self.omniglot_proportional_split,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (tuples become lists).
@@ -195,7 +229,15 @@ class RunConfig:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
-_OMITTED_AT_DEFAULT = {"initialization": "pytorch", "checkpoints": None, "train_classes": None}
+_OMITTED_AT_DEFAULT = {
+    "initialization": "pytorch",
+    "checkpoints": None,
+    "train_classes": None,
+    "model": None,
+    "model_settings": {},
+    "image_size": None,
+    "image_channels": "auto",
+}
 
 
 def _schedule_error(value: Any, problem: str) -> ConfigError:
@@ -305,8 +347,10 @@ def config_keys() -> list[ConfigKey]:
     """Every RunConfig key with its type, default and meaning, from the dataclass fields."""
     keys = []
     for spec in dataclasses.fields(RunConfig):
-        if spec.default is dataclasses.MISSING:
+        if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
             default = "required"
+        elif spec.default is dataclasses.MISSING:
+            default = _show(spec.default_factory())
         elif spec.default is None:
             default = "from dataset"
         else:
@@ -404,11 +448,9 @@ def _check_keys(values: dict[str, Any], errors: list[str]) -> None:
         if key not in values:
             errors.append(f"run config needs {key!r}")
     if "dataset" in values and values["dataset"] not in DATASETS:
-        errors.append(f"config key 'dataset' must be one of {DATASETS}, got {values['dataset']!r}")
+        errors.append(f"config key 'dataset': {unknown_dataset_message(values['dataset'])}")
     if "algorithm" in values and values["algorithm"] not in ALGORITHMS:
-        errors.append(
-            f"config key 'algorithm' must be one of {ALGORITHMS}, got {values['algorithm']!r}"
-        )
+        errors.append(f"config key 'algorithm': {unknown_algorithm_message(values['algorithm'])}")
 
 
 def _check_numbers(values: dict[str, Any], errors: list[str]) -> None:
@@ -449,8 +491,10 @@ def _check_model_and_data(values: dict[str, Any], errors: list[str]) -> None:
     _store_checked(errors, values, "hidden_sizes", _check_hidden_sizes)
     _collect(errors, _check_choices, values)
     _collect(errors, _check_resize, values)
-    if values.get("train_classes") is not None and values.get("dataset") == "sinusoid":
+    spec = DATASET_REGISTRY.get(values.get("dataset", ""))
+    if values.get("train_classes") is not None and spec is not None and not spec.needs_files:
         errors.append("config key 'train_classes' applies to image data sets; drop it")
+    _collect(errors, _check_model, values)
     if values.get("initialization", "pytorch") not in INITIALIZATIONS:
         errors.append(
             f"config key 'initialization' must be one of {', '.join(INITIALIZATIONS)}, "
@@ -461,16 +505,58 @@ def _check_model_and_data(values: dict[str, Any], errors: list[str]) -> None:
         if schedule is not None:
             values["checkpoints"] = schedule
             values["epochs"] = len(schedule) - 1
-    if values.get("dataset") == "sinusoid" and values.get("n_way", 1) != 1:
+    if spec is not None and spec.kind == "regression" and values.get("n_way", 1) != 1:
         errors.append(
-            f"config key 'n_way' is {values['n_way']} but sinusoid regression has one output; "
+            f"config key 'n_way' is {values['n_way']} but {spec.name} regression has one output; "
             "drop n_way or set it to 1"
         )
-    if values.get("dataset") in FOLDER_DATASETS and values.get("data_path") is None:
+    needs_path = spec is not None and spec.needs_files and spec.default_path is None
+    if needs_path and values.get("data_path") is None:
         errors.append(
-            f"dataset {values['dataset']!r} needs 'data_path' (the folder holding its files); "
-            "see README's data layouts"
+            f"dataset {values['dataset']!r} needs 'data_path' (the folder holding its files: "
+            f"{spec.layout_help})"  # type: ignore[union-attr]
         )
+    _store_checked(errors, values, "image_size", _check_image_size)
+    _collect(errors, _check_choice, values, "image_channels", ("auto", "grey", "rgb"))
+
+
+def _check_image_size(values: dict[str, Any], key: str) -> tuple[int, int] | None:
+    value = values[key]
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list | tuple)
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
+        raise ConfigError(
+            f"config key 'image_size' must be [height, width] in pixels, got {value!r}; "
+            "write e.g. image_size: [84, 84]"
+        )
+    return (int(value[0]), int(value[1]))
+
+
+def _check_model(values: dict[str, Any]) -> None:
+    """``model`` names a registered model; ``model_settings`` is a mapping (its keys and values
+    are the model's to check, when it is built: metalandscape.models.base.make_model_plugin)."""
+    model = values.get("model")
+    if model is not None:
+        registered = sorted(model_entry_points())
+        if model not in registered:
+            raise ConfigError(
+                f"config key 'model' is {model!r}, which no installed package registers; use one "
+                f"of {', '.join(registered)} (metalandscape train --list-models) or install it"
+            )
+    settings = values.get("model_settings")
+    if settings is None:
+        values["model_settings"] = {}
+    elif not isinstance(settings, dict) or not all(isinstance(key, str) for key in settings):
+        raise ConfigError(
+            f"config key 'model_settings' must be a mapping of setting names to values, got "
+            f"{settings!r}; write e.g. model_settings: {{filters: 32}}"
+        )
+    else:
+        values["model_settings"] = json.loads(json.dumps(settings))
 
 
 def _check_values(values: dict[str, Any]) -> list[str]:
@@ -490,12 +576,12 @@ def resolve_run_config(raw: dict[str, Any]) -> RunConfig:
     errors = _check_values(values)
     if errors:
         raise ConfigError(*errors)
-    dataset = values["dataset"]
+    spec = DATASET_REGISTRY[values["dataset"]]
     if values.get("k_shot") is None:
-        values["k_shot"] = 10 if dataset == "sinusoid" else 1
+        values["k_shot"] = 10 if spec.defaults == "sinusoid" else 1
     shot = values["k_shot"]
     defaults: dict[str, Any]
-    if dataset == "sinusoid":
+    if spec.defaults == "sinusoid":
         # Finn et al.: T = 1, α = 0.01, meta-batch 25, 10 target points.
         defaults = {
             "inner_steps": 1,
@@ -505,7 +591,7 @@ def resolve_run_config(raw: dict[str, Any]) -> RunConfig:
             "task_chunk_size": None,
         }
         values["n_way"] = 1
-    elif dataset in CHARACTER_DATASETS:
+    elif spec.defaults == "characters":
         defaults = {
             "inner_steps": 5,
             "inner_step_size": 0.1,
@@ -516,8 +602,6 @@ def resolve_run_config(raw: dict[str, Any]) -> RunConfig:
             "finetune_batch_size": 64 if shot == 1 else 128,
             "task_chunk_size": 1,
         }
-        if dataset == "fontglot":
-            defaults["data_path"] = "results/data/fontglot.npz"
     else:
         defaults = {
             "inner_steps": 5,
@@ -530,6 +614,8 @@ def resolve_run_config(raw: dict[str, Any]) -> RunConfig:
             "task_chunk_size": 1,
         }
     defaults.setdefault("finetune_batch_size", 64)
+    if spec.default_path is not None:
+        defaults["data_path"] = spec.default_path
     for key, value in defaults.items():
         if values.get(key) is None:
             values[key] = value

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 from functools import cache
+from typing import Any
 
 import torch
 from torch import nn
@@ -10,48 +12,37 @@ from torch import nn
 from metalandscape.algorithms import load_algorithm
 from metalandscape.algorithms.maml import MetaAlgorithm, MetaSettings
 from metalandscape.config import ConfigError, RunConfig
-from metalandscape.data.sinusoid import SinusoidSource
+from metalandscape.data import DATASET_REGISTRY, DataOptions
 from metalandscape.data.tasks import ClassImages, ImageClassificationSource, TaskSource
 from metalandscape.functional import Params, parameters_of
-from metalandscape.models import Conv4, SinusoidMLP, initialize
+from metalandscape.models.base import ModelError, check_network, make_model_plugin, model_class
+from metalandscape.models.networks import initialize
 
 
 @cache
-def load_class_images(
-    dataset: str, path: str, resize: str, proportional_split: bool = False
-) -> dict[str, ClassImages]:
-    """The per-split class images of a character or MiniImagenet data set (cached per process).
+def load_class_images(dataset: str, path: str, options: DataOptions) -> dict[str, ClassImages]:
+    """The per-split class images of an image data set, read by its registered loader (cached
+    per process)."""
+    spec = DATASET_REGISTRY[dataset]
+    if spec.loader is None:
+        raise ValueError(f"data set {dataset!r} has no image files (it generates its tasks)")
+    loader: Any = _import_object(spec.loader)
+    return loader(path, options)
 
-    ``proportional_split`` lets an incomplete Omniglot be split in Finn's proportions.
-    """
-    if dataset == "fontglot":
-        from metalandscape.data.fontglot import load_fontglot
 
-        return load_fontglot(path)
-    if dataset == "omniglot":
-        from metalandscape.data.omniglot import load_omniglot
-
-        return load_omniglot(path, resize=resize, proportional_split=proportional_split)
-    from metalandscape.data.miniimagenet import load_miniimagenet
-
-    return load_miniimagenet(path)
+def _import_object(reference: str) -> Any:
+    """The object ``module:attribute`` names."""
+    module, attribute = reference.split(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 def make_task_source(config: RunConfig) -> TaskSource:
     """The task source of the run's dataset, way and shot."""
-    if config.dataset == "sinusoid":
-        return SinusoidSource(
-            k_shot=config.k_shot,
-            target_points=config.query or 10,
-            train_amplitude=config.train_amplitude,
-            train_phase=config.train_phase,
-            test_amplitude=config.test_amplitude,
-            test_phase=config.test_phase,
-        )
+    spec = DATASET_REGISTRY[config.dataset]
+    if spec.source is not None:
+        return _import_object(spec.source)(config)
     assert config.data_path is not None and config.query is not None
-    splits = load_class_images(
-        config.dataset, config.data_path, config.resize, config.omniglot_proportional_split
-    )
+    splits = load_class_images(config.dataset, config.data_path, config.data_options())
     if config.train_classes is not None:
         splits = dict(splits)
         train = splits["train"]
@@ -73,28 +64,33 @@ def make_task_source(config: RunConfig) -> TaskSource:
 
 
 def make_model(config: RunConfig, source: TaskSource, *, for_training: bool = True) -> nn.Module:
-    """The run's network; its initial weights are drawn from ``torch.manual_seed(config.seed)``
-    as ``config.initialization`` says.
+    """The run's network (its registered ``model``); its initial weights are drawn from
+    ``torch.manual_seed(config.seed)`` as ``config.initialization`` says.
 
     For training the algorithm decides the outputs (the finetune baseline: one per meta-train
     class); for evaluation (``for_training=False``) every network has the task's outputs.
+    A model whose kind (logits or predictions) is not the data set's, a bad model setting, or a
+    network that breaks the plugin contract is a :class:`ConfigError` naming the key.
     """
     outputs = source.output_size
     if for_training:
         outputs = load_algorithm(config.algorithm).output_size(config, source)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model: nn.Module
-        if config.dataset == "sinusoid":
-            model = SinusoidMLP(hidden=config.hidden_sizes)
-        else:
-            model = Conv4(
-                source.input_shape,
-                outputs,
-                filters=config.filters or 64,
-                use_max_pool=config.dataset == "miniimagenet",
+    try:
+        cls = model_class(config.model_name)
+        if cls.kind != config.kind:
+            raise ModelError(
+                f"model {config.model_name!r} is a {cls.kind} model but {config.dataset} tasks "
+                f"are {config.kind}; choose a {config.kind} model (config key 'model')"
             )
-        return initialize(model, config.initialization)
+        plugin = make_model_plugin(
+            config.model_name, {**cls.settings_from_run(config), **config.model_settings}
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            model = check_network(plugin, plugin.build(tuple(source.input_shape), outputs), outputs)
+            return initialize(model, config.initialization)
+    except ModelError as error:
+        raise ConfigError(str(error)) from None
 
 
 def initial_params(model: nn.Module) -> Params:

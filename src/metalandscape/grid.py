@@ -10,6 +10,8 @@ one-line message. The workflow's rules read only this; importing it is cheap (no
 
 from __future__ import annotations
 
+import itertools
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -19,15 +21,20 @@ import yaml
 
 from metalandscape.algorithms import ALGORITHMS, unsupported_metric_reason
 from metalandscape.config import ConfigError, resolve_run_config
+from metalandscape.data import DATASET_REGISTRY
 from metalandscape.data.splits import finn_split_sizes
 from metalandscape.figures.spec import FigureSpec, Needs
 from metalandscape.lockstep import lockstep_refusal
 from metalandscape.runs import RunKey
 
-#: Data sets read from a folder the config names (``data.<dataset>_path``), checked once.
-FOLDER_DATASETS = ("omniglot", "miniimagenet")
+#: Run-config keys that say how a data set's image files are read (one set per data set).
+DATA_OPTION_KEYS = ("resize", "image_size", "image_channels")
 #: The embedded data set, built by the workflow.
-FONTGLOT_FILE = "results/data/fontglot.npz"
+FONTGLOT_FILE = DATASET_REGISTRY["fontglot"].default_path
+#: Data sets read from a folder the config names (``data.paths``), checked once before training.
+FOLDER_DATASETS = tuple(
+    name for name, spec in DATASET_REGISTRY.items() if spec.needs_files and not spec.default_path
+)
 
 
 class GridError(ValueError):
@@ -46,6 +53,10 @@ class Run:
     metrics: set[str] = field(default_factory=set)
     measured_epochs: set[int] = field(default_factory=set)
     families: list[str] = field(default_factory=list)
+    # A run trained elsewhere (experiments[].imported): its ``metalandscape import`` arguments
+    # after the run config (--checkpoint, --rename, --drop), and the checkpoint files.
+    imported: list[str] | None = None
+    imported_files: list[str] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -67,6 +78,14 @@ class Run:
         for key in sorted(self.settings):
             arguments += ["--set", f"{key}={yaml_scalar(self.settings[key])}"]
         return arguments
+
+    def import_arguments(self) -> list[str]:
+        """``metalandscape import`` arguments: the run config but ``epochs`` (the checkpoints
+        count), then the checkpoints and name rules."""
+        arguments = []
+        for key in sorted(set(self.settings) - {"epochs"}):
+            arguments += ["--set", f"{key}={yaml_scalar(self.settings[key])}"]
+        return [*arguments, *(self.imported or [])]
 
     def epoch_arguments(self) -> list[str]:
         """``--epoch E`` of every measured epoch, in order."""
@@ -107,6 +126,8 @@ class Grid:
             if self.lockstep:
                 candidates: dict[str, list[Run]] = {}
                 for run in self.runs.values():
+                    if run.imported is not None:
+                        continue
                     candidates.setdefault(run.id.rsplit("-seed", 1)[0], []).append(run)
                 device = "cuda" if self.device == "cuda" else "cpu"
                 for group, members in candidates.items():
@@ -140,9 +161,17 @@ class Grid:
         return False
 
     def solo_run_ids(self) -> list[str]:
-        """The runs trained one job each (not in a lockstep group)."""
+        """The runs trained one job each (not in a lockstep group, not imported)."""
         grouped = {run_id for run_ids in self.lockstep_groups().values() for run_id in run_ids}
-        return [run_id for run_id in self.runs if run_id not in grouped]
+        return [
+            run_id
+            for run_id, run in self.runs.items()
+            if run_id not in grouped and run.imported is None
+        ]
+
+    def imported_run_ids(self) -> list[str]:
+        """The runs trained elsewhere, turned into run files by ``metalandscape import``."""
+        return [run_id for run_id, run in self.runs.items() if run.imported is not None]
 
     def group_train_arguments(self, group: str) -> list[str]:
         """``metalandscape train`` arguments of a lockstep group: its runs' ``--set`` pairs
@@ -181,13 +210,37 @@ class Grid:
         ]
 
     def data_inputs(self, run_id: str) -> list[str]:
-        """The data file or check a run needs before it starts (nothing for sinusoid)."""
-        dataset = self.runs[run_id].key.dataset
-        if dataset == "fontglot":
-            return [FONTGLOT_FILE]
-        if dataset in FOLDER_DATASETS:
-            return [f"results/data/{dataset}.check.json"]
+        """The data file or check a run needs before it starts (nothing for generated tasks)."""
+        spec = DATASET_REGISTRY[self.runs[run_id].key.dataset]
+        if spec.default_path is not None:
+            return [spec.default_path]
+        if spec.needs_files:
+            return [f"results/data/{spec.name}.check.json"]
         return []
+
+    def inspect_arguments(self, dataset: str) -> list[str]:
+        """``metalandscape data inspect`` options that read ``dataset`` as its runs do."""
+        options = self.data_options(dataset)
+        arguments = ["--resize", options.get("resize") or "lanczos"]
+        if options.get("image_size"):
+            arguments += ["--image-size", *(str(size) for size in options["image_size"])]
+        return [*arguments, "--channels", options.get("image_channels") or "auto"]
+
+    def data_options(self, dataset: str) -> dict[str, Any]:
+        """The image options (``resize``, ``image_size``, ``image_channels``) of the runs of
+        ``dataset``, for its data check; runs that disagree are a GridError."""
+        found = {
+            json.dumps({k: run.settings.get(k) for k in DATA_OPTION_KEYS}, sort_keys=True)
+            for run in self.runs.values()
+            if run.key.dataset == dataset
+        }
+        if len(found) > 1:
+            raise GridError(
+                f"the experiments on {dataset} read its images in different ways ({sorted(found)}); "
+                "give every experiment on one data set the same resize, image_size and "
+                "image_channels"
+            )
+        return json.loads(found.pop()) if found else {}
 
     def largest_ways(self, dataset: str) -> int:
         """The most ways any run of ``dataset`` asks for (checked against its data's splits)."""
@@ -211,16 +264,21 @@ def yaml_scalar(value: Any) -> str:
 
 
 def data_path(config: Mapping[str, Any], dataset: str) -> str | None:
-    """The ``data_path`` a run of ``dataset`` trains on (None for sinusoid)."""
-    if dataset == "sinusoid":
+    """The ``data_path`` a run of ``dataset`` trains on (None for generated tasks): the file the
+    workflow builds, or ``data.paths.<dataset>`` (``data.<dataset>_path`` for the two real data
+    sets of the paper)."""
+    spec = DATASET_REGISTRY[dataset]
+    if not spec.needs_files:
         return None
-    if dataset == "fontglot":
-        return FONTGLOT_FILE
-    path = (config.get("data") or {}).get(f"{dataset}_path")
+    if spec.default_path is not None:
+        return spec.default_path
+    data = config.get("data") or {}
+    path = (data.get("paths") or {}).get(dataset) or data.get(f"{dataset}_path")
     if not path:
+        keys = f"data.{dataset}_path" if f"{dataset}_path" in data else f"data.paths.{dataset}"
         raise GridError(
-            f"an experiment uses {dataset} but data.{dataset}_path is not set; "
-            f"point it at the {dataset} folder (see README's data layouts)"
+            f"an experiment uses {dataset} but {keys} is not set; point it at the {dataset} "
+            f"folder ({spec.layout_help})"
         )
     return path
 
@@ -305,18 +363,20 @@ def _runs_of(config: Mapping[str, Any], index: int, group: Mapping[str, Any]) ->
     """The runs of one experiment group, each checked by metalandscape.config."""
     dataset = group["dataset"]
     where = f"experiments[{index}] ({dataset})"
-    ways = group.get("ways", [1] if dataset == "sinusoid" else None)
+    regression = DATASET_REGISTRY[dataset].kind == "regression"
+    ways = group.get("ways", [1] if regression else None)
     if ways is None:
         raise GridError(f"{where}: 'ways' is required for {dataset}")
-    if dataset == "sinusoid" and list(ways) != [1]:
-        raise GridError(f"{where}: sinusoid regression has ways [1], got {ways}")
+    if regression and list(ways) != [1]:
+        raise GridError(f"{where}: {dataset} regression has ways [1], got {ways}")
     path = data_path(config, dataset)
     variant = group.get("variant", "default")
+    imported = _imported_checkpoints(group, where, ways)
     runs = []
     for way in ways:
         for shot in group["shots"]:
             for algorithm in group["algorithms"]:
-                for seed in group["seeds"]:
+                for number, seed in enumerate(group["seeds"]):
                     key = RunKey(dataset, variant, int(way), int(shot), algorithm, int(seed))
                     settings = {
                         "dataset": dataset,
@@ -329,13 +389,64 @@ def _runs_of(config: Mapping[str, Any], index: int, group: Mapping[str, Any]) ->
                     }
                     if path is not None:
                         settings["data_path"] = path
+                    if imported is not None:
+                        settings["epochs"] = len(imported[number]) - 1
                     try:
                         resolved = resolve_run_config(settings)
                     except ConfigError as error:
                         raise GridError(f"{where} run {key.id}: {error}") from None
                     iterations = resolved.checkpoint_iterations()[-1]
-                    runs.append(Run(key, settings, resolved.kind, resolved.epochs, iterations))
+                    run = Run(key, settings, resolved.kind, resolved.epochs, iterations)
+                    if imported is not None:
+                        run.meta_iterations = imported[number][-1][0]
+                        run.imported_files = [file for _, file in imported[number]]
+                        run.imported = [
+                            *(f"--checkpoint={i}={file}" for i, file in imported[number]),
+                            *(f"--rename={rule}" for rule in group["imported"].get("rename", [])),
+                            *(f"--drop={rule}" for rule in group["imported"].get("drop", [])),
+                        ]
+                    runs.append(run)
     return runs
+
+
+def _imported_checkpoints(
+    group: Mapping[str, Any], where: str, ways: Sequence[int]
+) -> list[list[tuple[int, str]]] | None:
+    """Each seed's (meta-iteration, file) checkpoints of an imported experiment (None: the
+    experiment trains its runs)."""
+    imported = group.get("imported")
+    if imported is None:
+        return None
+    if len(ways) != 1 or len(group["shots"]) != 1 or len(group["algorithms"]) != 1:
+        raise GridError(
+            f"{where}: an imported experiment is one way, shot and algorithm (its checkpoints are "
+            "listed per seed); split it into one experiment per setting"
+        )
+    lists = imported["checkpoints"]
+    if len(lists) != len(group["seeds"]):
+        raise GridError(
+            f"{where}: imported.checkpoints has {len(lists)} lists but seeds has "
+            f"{len(group['seeds'])}; give one list of ITERATION=FILE per seed, in seed order"
+        )
+    if "epochs" in (group.get("overrides") or {}) or "checkpoints" in (
+        group.get("overrides") or {}
+    ):
+        raise GridError(
+            f"{where}: an imported run's checkpoints come from imported.checkpoints; drop "
+            "overrides.epochs and overrides.checkpoints"
+        )
+    parsed = []
+    for files in lists:
+        pairs = []
+        for text in files:
+            iteration, _, file = text.partition("=")
+            pairs.append((int(iteration), file))
+        if any(b[0] <= a[0] for a, b in itertools.pairwise(pairs)):
+            raise GridError(
+                f"{where}: imported checkpoints {files} must be in increasing meta-iterations"
+            )
+        parsed.append(pairs)
+    return parsed
 
 
 def build_runs(

@@ -220,12 +220,14 @@ def _missing_data(run: Run) -> bool:
     return path is not None and not Path(path).exists()
 
 
-def _fake_splits(dataset: str, seed: int = 0) -> dict[str, Any]:
+def _fake_splits(dataset: str, options: Any = None, seed: int = 0) -> dict[str, Any]:
+    """Random images of the data set's shape (other data sets: RGB, ``image_size`` or 84×84)."""
     import numpy as np
 
     from metalandscape.data.tasks import ClassImages
 
-    shape = FAKE_IMAGES[dataset]
+    size = getattr(options, "image_size", None) or (84, 84)
+    shape = FAKE_IMAGES.get(dataset, (20, 40, *size, 3))
     rng = np.random.default_rng(seed)
     return {
         split: ClassImages(
@@ -243,10 +245,10 @@ def stand_in_data(datasets: set[str]) -> Iterator[None]:
 
     real = experiment.load_class_images
 
-    def load(dataset: str, path: str, resize: str, proportional_split: bool = False) -> Any:
+    def load(dataset: str, path: str, options: Any) -> Any:
         if dataset in datasets:
-            return _fake_splits(dataset)
-        return real(dataset, path, resize, proportional_split)
+            return _fake_splits(dataset, options)
+        return real(dataset, path, options)
 
     experiment.load_class_images = load  # type: ignore[assignment]
     try:

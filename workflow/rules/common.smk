@@ -8,7 +8,7 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
-from metalandscape.grid import GridError, bundle_name, build_grid, data_path
+from metalandscape.grid import FOLDER_DATASETS, GridError, bundle_name, build_grid, data_path
 
 # The Snakefile checked the config (one line per bad key, each metric's settings against its
 # plugin's rules: metalandscape.metrics.schema) and let Snakemake fill in the defaults.

@@ -1,6 +1,7 @@
-# Data: the embedded fontglot set is built here; real Omniglot / MiniImagenet folders (given in
-# config data.*_path) are only checked, once, before their first training job: their layout, and
-# that their train and test splits hold the most ways any experiment asks for.
+# Data: the embedded fontglot set is built here; data set folders (Omniglot, MiniImagenet, class
+# folders, a plugin's; given in config data.paths) are only checked, once, before their first
+# training job: their layout, and that their train and test splits hold the most ways any
+# experiment asks for.
 
 
 rule fontglot:
@@ -28,10 +29,11 @@ rule check_data:
     params:
         path=lambda wildcards: data_path(config, wildcards.dataset),
         ways=lambda wildcards: GRID.largest_ways(wildcards.dataset),
+        options=lambda wildcards: GRID.inspect_arguments(wildcards.dataset),
     wildcard_constraints:
-        dataset="omniglot|miniimagenet",
+        dataset="|".join(FOLDER_DATASETS),
     conda:
         ENV_FILE
     shell:
         "metalandscape data inspect --dataset {wildcards.dataset} --path {params.path:q}"
-        " --ways {params.ways} > {output:q} 2> {log:q}"
+        " --ways {params.ways} {params.options:q} > {output:q} 2> {log:q}"

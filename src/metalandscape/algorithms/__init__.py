@@ -9,6 +9,16 @@ trained network has, the learner whose :meth:`Learner.train_step` is one update,
 evaluation starts (:meth:`Algorithm.evaluation_start`) and adapts
 (:meth:`Algorithm.evaluation_adaptation`). Adding an algorithm is one module plus one line here (its
 hyper-parameters, if any, are keys of :class:`~metalandscape.config.RunConfig`).
+
+A third-party package adds one without editing this one: an entry point of the group
+``metalandscape.algorithms`` naming its :class:`AlgorithmSpec` (keep that object in a module that
+imports no torch, since the registry is read whenever a config is)::
+
+    [project.entry-points."metalandscape.algorithms"]
+    myalgo = "my_package.spec:SPEC"
+
+This package never imports :mod:`metalandscape.config` (its modules name ``RunConfig`` in type
+hints only): config validation reads the registry, not the other way round.
 """
 
 from __future__ import annotations
@@ -17,6 +27,8 @@ import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from metalandscape.plugins import registry_with_plugins, unknown_name_message
 
 if TYPE_CHECKING:
     import torch
@@ -60,7 +72,10 @@ class AlgorithmSpec:
             )
 
 
-ALGORITHMS: dict[str, AlgorithmSpec] = {
+#: The entry-point group third-party algorithms register under (their AlgorithmSpec).
+ENTRY_POINT_GROUP = "metalandscape.algorithms"
+
+BUILTIN_ALGORITHMS: dict[str, AlgorithmSpec] = {
     spec.name: spec
     for spec in (
         AlgorithmSpec(
@@ -185,7 +200,19 @@ def load_algorithm(name: str) -> Algorithm:
     try:
         spec = ALGORITHMS[name]
     except KeyError:
-        raise ValueError(f"unknown algorithm {name!r}; registered: {algorithm_names()}") from None
+        raise ValueError(unknown_algorithm_message(name)) from None
     module, attribute = spec.learner.split(":")
     algorithm: Any = getattr(importlib.import_module(module), attribute)
     return algorithm
+
+
+def unknown_algorithm_message(name: str) -> str:
+    """One line: ``name`` is not registered (and why, when a plugin of that name broke)."""
+    return unknown_name_message(name, ALGORITHMS, BROKEN_ALGORITHM_PLUGINS, "algorithm")
+
+
+#: Every algorithm: the built-ins, then the plugins' (read once, when this package is imported,
+#: after everything above is defined: a plugin's module may import any of it).
+ALGORITHMS, BROKEN_ALGORITHM_PLUGINS = registry_with_plugins(
+    ENTRY_POINT_GROUP, BUILTIN_ALGORITHMS, AlgorithmSpec, "algorithm"
+)

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from metalandscape.algorithms import EvaluationStart, HeadMode, Learner
-from metalandscape.config import RunConfig
 from metalandscape.data.tasks import TaskBatch, TaskKind, TaskSampler, TaskSource
 from metalandscape.functional import (
     Params,
@@ -32,6 +31,9 @@ from metalandscape.functional import (
     score_from_outputs,
 )
 from metalandscape.optimizers import Adam, Optimizer
+
+if TYPE_CHECKING:
+    from metalandscape.config import RunConfig
 
 
 def check_inner_loop(inner_steps: int, task_chunk_size: int | None) -> None:

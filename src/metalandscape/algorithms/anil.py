@@ -24,7 +24,7 @@ run's ``inner_steps`` and ``inner_step_size`` and the outer Adam its ``meta_lear
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -38,10 +38,12 @@ from metalandscape.algorithms._shared import (
     inner_loop,
     inner_loop_settings,
 )
-from metalandscape.config import RunConfig
 from metalandscape.data.tasks import TaskBatch, TaskKind
 from metalandscape.functional import Params
 from metalandscape.models import HEAD_PREFIX
+
+if TYPE_CHECKING:
+    from metalandscape.config import RunConfig
 
 __all__ = [
     "ALGORITHM",

@@ -12,7 +12,7 @@ regression network keeps its 1-output head.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,10 +20,12 @@ from torch import Tensor, nn
 
 from metalandscape.algorithms import EvaluationStart, HeadMode
 from metalandscape.algorithms._shared import AlgorithmBase, TrainedParameters, resolved_inner_loop
-from metalandscape.config import RunConfig
 from metalandscape.data.tasks import TaskKind, TaskSource, task_rng
 from metalandscape.functional import Params, forward, loss_from_outputs, score_from_outputs
 from metalandscape.models import HEAD_PREFIX
+
+if TYPE_CHECKING:
+    from metalandscape.config import RunConfig
 
 
 def replace_head(params: Params, n_way: int, seed: int) -> Params:

@@ -9,6 +9,7 @@ with ``vmap``, plain autograd, one chunk's graph alive at a time).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -25,10 +26,12 @@ from metalandscape.algorithms._shared import (
     inner_loop_settings,
     task_chunks,
 )
-from metalandscape.config import RunConfig
 from metalandscape.data.tasks import TaskBatch, TaskKind
 from metalandscape.devices import task_chunk_size
 from metalandscape.functional import Params, coherence_corrected, unit_direction
+
+if TYPE_CHECKING:
+    from metalandscape.config import RunConfig
 
 __all__ = [
     "ALGORITHM",

@@ -22,7 +22,7 @@ only).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -36,9 +36,11 @@ from metalandscape.algorithms._shared import (
     inner_loop,
     inner_loop_settings,
 )
-from metalandscape.config import RunConfig
 from metalandscape.data.tasks import TaskBatch, TaskKind
 from metalandscape.functional import Params, StepSizes, adapt, gradient_leaves
+
+if TYPE_CHECKING:
+    from metalandscape.config import RunConfig
 
 STEP_SIZE_PREFIX = "step_size."
 """Prefix of α's entries in a saved parameter dict: α of ``head.weight`` is ``step_size.head.weight``."""

@@ -31,7 +31,7 @@ views of θ, forward passes mapped with ``vmap`` (exact with BatchNorm), chunk 1
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -46,10 +46,12 @@ from metalandscape.algorithms._shared import (
     inner_loop_settings,
     support_adaptation,
 )
-from metalandscape.config import RunConfig
 from metalandscape.data.tasks import TaskBatch, TaskKind
 from metalandscape.functional import Params, adapt, gradient
 from metalandscape.optimizers import SGD
+
+if TYPE_CHECKING:
+    from metalandscape.config import RunConfig
 
 __all__ = [
     "ALGORITHM",

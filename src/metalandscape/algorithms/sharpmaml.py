@@ -21,16 +21,18 @@ without copying:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from metalandscape.algorithms._shared import ChunkAdaptation, MetaGradient, support_adaptation
 from metalandscape.algorithms.maml import MetaAlgorithm, MetaLearner, MetaSettings, meta_gradient
-from metalandscape.config import RunConfig
 from metalandscape.data.tasks import TaskBatch, TaskKind
 from metalandscape.functional import Params, adapt
+
+if TYPE_CHECKING:
+    from metalandscape.config import RunConfig
 
 
 @dataclass(frozen=True)

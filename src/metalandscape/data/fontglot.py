@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from metalandscape.atomic import atomic_output
+from metalandscape.data import DataOptions
 from metalandscape.data.splits import OMNIGLOT_CLASSES, finn_split
 from metalandscape.data.tasks import ClassImages, DataError
 
@@ -636,3 +637,8 @@ def _class_keys(arrays: dict[str, np.ndarray]) -> list[str]:
             arrays["alphabet_ids"].tolist(), arrays["code_points"].tolist(), strict=True
         )
     ]
+
+
+def load_fontglot_split(path: str | Path, options: DataOptions) -> dict[str, ClassImages]:
+    """The registry's loader (metalandscape.data.DATASET_REGISTRY): :func:`load_fontglot`."""
+    return load_fontglot(path)

@@ -29,15 +29,15 @@ import json
 import os
 import pickle
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from tqdm import tqdm
 
+from metalandscape.data import DataOptions
+from metalandscape.data.parallel import run_per_class
 from metalandscape.data.tasks import SPLITS, ClassImages, DataError, unequal_counts
 
 MINIIMAGENET_LAYOUTS: tuple[str, ...] = (
@@ -332,7 +332,7 @@ def _load_image_files(
         for sample, file in enumerate(files_per_class[number]):
             images[number, sample] = _decode(file, image_size)
 
-    _run_per_class(load, len(files_per_class), f"MiniImagenet {split}")
+    run_per_class(load, len(files_per_class), f"MiniImagenet {split}")
     return images
 
 
@@ -359,21 +359,8 @@ def _resize_images(images: np.ndarray, image_size: int, description: str) -> np.
             image = Image.fromarray(images[number, sample]).resize(size, Image.Resampling.LANCZOS)
             resized[number, sample] = np.asarray(image)
 
-    _run_per_class(resize, classes, description)
+    run_per_class(resize, classes, description)
     return resized
-
-
-def _run_per_class(work: Callable[[int], None], classes: int, description: str) -> None:
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        for _ in tqdm(
-            pool.map(work, range(classes)),
-            total=classes,
-            desc=description,
-            unit="class",
-            disable=None,
-            leave=False,
-        ):
-            pass
 
 
 # --- restricted unpickling --------------------------------------------------------------------
@@ -469,3 +456,8 @@ def _check_disjoint(splits: dict[str, ClassImages], root: Path) -> None:
                     f"MiniImagenet at {root}: class {name} is in {seen[name]} and {split}"
                 )
             seen[name] = split
+
+
+def load_miniimagenet_split(path: str | Path, options: DataOptions) -> dict[str, ClassImages]:
+    """The registry's loader (metalandscape.data.DATASET_REGISTRY): :func:`load_miniimagenet`."""
+    return load_miniimagenet(path)

@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from metalandscape.data import DataOptions
 from metalandscape.data.splits import OMNIGLOT_CLASSES, finn_split
 from metalandscape.data.tasks import SPLITS, ClassImages, DataError, unequal_counts
 
@@ -399,3 +400,13 @@ def _decode(data: bytes, name: str, image_size: int, resize: ResizeMode) -> np.n
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DataError(f"cannot read Omniglot image {name}: {error}") from error
     return 255 - grey
+
+
+def load_omniglot_split(path: str | Path, options: DataOptions) -> dict[str, ClassImages]:
+    """The registry's loader (metalandscape.data.DATASET_REGISTRY): :func:`load_omniglot` with the
+    run's resampling filter and split rule."""
+    return load_omniglot(
+        path,
+        resize=options.resize,  # type: ignore[arg-type]
+        proportional_split=options.omniglot_proportional_split,
+    )

@@ -10,12 +10,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from metalandscape.data.tasks import DataError, Split, Task, TaskBatch, TaskKind
+
+if TYPE_CHECKING:
+    from metalandscape.config import RunConfig
 
 INPUT_RANGE = (-5.0, 5.0)
 
@@ -101,3 +105,15 @@ class SinusoidSource:
         return TaskBatch(
             *(part.contiguous() for part in (x_t[:, :k], y_t[:, :k], x_t[:, k:], y_t[:, k:]))
         )
+
+
+def sinusoid_source(config: RunConfig) -> SinusoidSource:
+    """The registry's task source (metalandscape.data.DATASET_REGISTRY): the run's sinusoid tasks."""
+    return SinusoidSource(
+        k_shot=config.k_shot or 10,
+        target_points=config.query or 10,
+        train_amplitude=config.train_amplitude,
+        train_phase=config.train_phase,
+        test_amplitude=config.test_amplitude,
+        test_phase=config.test_phase,
+    )

@@ -19,6 +19,7 @@ import numpy as np
 
 from metalandscape.algorithms import ALGORITHMS, algorithm_names
 from metalandscape.atomic import atomic_output
+from metalandscape.data import DATASET_REGISTRY
 from metalandscape.figures import FigureError
 from metalandscape.figures.spec import lazy_import
 from metalandscape.runs import RUN_DIMS, RunKey
@@ -38,12 +39,6 @@ BASELINES = algorithm_names("baseline")
 ALGORITHM_ORDER = algorithm_names()
 #: The run dimensions a figure panel fixes (a run key without algorithm and seed).
 SETTING_DIMS = RUN_DIMS[:4]
-DATASET_LABELS = {
-    "fontglot": "fontglot (Omniglot stand-in)",
-    "omniglot": "Omniglot",
-    "miniimagenet": "MiniImagenet",
-    "sinusoid": "sinusoid",
-}
 PNG_DPI = 150
 
 #: Aggregate variables that several figures draw.
@@ -79,7 +74,8 @@ class Setting:
     @property
     def title(self) -> str:
         """Panel title, e.g. ``Omniglot`` over ``5-way 1-shot`` (two lines) or ``sinusoid, K=10``."""
-        name = DATASET_LABELS.get(self.dataset, self.dataset)
+        spec = DATASET_REGISTRY.get(self.dataset)
+        name = spec.title if spec is not None else self.dataset
         if self.dataset == "sinusoid":
             text = f"{name}, K={self.shot}"
         else:

@@ -15,7 +15,6 @@ outputs — so no metric redoes another's adaptation.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -40,6 +39,12 @@ from metalandscape.functional import (
     score_from_outputs,
 )
 from metalandscape.metrics import metric_entry_points
+from metalandscape.plugins import load_failure
+from metalandscape.settings import SettingRule as SettingRule  # re-exported for plugins
+from metalandscape.settings import SettingsError
+from metalandscape.settings import parse_settings as parse_settings_of
+from metalandscape.settings import setting as setting  # re-exported for metric plugins
+from metalandscape.settings import settings_json_schema as settings_schema_of
 
 
 class MetricError(ValueError):
@@ -90,10 +95,9 @@ def load_metric(entry: EntryPoint) -> type[Metric]:
     try:
         cls = entry.load()
     except Exception as error:  # any import error of a plugin, named clearly
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise MetricError(
             f"metric plugin {entry.name!r} (entry point {entry.value}) failed to load: "
-            f"{type(error).__name__}: {reason}; reinstall the package that declares it "
+            f"{load_failure(error)}; reinstall the package that declares it "
             "(pip install -e . in its checkout) or uninstall it"
         ) from None
     if not (isinstance(cls, type) and issubclass(cls, Metric)):
@@ -134,169 +138,22 @@ def make_metric(name: str, settings: Mapping[str, Any] | None = None) -> Metric:
     return cls(parse_settings(cls, dict(settings or {})))
 
 
-SETTING_RULE = "metalandscape.setting"  # the dataclass field metadata key of a SettingRule
-
-
-@dataclass(frozen=True)
-class SettingRule:
-    """What values a metric setting takes: its type, bounds or choices, and whether null is ok.
-
-    Declared once next to the Settings field (see :func:`setting`); :func:`parse_settings`
-    enforces it and :meth:`json_schema` gives the workflow schema's entry for it.
-    """
-
-    # int, float, str, bool, or tuple: a non-empty list of distinct ``choices``, or without
-    # choices a list (maybe empty) of distinct strings
-    kind: type
-    minimum: float | None = None
-    exclusive_minimum: float | None = None
-    maximum: float | None = None
-    choices: tuple[str, ...] | None = None
-    nullable: bool = False
-    description: str | None = None  # the workflow schema's description of the setting
-
-    def problem(self, value: Any) -> str | None:
-        """Why ``value`` is not allowed (None if it is)."""
-        if value is None:
-            return None if self.nullable else f"must be {self.describe()}"
-        if not _same_kind(self.kind(), value):
-            return f"must be {self.describe()}"
-        if self.kind is tuple and self.choices is None:
-            if not all(isinstance(item, str) for item in value) or len(set(value)) != len(value):
-                return f"must be {self.describe()}"
-            return None
-        if self.kind is tuple:
-            bad = [item for item in value if item not in (self.choices or ())]
-            if not value or bad or len(set(value)) != len(value):
-                return f"must be {self.describe()}"
-            return None
-        if self.choices is not None and value not in self.choices:
-            return f"must be {self.describe()}"
-        if self.kind is str:
-            return None
-        if not math.isfinite(value) or not self._in_bounds(value):
-            return f"must be {self.describe()}"
-        return None
-
-    def _in_bounds(self, value: float) -> bool:
-        return not (
-            (self.minimum is not None and value < self.minimum)
-            or (self.exclusive_minimum is not None and value <= self.exclusive_minimum)
-            or (self.maximum is not None and value > self.maximum)
-        )
-
-    def describe(self) -> str:
-        """The allowed values in words."""
-        if self.kind is tuple and self.choices is None:
-            text = "a list of distinct strings"
-        elif self.kind is tuple:
-            text = f"a non-empty list of distinct values of {', '.join(self.choices or ())}"
-        elif self.choices is not None:
-            text = f"one of {', '.join(self.choices)}"
-        else:
-            text = {int: "an integer", float: "a finite number", str: "a string"}[self.kind]
-            bounds = [
-                f">= {self.minimum:g}" if self.minimum is not None else "",
-                f"> {self.exclusive_minimum:g}" if self.exclusive_minimum is not None else "",
-                f"<= {self.maximum:g}" if self.maximum is not None else "",
-            ]
-            text = " ".join([text, " and ".join(b for b in bounds if b)]).strip()
-        return f"{text} or null" if self.nullable else text
-
-    def json_schema(self) -> dict[str, Any]:
-        """This rule as a JSON-schema entry (the workflow schema's, :mod:`.schema`)."""
-        if self.kind is tuple and self.choices is None:
-            schema: dict[str, Any] = {
-                "type": "array",
-                "uniqueItems": True,
-                "items": {"type": "string"},
-            }
-        elif self.kind is tuple:
-            schema = {
-                "type": "array",
-                "minItems": 1,
-                "uniqueItems": True,
-                "items": {"type": "string", "enum": list(self.choices or ())},
-            }
-        elif self.choices is not None:
-            schema = {"type": "string", "enum": list(self.choices)}
-        else:
-            schema = {
-                "type": {bool: "boolean", int: "integer", float: "number", str: "string"}[self.kind]
-            }
-            for key, bound in (
-                ("minimum", self.minimum),
-                ("exclusiveMinimum", self.exclusive_minimum),
-                ("maximum", self.maximum),
-            ):
-                if bound is not None:
-                    schema[key] = bound
-        if self.nullable:
-            schema = {"anyOf": [{"type": "null"}, schema]}
-        return schema if self.description is None else {"description": self.description, **schema}
-
-
-def setting(default: Any, *, kind: type | None = None, **rule: Any) -> Any:
-    """A Settings field with its :class:`SettingRule` (``kind`` defaults to the default's type)."""
-    kind = kind or (tuple if isinstance(default, tuple | list) else type(default))
-    return dataclasses.field(
-        default=default, metadata={SETTING_RULE: SettingRule(kind=kind, **rule)}
-    )
-
-
 def settings_json_schema(cls: type[Metric]) -> dict[str, Any]:
     """The JSON schema of ``cls.Settings``: one entry per field that declares a rule."""
-    properties = {
-        field.name: field.metadata[SETTING_RULE].json_schema()
-        for field in dataclasses.fields(cls.Settings)
-        if SETTING_RULE in field.metadata
-    }
-    return {"type": "object", "additionalProperties": False, "properties": properties}
+    return settings_schema_of(cls.Settings)
 
 
 def parse_settings(cls: type[Metric], raw: dict[str, Any]) -> Any:
     """Build ``cls.Settings`` from a dict, naming any unknown, mistyped or out-of-range key."""
-    fields = {f.name: f for f in dataclasses.fields(cls.Settings)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise MetricError(
-            f"metric {cls.name!r} has no setting(s) {unknown}; "
-            f"its settings: {', '.join(sorted(fields)) or 'none'}"
-        )
-    defaults = cls.Settings()
-    raw = dict(raw)
-    for key, value in raw.items():
-        rule = fields[key].metadata.get(SETTING_RULE)
-        default = getattr(defaults, key)
-        if rule is not None:
-            problem = rule.problem(value)
-        elif default is not None and not _same_kind(default, value):
-            problem = f"must be like {default!r}"
-        else:
-            problem = None
-        if problem:
-            raise MetricError(
-                f"metric {cls.name!r} setting {key!r} {problem}, got {value!r}; "
-                f"fix metrics: {cls.name}: {key} in the config (or --set {cls.name}.{key}=...)"
-            )
-        if isinstance(value, list):
-            raw[key] = tuple(value)
     try:
-        return cls.Settings(**raw)
-    except (TypeError, ValueError) as error:
-        raise MetricError(f"metric {cls.name!r}: bad settings {raw}: {error}") from None
-
-
-def _same_kind(default: Any, value: Any) -> bool:
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if isinstance(default, tuple | list):
-        return isinstance(value, tuple | list)
-    return isinstance(value, type(default))
+        return parse_settings_of(
+            cls.Settings,
+            raw,
+            owner=f"metric {cls.name!r}",
+            fix=f"metrics: {cls.name}: {{key}} in the config (or --set {cls.name}.{{key}}=...)",
+        )
+    except SettingsError as error:
+        raise MetricError(str(error)) from None
 
 
 class EvaluationContext:

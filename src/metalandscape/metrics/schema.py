@@ -20,7 +20,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from importlib.metadata import EntryPoint
 from pathlib import Path
@@ -28,7 +28,9 @@ from typing import Any
 
 import yaml
 
+from metalandscape.data import dataset_kind, dataset_names
 from metalandscape.metrics import metric_entry_points
+from metalandscape.models import default_model_name, model_entry_points
 
 CACHE_ENV = "METALANDSCAPE_CACHE"
 CACHE_FILE = "metric-settings-schemas.json"
@@ -46,26 +48,55 @@ def metric_settings_schemas(names: Iterable[str] | None = None) -> dict[str, dic
     A name that is not registered is left out. Only plugins whose schema is not cached (or whose
     package changed since) are loaded.
     """
-    registered = metric_entry_points()
+
+    def describe(name: str) -> dict[str, Any]:
+        from metalandscape.metrics.base import metric_class, settings_json_schema
+
+        return settings_json_schema(metric_class(name))
+
+    return _cached_plugin_facts(metric_entry_points(), names, describe, "metric")
+
+
+def model_facts(names: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+    """{model: {"kind": ..., "settings": JSON schema of its settings}} for ``names`` (default:
+    every registered model), cached like :func:`metric_settings_schemas`."""
+
+    def describe(name: str) -> dict[str, Any]:
+        from metalandscape.models.base import model_class
+        from metalandscape.settings import settings_json_schema
+
+        cls = model_class(name)
+        return {"kind": cls.kind, "settings": settings_json_schema(cls.Settings)}
+
+    return _cached_plugin_facts(model_entry_points(), names, describe, "model")
+
+
+def _cached_plugin_facts(
+    registered: Mapping[str, EntryPoint],
+    names: Iterable[str] | None,
+    describe: Callable[[str], dict[str, Any]],
+    group: str,
+) -> dict[str, dict[str, Any]]:
+    """``describe(name)`` of each registered name of ``names``, from the cache when its plugin's
+    fingerprint is there (``group`` keeps metric and model entries apart)."""
     chosen = sorted(registered if names is None else set(names) & set(registered))
     cached = _read_cache()
-    schemas: dict[str, dict[str, Any]] = {}
+    facts: dict[str, dict[str, Any]] = {}
     built = False
     for name in chosen:
         fingerprint = plugin_fingerprint(registered[name])
-        if fingerprint is not None and isinstance(cached.get(fingerprint), dict):
-            schemas[name] = cached[fingerprint]
+        key = None if fingerprint is None else f"{group}:{fingerprint}"
+        if key is not None and isinstance(cached.get(key), dict):
+            facts[name] = cached[key]
             continue
-        from metalandscape.metrics.base import metric_class, settings_json_schema
-
-        schemas[name] = settings_json_schema(metric_class(name))
-        if fingerprint is not None:
-            cached.pop(fingerprint, None)
-            cached[fingerprint] = schemas[name]
+        facts[name] = describe(name)
+        if key is not None:
+            cached.pop(key, None)
+            cached[key] = facts[name]
             built = True
     if built:
         _write_cache(dict(list(cached.items())[-CACHE_ENTRIES:]))
-    return schemas
+    return facts
 
 
 def plugin_fingerprint(entry: EntryPoint) -> str | None:
@@ -123,8 +154,12 @@ def _write_cache(cached: Mapping[str, Any]) -> None:
         return
 
 
-def config_schema(path: str | Path, metrics: Iterable[str] | None = None) -> dict[str, Any]:
-    """The schema file at ``path`` with the settings schema of each of ``metrics`` filled in.
+def config_schema(
+    path: str | Path, metrics: Iterable[str] | None = None, models: Iterable[str] = ()
+) -> dict[str, Any]:
+    """The schema file at ``path`` with the settings schema of each of ``metrics`` filled in,
+    the registered model names as the choices of ``overrides.model``, and the settings schema
+    of each of ``models`` checked where an experiment names it.
 
     ``metrics`` defaults to every registered metric. Settings of any other metric stay checked
     only as a mapping (the file's ``additionalProperties``).
@@ -132,6 +167,17 @@ def config_schema(path: str | Path, metrics: Iterable[str] | None = None) -> dic
     schema = yaml.safe_load(Path(path).read_text())
     section = schema["properties"]["metrics"]
     section["properties"] = {**section.get("properties", {}), **metric_settings_schemas(metrics)}
+    experiment = schema["$defs"]["experiment"]["properties"]
+    experiment["dataset"]["enum"] = list(dataset_names())
+    overrides = schema["$defs"]["overrides"]
+    overrides["properties"]["model"]["enum"] = sorted(model_entry_points())
+    overrides["allOf"] = [
+        {
+            "if": {"required": ["model"], "properties": {"model": {"const": name}}},
+            "then": {"properties": {"model_settings": facts["settings"]}},
+        }
+        for name, facts in model_facts(models).items()
+    ]
     return schema
 
 
@@ -145,15 +191,40 @@ def validate_config(config: Mapping[str, Any], path: str | Path) -> None:
     """
     import jsonschema
 
+    experiments = [e for e in config.get("experiments") or [] if isinstance(e, Mapping)]
+    models = {_model_of(experiment) for experiment in experiments} - {None}
     try:
-        schema = config_schema(path, config.get("metrics") or {})
-    except ValueError as error:  # a plugin that fails to load (MetricError)
+        schema = config_schema(path, config.get("metrics") or {}, models)  # type: ignore[arg-type]
+    except ValueError as error:  # a plugin that fails to load (MetricError, ModelError)
         raise ConfigSchemaError(str(error)) from None
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
         raise ConfigSchemaError(schema_error_line(error))
     _check_finite(dict(config))
+    _check_model_kinds(experiments)
+
+
+def _model_of(experiment: Mapping[str, Any]) -> str | None:
+    overrides = experiment.get("overrides")
+    return overrides.get("model") if isinstance(overrides, Mapping) else None
+
+
+def _check_model_kinds(experiments: list[Mapping[str, Any]]) -> None:
+    """Refuse an experiment whose model's outputs (logits, predictions) are not its tasks'."""
+    for number, experiment in enumerate(experiments):
+        model = _model_of(experiment)
+        if model is None:
+            continue
+        dataset = experiment["dataset"]
+        wanted = dataset_kind(dataset)
+        kind = model_facts([model])[model]["kind"]
+        if kind != wanted:
+            raise ConfigSchemaError(
+                f"config experiments[{number}].overrides.model: {model!r} is a {kind} model but "
+                f"{dataset} tasks are {wanted}; choose a {wanted} model, e.g. "
+                f"{default_model_name(dataset)}"
+            )
 
 
 def _check_finite(value: Any, parts: tuple[Any, ...] = ()) -> None:

@@ -1,4 +1,5 @@
-"""The paper's networks: Conv-4 (Vinyals et al., Finn et al.) and the sinusoid MLP.
+"""The paper's networks: Conv-4 (Vinyals et al., Finn et al.) and the sinusoid MLP, and their
+model plugins (``conv4``, ``mlp``; registered in pyproject.toml like any third-party model).
 
 BatchNorm always normalises with the statistics of the batch it sees (``track_running_stats=
 False``), at meta-training and at meta-test alike, as MAML's reference code does. Convolutions
@@ -10,10 +11,17 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
-from metalandscape.config import INITIALIZATIONS
+from metalandscape.models import INITIALIZATIONS
+from metalandscape.models.base import Model
+from metalandscape.settings import setting
+
+if TYPE_CHECKING:
+    from metalandscape.config import RunConfig
 
 
 def conv_block(in_channels: int, out_channels: int, *, use_max_pool: bool) -> nn.Sequential:
@@ -85,9 +93,6 @@ class SinusoidMLP(nn.Module):
         return self.head(self.body(inputs))
 
 
-HEAD_PREFIX = "head."
-
-
 def initialize(model: nn.Module, initialization: str) -> nn.Module:
     """Re-draw ``model``'s weights in place as ``initialization`` says (from torch's RNG).
 
@@ -103,3 +108,57 @@ def initialize(model: nn.Module, initialization: str) -> nn.Module:
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
     return model
+
+
+class Conv4Model(Model):
+    """Conv-4: four 3×3 conv blocks (BatchNorm on batch statistics, ReLU) and a linear head."""
+
+    name = "conv4"
+    kind = "classification"
+    description = "Conv-4 of Finn et al. (strided for characters, max-pooled for MiniImagenet)"
+
+    @dataclass(frozen=True)
+    class Settings:
+        filters: int = setting(64, minimum=1, description="convolution filters per layer")
+        max_pool: bool = setting(
+            False,
+            description="2×2 max-pooling after each block and flattened features (MiniImagenet) "
+            "instead of stride-2 convolutions and averaged features (characters)",
+        )
+
+    @classmethod
+    def settings_from_run(cls, config: RunConfig) -> dict[str, Any]:
+        """``filters`` from the run's key of that name, max-pooling on MiniImagenet."""
+        return {"filters": config.filters or 64, "max_pool": config.dataset == "miniimagenet"}
+
+    def build(self, input_shape: tuple[int, ...], outputs: int) -> nn.Module:
+        return Conv4(
+            input_shape,
+            outputs,
+            filters=self.settings.filters,
+            use_max_pool=self.settings.max_pool,
+        )
+
+
+class MLPModel(Model):
+    """A ReLU MLP with a linear head (Finn et al.'s sinusoid regressor: 1 → 40 → 40 → 1)."""
+
+    name = "mlp"
+    kind = "regression"
+    description = "ReLU MLP regressor (Finn et al.'s sinusoid network)"
+
+    @dataclass(frozen=True)
+    class Settings:
+        hidden_sizes: tuple[int, ...] = setting(
+            (40, 40), kind=tuple, items=int, minimum=1, description="hidden layer widths"
+        )
+
+    @classmethod
+    def settings_from_run(cls, config: RunConfig) -> dict[str, Any]:
+        """``hidden_sizes`` from the run's key of that name."""
+        return {"hidden_sizes": tuple(config.hidden_sizes)}
+
+    def build(self, input_shape: tuple[int, ...], outputs: int) -> nn.Module:
+        return SinusoidMLP(
+            hidden=self.settings.hidden_sizes, inputs=input_shape[-1], outputs=outputs
+        )
