@@ -408,3 +408,59 @@ def test_the_workflow_checks_a_class_folder_data_set_as_its_runs_read_it(tmp_pat
     check = directory / "results/data/folders.check.json"
     assert '"classes": 6' in check.read_text()
     assert (directory / "results/aggregate/folders.nc").is_file()
+
+
+@pytest.mark.slow
+def test_every_algorithm_and_builtin_metric_work_on_a_plugin_model(
+    plugins, tiny_fontglot, tmp_path
+):
+    """Each registered algorithm trains tinyres one meta-iteration; each built-in metric
+    measures the result (finite values)."""
+    import numpy as np
+
+    from metalandscape.algorithms import ALGORITHMS
+    from metalandscape.metrics.base import make_metric
+    from metalandscape.metrics.evaluate import evaluate
+    from metalandscape.training import train_run
+
+    metrics = [
+        make_metric("accuracy", {"tasks": 2, "splits": ["test"]}),
+        make_metric("support_loss", {"tasks": 2}),
+        make_metric("hessian", {"tasks": 2, "max_hessian_vector_products": 6}),
+        make_metric("trajectory_coherence", {"tasks": 3}),
+        make_metric("gradient_coherence", {"tasks": 3}),
+        make_metric("hessian_trace", {"tasks": 2, "probes": 2}),
+        make_metric("function_coherence", {"tasks": 3, "probe_tasks": 2}),
+    ]
+    for algorithm in ALGORITHMS:
+        config = fontglot_config(
+            tiny_fontglot,
+            algorithm=algorithm,
+            model="tinyres",
+            model_settings={"channels": 3},
+            epochs=1,
+            iterations_per_epoch=1,
+            meta_batch_size=2,
+            inner_steps=1,
+            finetune_batch_size=8,
+        )
+        run = train_run(config, tmp_path / f"{algorithm}.h5", progress=False)
+        results = evaluate(run, 1, metrics)
+        for name, dataset in results.items():
+            for variable in dataset.data_vars:
+                if variable == "inner_step_size":  # NaN where α is per parameter (ANIL, Meta-SGD)
+                    continue
+                values = dataset[variable].values
+                if np.issubdtype(values.dtype, np.floating):
+                    assert np.isfinite(values).all(), (algorithm, name, variable)
+
+
+def test_seeds_of_a_plugin_model_train_one_at_a_time(plugins, tiny_fontglot):
+    from metalandscape.lockstep import lockstep_refusal
+
+    configs = [fontglot_config(tiny_fontglot, model="tinyres", seed=seed) for seed in (0, 1)]
+    assert "built-in models only, not on 'tinyres'" in lockstep_refusal(configs)
+    narrow = [
+        fontglot_config(tiny_fontglot, model_settings={"filters": 16}, seed=s) for s in (0, 1)
+    ]
+    assert lockstep_refusal(narrow) is None

@@ -43,8 +43,9 @@ LOCKSTEP_CPU_MAX_FILTERS = 32
 
 def lockstep_refusal(configs: Sequence[RunConfig], device: str = "cpu") -> str | None:
     """Why ``configs`` should not train in lockstep on ``device`` (None when they should): at
-    least two runs, of one covered algorithm, equal in every setting but a distinct ``seed``;
-    on a CPU, a network no wider than :data:`LOCKSTEP_CPU_MAX_FILTERS` filters."""
+    least two runs, of one covered algorithm and a built-in model (conv4, mlp), equal in every
+    setting but a distinct ``seed``; on a CPU, a Conv-4 no wider than
+    :data:`LOCKSTEP_CPU_MAX_FILTERS` filters."""
     if len(configs) < 2:
         return "lockstep needs at least two runs"
     seeds = [config.seed for config in configs]
@@ -61,8 +62,11 @@ def lockstep_refusal(configs: Sequence[RunConfig], device: str = "cpu") -> str |
             f"algorithm {configs[0].algorithm!r} has no lockstep path (covered: MAML-family "
             "learners without the coherence regularizer)"
         )
-    filters = configs[0].filters or 64
-    wide = configs[0].kind == "classification" and filters > LOCKSTEP_CPU_MAX_FILTERS
+    model = configs[0].model_name
+    if model not in ("conv4", "mlp"):
+        return f"lockstep was measured on the built-in models only, not on {model!r}"
+    filters = configs[0].model_settings.get("filters") or configs[0].filters or 64
+    wide = model == "conv4" and filters > LOCKSTEP_CPU_MAX_FILTERS
     if device != "cuda" and wide:
         return (
             f"on a CPU a {filters}-filter network trains faster one seed at a time "
