@@ -11,7 +11,6 @@ from PIL import Image
 
 from metalandscape.data.folders import (
     IMAGE_SIZE_SETTING,
-    check_ways,
     describe_class_folders,
     load_class_folders,
 )
@@ -326,17 +325,3 @@ def test_invalid_settings(tmp_path: Path, settings: dict, phrase: str) -> None:
     with pytest.raises(DataError) as error:
         load_class_folders(tmp_path, **settings)
     assert_one_line_naming(error, phrase)
-
-
-def test_check_ways(tmp_path: Path) -> None:
-    write_dataset(tmp_path, {"train": {"a": 1, "b": 1, "c": 1}, "validation": {"d": 1, "e": 1}})
-    splits = load_class_folders(tmp_path)
-    check_ways(splits, 2, tmp_path)
-    with pytest.raises(DataError, match="fewer than n_way=3") as error:
-        check_ways(splits, 3, tmp_path)
-    assert_one_line_naming(error, tmp_path / "validation", "lower n_way to at most 2")
-    with pytest.raises(DataError, match="fewer than n_way=4") as error:
-        check_ways(splits, 4, str(tmp_path))
-    assert_one_line_naming(error, tmp_path / "train")
-    with pytest.raises(DataError, match="n_way must be"):
-        check_ways(splits, 0, tmp_path)

@@ -668,7 +668,7 @@ _COMMANDS = (
         "turn per-checkpoint weight files trained elsewhere into a run file to measure",
         "metalandscape import --set dataset=fontglot --set algorithm=maml --set n_way=5 "
         "--set model_settings='{filters: 32}' --checkpoint 0=e0.pt --checkpoint 500=e1.pt "
-        "--rename classifier.=head. --drop 'running_' --out results/runs/mine.h5",
+        "--rename classifier.=head. --drop 'running_|num_batches_tracked' --out results/runs/mine.h5",
         _add_import_options,
         _command_import,
     ),

@@ -130,24 +130,6 @@ def load_class_folders(
     }
 
 
-def check_ways(splits: dict[str, ClassImages], n_way: int, path: str | Path) -> None:
-    """Refuse any split of ``splits`` (loaded from ``path``) with fewer than ``n_way`` classes."""
-    if isinstance(n_way, bool) or not isinstance(n_way, int) or n_way < 1:
-        raise DataError(f"n_way must be a positive integer, got {n_way!r}")
-    root = Path(path).expanduser()
-    for split in SPLITS:
-        if split not in splits:
-            continue
-        classes = len(splits[split].class_names)
-        if classes < n_way:
-            folder = _present_split_folder(root, split)
-            raise DataError(
-                f"split folder {folder} has {classes} class folder{'s' if classes != 1 else ''}, "
-                f"fewer than n_way={n_way}; "
-                f"add class folders to it or lower n_way to at most {classes}"
-            )
-
-
 # --- layout -----------------------------------------------------------------------------------
 
 
@@ -223,14 +205,6 @@ def _split_folders(root: Path) -> dict[str, Path]:
             f"no train/ split folder in {root} ({holds}){parent}; expected {_layout_hint()}"
         )
     return folders
-
-
-def _present_split_folder(root: Path, split: str) -> Path:
-    """The folder ``split`` was read from (``val`` may be ``validation``), else ``root/split``."""
-    for name in SPLIT_FOLDER_NAMES.get(split, (split,)):
-        if (root / name).is_dir():
-            return root / name
-    return root / split
 
 
 def _list_split(split: str, folder: Path) -> _SplitFiles:
