@@ -311,3 +311,38 @@ def test_imported_runs_are_a_family_of_the_workflow(tmp_path, l2l_checkpoints):
         assert aggregate["test_target_accuracy"].notnull().all()
     assert (directory / "results/figures/fig2.png").stat().st_size > 0
     assert "fontglot" in (directory / "results/claims.md").read_text()
+
+
+def test_the_plan_lists_imported_runs_and_charges_them_no_training(tmp_path):
+    from metalandscape.grid import build_grid
+    from metalandscape.plan import job_lines, workflow_config
+
+    preset = yaml.safe_load((REPO / "workflow/presets/tiny.yaml").read_text())
+    preset["experiments"] = [
+        {
+            "dataset": "fontglot",
+            "ways": [5],
+            "shots": [1],
+            "algorithms": ["maml"],
+            "seeds": [0, 1],
+            "metrics": ["accuracy"],
+            "imported": {"checkpoints": [["0=a.pt", "500=b.pt"], ["0=c.pt", "500=d.pt"]]},
+        },
+        {
+            "dataset": "sinusoid",
+            "shots": [5],
+            "algorithms": ["maml"],
+            "seeds": [0],
+            "metrics": ["accuracy"],
+            "overrides": {"epochs": 1, "iterations_per_epoch": 5},
+        },
+    ]
+    (tmp_path / "preset.yaml").write_text(yaml.safe_dump(preset))
+    grid = build_grid(workflow_config(REPO / "config.yaml", [tmp_path / "preset.yaml"]))
+    lines = "\n".join(job_lines(grid))
+    assert "train          1" in lines and "import         2" in lines
+    run = grid.runs["fontglot-default-5way1shot-maml-seed1"]
+    assert run.epochs == 1 and run.meta_iterations == 500
+    assert run.import_arguments()[-2:] == ["--checkpoint=0=c.pt", "--checkpoint=500=d.pt"]
+    assert grid.solo_run_ids() == ["sinusoid-default-1way5shot-maml-seed0"]
+    assert grid.lockstep_groups() == {}

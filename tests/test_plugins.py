@@ -464,3 +464,25 @@ def test_seeds_of_a_plugin_model_train_one_at_a_time(plugins, tiny_fontglot):
         fontglot_config(tiny_fontglot, model_settings={"filters": 16}, seed=s) for s in (0, 1)
     ]
     assert lockstep_refusal(narrow) is None
+
+
+def test_a_data_set_whose_loader_is_gone_is_one_line(tmp_path):
+    source = (
+        "from metalandscape.data import DatasetSpec\n"
+        "GONE = DatasetSpec('gone', 'classification', 'gone', 'images', loader='nowhere:load')\n"
+    )
+    entry_points = "[metalandscape.datasets]\ngone = gone_data:GONE\n"
+    root = install_package(tmp_path / "site", "gone_data", source, entry_points)
+    command = [sys.executable, "-m", "metalandscape.cli", "train", "--out", str(tmp_path / "r.h5")]
+    command += [
+        "--set",
+        "dataset=gone",
+        "--set",
+        f"data_path={tmp_path}",
+        "--set",
+        "algorithm=maml",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "data set 'gone': its nowhere:load cannot be loaded (ModuleNotFoundError" in done.stderr

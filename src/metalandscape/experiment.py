@@ -13,10 +13,11 @@ from metalandscape.algorithms import load_algorithm
 from metalandscape.algorithms.maml import MetaAlgorithm, MetaSettings
 from metalandscape.config import ConfigError, RunConfig
 from metalandscape.data import DATASET_REGISTRY, DataOptions
-from metalandscape.data.tasks import ClassImages, ImageClassificationSource, TaskSource
+from metalandscape.data.tasks import ClassImages, DataError, ImageClassificationSource, TaskSource
 from metalandscape.functional import Params, parameters_of
 from metalandscape.models.base import ModelError, check_network, make_model_plugin, model_class
 from metalandscape.models.networks import initialize
+from metalandscape.plugins import load_failure
 
 
 @cache
@@ -26,21 +27,28 @@ def load_class_images(dataset: str, path: str, options: DataOptions) -> dict[str
     spec = DATASET_REGISTRY[dataset]
     if spec.loader is None:
         raise ValueError(f"data set {dataset!r} has no image files (it generates its tasks)")
-    loader: Any = _import_object(spec.loader)
+    loader: Any = _import_object(spec.loader, dataset)
     return loader(path, options)
 
 
-def _import_object(reference: str) -> Any:
-    """The object ``module:attribute`` names."""
-    module, attribute = reference.split(":")
-    return getattr(importlib.import_module(module), attribute)
+def _import_object(reference: str, dataset: str) -> Any:
+    """The object ``module:attribute`` names (a data set's loader or source); one DataError
+    line naming the data set when it cannot be imported."""
+    module, _, attribute = reference.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError) as error:
+        raise DataError(
+            f"data set {dataset!r}: its {reference} cannot be loaded ({load_failure(error)}); "
+            "reinstall the package that registers it"
+        ) from None
 
 
 def make_task_source(config: RunConfig) -> TaskSource:
     """The task source of the run's dataset, way and shot."""
     spec = DATASET_REGISTRY[config.dataset]
     if spec.source is not None:
-        return _import_object(spec.source)(config)
+        return _import_object(spec.source, config.dataset)(config)
     assert config.data_path is not None and config.query is not None
     splits = load_class_images(config.dataset, config.data_path, config.data_options())
     if config.train_classes is not None:

@@ -381,7 +381,8 @@ def estimate(
         row.runs += 1
         row.metric_jobs += len(bundles)
         row.measured_epochs += len(run.measured_epochs) * len(bundles)
-        iterations = run.epochs * int(run.settings.get("iterations_per_epoch", 500))
+        # runs trained elsewhere (imported) cost their metrics only
+        iterations = 0 if run.imported is not None else run.meta_iterations
         row.iterations += iterations
         if probe is not None:
             row.train_seconds += probe.seconds_per_iteration * iterations
@@ -410,7 +411,11 @@ def job_lines(grid: Grid) -> list[str]:
     data = sorted({run.settings["dataset"] for run in grid.runs.values()} & {"fontglot"})
     lines = ["jobs:"]
     lines.append(f"  data       {len(data):5d}  {', '.join(data) or '-'}")
-    lines.append(f"  train      {len(grid.runs):5d}  one per run")
+    imported = len(grid.imported_run_ids())
+    trained = len(grid.runs) - imported
+    lines.append(f"  train      {trained:5d}  one per run (seeds in lockstep share a job)")
+    if imported:
+        lines.append(f"  import     {imported:5d}  one per run trained elsewhere")
     lines.append(f"  metrics    {bundles:5d}  one per (run, metric bundle)")
     lines.append(f"  aggregate  {len(grid.families):5d}  {', '.join(grid.families)}")
     lines.append(f"  figure     {len(grid.figures):5d}  {', '.join(sorted(grid.figures))}")
