@@ -317,6 +317,9 @@ def test_the_plan_lists_imported_runs_and_charges_them_no_training(tmp_path):
     from metalandscape.grid import build_grid
     from metalandscape.plan import job_lines, workflow_config
 
+    a, b, c, d = (tmp_path / f"{name}.pt" for name in "abcd")
+    for file in (a, b, c, d):
+        file.write_bytes(b"")
     preset = yaml.safe_load((REPO / "workflow/presets/tiny.yaml").read_text())
     preset["experiments"] = [
         {
@@ -326,7 +329,7 @@ def test_the_plan_lists_imported_runs_and_charges_them_no_training(tmp_path):
             "algorithms": ["maml"],
             "seeds": [0, 1],
             "metrics": ["accuracy"],
-            "imported": {"checkpoints": [["0=a.pt", "500=b.pt"], ["0=c.pt", "500=d.pt"]]},
+            "imported": {"checkpoints": [[f"0={a}", f"500={b}"], [f"0={c}", f"500={d}"]]},
         },
         {
             "dataset": "sinusoid",
@@ -343,6 +346,11 @@ def test_the_plan_lists_imported_runs_and_charges_them_no_training(tmp_path):
     assert "train          1" in lines and "import         2" in lines
     run = grid.runs["fontglot-default-5way1shot-maml-seed1"]
     assert run.epochs == 1 and run.meta_iterations == 500
-    assert run.import_arguments()[-2:] == ["--checkpoint=0=c.pt", "--checkpoint=500=d.pt"]
+    assert run.import_arguments()[-2:] == [f"--checkpoint=0={c}", f"--checkpoint=500={d}"]
     assert grid.solo_run_ids() == ["sinusoid-default-1way5shot-maml-seed0"]
     assert grid.lockstep_groups() == {}
+    d.unlink()
+    from metalandscape.grid import GridError
+
+    with pytest.raises(GridError, match=f"imported checkpoint {d} does not exist"):
+        build_grid(workflow_config(REPO / "config.yaml", [tmp_path / "preset.yaml"]))

@@ -15,6 +15,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -444,6 +445,12 @@ def _imported_checkpoints(
         if any(b[0] <= a[0] for a, b in itertools.pairwise(pairs)):
             raise GridError(
                 f"{where}: imported checkpoints {files} must be in increasing meta-iterations"
+            )
+        missing = [file for _, file in pairs if not Path(file).is_file()]
+        if missing:
+            raise GridError(
+                f"{where}: imported checkpoint {missing[0]} does not exist (paths are relative "
+                "to the workflow's folder); fix imported.checkpoints"
             )
         parsed.append(pairs)
     return parsed
