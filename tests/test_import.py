@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -305,9 +306,8 @@ def test_imported_runs_are_a_family_of_the_workflow(tmp_path, l2l_checkpoints):
     import xarray as xr
 
     with xr.open_dataset(directory / "results/aggregate/mine.nc") as aggregate:
-        assert list(aggregate["iteration"].values.ravel()[:3]) == [0, 500, 1000] or (
-            aggregate["iteration"].notnull().all()
-        )
+        iterations = aggregate["iteration"].values
+        assert sorted(set(iterations[~np.isnan(iterations)].tolist())) == [0.0, 500.0, 1000.0]
         assert aggregate["test_target_accuracy"].notnull().all()
     assert (directory / "results/figures/fig2.png").stat().st_size > 0
     assert "fontglot" in (directory / "results/claims.md").read_text()

@@ -538,7 +538,7 @@ def _check_image_size(values: dict[str, Any], key: str) -> tuple[int, int] | Non
 
 def _check_model(values: dict[str, Any]) -> None:
     """``model`` names a registered model; ``model_settings`` is a mapping (its keys and values
-    are the model's to check, when it is built: metalandscape.models.base.make_model_plugin)."""
+    are the model's to check, when it is built: metalandscape.models.base.configured_model)."""
     model = values.get("model")
     if model is not None:
         registered = sorted(model_entry_points())

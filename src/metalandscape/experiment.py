@@ -15,7 +15,7 @@ from metalandscape.config import ConfigError, RunConfig
 from metalandscape.data import DATASET_REGISTRY, DataOptions
 from metalandscape.data.tasks import ClassImages, DataError, ImageClassificationSource, TaskSource
 from metalandscape.functional import Params, parameters_of
-from metalandscape.models.base import ModelError, check_network, make_model_plugin, model_class
+from metalandscape.models.base import ModelError, check_network, configured_model, model_class
 from metalandscape.models.networks import initialize
 from metalandscape.plugins import load_failure
 
@@ -90,9 +90,7 @@ def make_model(config: RunConfig, source: TaskSource, *, for_training: bool = Tr
                 f"model {config.model_name!r} is a {cls.kind} model but {config.dataset} tasks "
                 f"are {config.kind}; choose a {config.kind} model (config key 'model')"
             )
-        plugin = make_model_plugin(
-            config.model_name, {**cls.settings_from_run(config), **config.model_settings}
-        )
+        plugin = configured_model(cls, {**cls.settings_from_run(config), **config.model_settings})
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             model = check_network(plugin, plugin.build(tuple(source.input_shape), outputs), outputs)

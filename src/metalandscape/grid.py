@@ -10,7 +10,6 @@ one-line message. The workflow's rules read only this; importing it is cheap (no
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from metalandscape.config import ConfigError, resolve_run_config
 from metalandscape.data import DATASET_REGISTRY
 from metalandscape.data.splits import finn_split_sizes
 from metalandscape.figures.spec import FigureSpec, Needs
+from metalandscape.importing import CheckpointImportError, checked_order, parse_checkpoint_argument
 from metalandscape.lockstep import lockstep_refusal
 from metalandscape.runs import RunKey
 
@@ -42,6 +42,28 @@ class GridError(ValueError):
     """A config that passes the schema but describes an impossible grid."""
 
 
+@dataclass(frozen=True)
+class Imported:
+    """The checkpoint files of one run trained elsewhere and the rules renaming its tensors."""
+
+    checkpoints: tuple[tuple[int, str], ...]  # (meta-iteration, file), in training order
+    rename: tuple[str, ...] = ()  # OLD=NEW
+    drop: tuple[str, ...] = ()  # regular expressions
+
+    @property
+    def files(self) -> list[str]:
+        """The checkpoint files (the import job's inputs)."""
+        return [file for _, file in self.checkpoints]
+
+    def arguments(self) -> list[str]:
+        """``metalandscape import`` options after the run config."""
+        return [
+            *(f"--checkpoint={iteration}={file}" for iteration, file in self.checkpoints),
+            *(f"--rename={rule}" for rule in self.rename),
+            *(f"--drop={rule}" for rule in self.drop),
+        ]
+
+
 @dataclass
 class Run:
     """One training run: its key, RunConfig settings, and what is measured on it."""
@@ -54,10 +76,7 @@ class Run:
     metrics: set[str] = field(default_factory=set)
     measured_epochs: set[int] = field(default_factory=set)
     families: list[str] = field(default_factory=list)
-    # A run trained elsewhere (experiments[].imported): its ``metalandscape import`` arguments
-    # after the run config (--checkpoint, --rename, --drop), and the checkpoint files.
-    imported: list[str] | None = None
-    imported_files: list[str] = field(default_factory=list)
+    imported: Imported | None = None  # a run trained elsewhere (experiments[].imported)
 
     @property
     def id(self) -> str:
@@ -86,7 +105,7 @@ class Run:
         arguments = []
         for key in sorted(set(self.settings) - {"epochs"}):
             arguments += ["--set", f"{key}={yaml_scalar(self.settings[key])}"]
-        return [*arguments, *(self.imported or [])]
+        return [*arguments, *(self.imported.arguments() if self.imported else [])]
 
     def epoch_arguments(self) -> list[str]:
         """``--epoch E`` of every measured epoch, in order."""
@@ -400,12 +419,11 @@ def _runs_of(config: Mapping[str, Any], index: int, group: Mapping[str, Any]) ->
                     run = Run(key, settings, resolved.kind, resolved.epochs, iterations)
                     if imported is not None:
                         run.meta_iterations = imported[number][-1][0]
-                        run.imported_files = [file for _, file in imported[number]]
-                        run.imported = [
-                            *(f"--checkpoint={i}={file}" for i, file in imported[number]),
-                            *(f"--rename={rule}" for rule in group["imported"].get("rename", [])),
-                            *(f"--drop={rule}" for rule in group["imported"].get("drop", [])),
-                        ]
+                        run.imported = Imported(
+                            tuple(imported[number]),
+                            tuple(group["imported"].get("rename", [])),
+                            tuple(group["imported"].get("drop", [])),
+                        )
                     runs.append(run)
     return runs
 
@@ -438,14 +456,11 @@ def _imported_checkpoints(
         )
     parsed = []
     for files in lists:
-        pairs = []
-        for text in files:
-            iteration, _, file = text.partition("=")
-            pairs.append((int(iteration), file))
-        if any(b[0] <= a[0] for a, b in itertools.pairwise(pairs)):
-            raise GridError(
-                f"{where}: imported checkpoints {files} must be in increasing meta-iterations"
-            )
+        try:
+            pairs = checked_order(parse_checkpoint_argument(text) for text in files)
+        except CheckpointImportError as error:
+            raise GridError(f"{where}: imported.checkpoints: {error}") from None
+        pairs = [(iteration, str(file)) for iteration, file in pairs]
         missing = [file for _, file in pairs if not Path(file).is_file()]
         if missing:
             raise GridError(

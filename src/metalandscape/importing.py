@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from metalandscape.checkpoints import RunWriter, remove_partial
 from metalandscape.config import RunConfig, resolve_run_config
-from metalandscape.functional import Params
+
+if TYPE_CHECKING:  # torch loads when weights are read: the workflow's planning parses here too
+    import torch
+
+    from metalandscape.functional import Params
 
 #: Keys under which checkpoint files commonly nest the state_dict.
 NESTED_KEYS = ("state_dict", "model_state_dict", "model")
@@ -48,6 +49,18 @@ def parse_checkpoint_argument(text: str) -> tuple[int, Path]:
     return int(iteration), Path(file)
 
 
+def checked_order(checkpoints: Iterable[tuple[int, Any]]) -> list[tuple[int, Any]]:
+    """``checkpoints`` when their meta-iterations strictly increase."""
+    listed = list(checkpoints)
+    iterations = [iteration for iteration, _ in listed]
+    if any(b <= a for a, b in itertools.pairwise(iterations)):
+        raise CheckpointImportError(
+            f"checkpoint iterations {iterations} must be strictly increasing; list the files in "
+            "training order"
+        )
+    return listed
+
+
 def parse_rename(text: str) -> tuple[str, str]:
     """``OLD=NEW`` prefix rule."""
     old, separator, new = text.partition("=")
@@ -60,6 +73,8 @@ def parse_rename(text: str) -> tuple[str, str]:
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of one checkpoint file, by name (no pickle beyond tensors)."""
+    import torch
+
     if not path.is_file():
         raise CheckpointImportError(f"checkpoint {path} does not exist; check the path")
     if path.suffix == ".safetensors":
@@ -85,6 +100,8 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def _state_dict_of(loaded: Any, path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a loaded checkpoint: a dict of tensors, or one nested under a usual key."""
+    import torch
+
     if isinstance(loaded, Mapping):
         nested = [key for key in NESTED_KEYS if isinstance(loaded.get(key), Mapping)]
         if nested and not all(torch.is_tensor(value) for value in loaded.values()):
@@ -130,6 +147,8 @@ def map_names(
 
 def match_parameters(tensors: Mapping[str, torch.Tensor], expected: Params, path: Path) -> Params:
     """``tensors`` as float parameters in ``expected``'s order, every name and shape checked."""
+    import torch
+
     missing = [name for name in expected if name not in tensors]
     extra = sorted(name for name in tensors if name not in expected)
     hint = "add --rename OLD=NEW rules (or --drop patterns); metalandscape import --help"
@@ -182,14 +201,10 @@ def import_run(
 ) -> Path:
     """Write the run file ``out`` from ``checkpoints`` ((meta-iteration, file) pairs, in
     increasing iterations) and the run config ``values``; whole or not at all."""
+    from metalandscape.checkpoints import RunWriter, remove_partial
     from metalandscape.experiment import initial_params, make_model, make_task_source
 
-    iterations = [iteration for iteration, _ in checkpoints]
-    if any(b <= a for a, b in itertools.pairwise(iterations)):
-        raise CheckpointImportError(
-            f"checkpoint iterations {iterations} must be strictly increasing; list the files in "
-            "training order"
-        )
+    iterations = [iteration for iteration, _ in checked_order(checkpoints)]
     config = imported_config(values, len(checkpoints))
     expected = initial_params(make_model(config, make_task_source(config)))
     epochs = [

@@ -6,7 +6,7 @@
 rule import_run:
     input:
         data=run_data,
-        checkpoints=lambda wildcards: run_of(wildcards).imported_files,
+        checkpoints=lambda wildcards: run_of(wildcards).imported.files,
     output:
         "results/runs/{run}.h5",
     log:

@@ -155,11 +155,14 @@ def _write_cache(cached: Mapping[str, Any]) -> None:
 
 
 def config_schema(
-    path: str | Path, metrics: Iterable[str] | None = None, models: Iterable[str] = ()
+    path: str | Path,
+    metrics: Iterable[str] | None = None,
+    models: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The schema file at ``path`` with the settings schema of each of ``metrics`` filled in,
-    the registered model names as the choices of ``overrides.model``, and the settings schema
-    of each of ``models`` checked where an experiment names it.
+    the registered data set and model names as the choices of ``dataset`` and
+    ``overrides.model``, and each model's settings schema (``models``: :func:`model_facts`)
+    checked where an experiment names it.
 
     ``metrics`` defaults to every registered metric. Settings of any other metric stay checked
     only as a mapping (the file's ``additionalProperties``).
@@ -176,7 +179,7 @@ def config_schema(
             "if": {"required": ["model"], "properties": {"model": {"const": name}}},
             "then": {"properties": {"model_settings": facts["settings"]}},
         }
-        for name, facts in model_facts(models).items()
+        for name, facts in (models or {}).items()
     ]
     return schema
 
@@ -192,9 +195,10 @@ def validate_config(config: Mapping[str, Any], path: str | Path) -> None:
     import jsonschema
 
     experiments = [e for e in config.get("experiments") or [] if isinstance(e, Mapping)]
-    models = {_model_of(experiment) for experiment in experiments} - {None}
+    named = {_model_of(experiment) for experiment in experiments} - {None}
     try:
-        schema = config_schema(path, config.get("metrics") or {}, models)  # type: ignore[arg-type]
+        models = model_facts(named)  # type: ignore[arg-type]
+        schema = config_schema(path, config.get("metrics") or {}, models)
     except ValueError as error:  # a plugin that fails to load (MetricError, ModelError)
         raise ConfigSchemaError(str(error)) from None
     validator = jsonschema.Draft202012Validator(schema)
@@ -202,7 +206,7 @@ def validate_config(config: Mapping[str, Any], path: str | Path) -> None:
     if error is not None:
         raise ConfigSchemaError(schema_error_line(error))
     _check_finite(dict(config))
-    _check_model_kinds(experiments)
+    _check_model_kinds(experiments, models)
 
 
 def _model_of(experiment: Mapping[str, Any]) -> str | None:
@@ -210,7 +214,9 @@ def _model_of(experiment: Mapping[str, Any]) -> str | None:
     return overrides.get("model") if isinstance(overrides, Mapping) else None
 
 
-def _check_model_kinds(experiments: list[Mapping[str, Any]]) -> None:
+def _check_model_kinds(
+    experiments: list[Mapping[str, Any]], models: Mapping[str, Mapping[str, Any]]
+) -> None:
     """Refuse an experiment whose model's outputs (logits, predictions) are not its tasks'."""
     for number, experiment in enumerate(experiments):
         model = _model_of(experiment)
@@ -218,7 +224,7 @@ def _check_model_kinds(experiments: list[Mapping[str, Any]]) -> None:
             continue
         dataset = experiment["dataset"]
         wanted = dataset_kind(dataset)
-        kind = model_facts([model])[model]["kind"]
+        kind = models[model]["kind"]
         if kind != wanted:
             raise ConfigSchemaError(
                 f"config experiments[{number}].overrides.model: {model!r} is a {kind} model but "

@@ -50,7 +50,7 @@ _LAZY = {
     "Model": "base",
     "ModelError": "base",
     "model_class": "base",
-    "make_model_plugin": "base",
+    "configured_model": "base",
 }
 
 

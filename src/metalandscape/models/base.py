@@ -88,14 +88,13 @@ def model_class(name: str) -> type[Model]:
     return cls
 
 
-def make_model_plugin(name: str, settings: Mapping[str, Any] | None = None) -> Model:
-    """Model ``name`` with ``settings`` checked against its Settings dataclass."""
-    cls = model_class(name)
+def configured_model(cls: type[Model], settings: Mapping[str, Any] | None = None) -> Model:
+    """A ``cls`` plugin with ``settings`` checked against its Settings dataclass."""
     try:
         parsed = parse_settings(
             cls.Settings,
             dict(settings or {}),
-            owner=f"model {name!r}",
+            owner=f"model {cls.name!r}",
             fix="config key model_settings: {key}",
         )
     except SettingsError as error:
