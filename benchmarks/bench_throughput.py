@@ -1,24 +1,35 @@
-"""Training throughput: meta-iterations per core-second, one seed at a time against seeds in
-lockstep, on the study's and the paper's training shapes (issue 24).
+"""Training throughput: meta-iterations per core-second of the code before issue 24 against
+seeds in lockstep with the networks' batched forward passes and kept freed memory, on the
+study's and the paper's training shapes.
 
 Usage: python benchmarks/bench_throughput.py [--data FONTGLOT.npz] [--seeds 3] [--iterations 20]
-       [--device cpu|cuda] [--settings NAME ...]
+       [--repeats 3] [--device cpu|cuda] [--settings NAME ...]
 
 Each (setting, path) runs in a fresh process on one thread (``torch.set_num_threads(1)``): the
 learners are built, one warm-up step is taken, then ``--iterations`` timed meta-iterations
-(process CPU time; wall time after a synchronize on CUDA). ``solo``: today's path, each seed's
-``train_step`` in turn with the run's own task chunk size; ``lockstep``: the same seeds in one
-batched pass (:func:`metalandscape.lockstep.lockstep_train_step`). Printed per row: seed
-meta-iterations per core-second (per GPU-second on CUDA), counted GFLOP per meta-iteration
-(``torch.utils.flop_counter`` on one meta-step of the per-task loop: convolutions and matrix
-products, forward and all backward passes), GFLOP/s, the process's peak resident memory, and lockstep's speed-up
-over solo measured in the same run. Without ``--data`` a 200-class fontglot is built under
-``$TMPDIR``.
+(process CPU time; wall time after a synchronize on CUDA). Paths:
+
+- ``before``: the code before issue 24: each seed's ``train_step`` in turn with the run's own task
+  chunk size, forward passes mapped with ``vmap`` (:func:`metalandscape.functional.
+  vmapped_forward_only`), glibc's default ``malloc`` settings.
+- ``solo``: one seed at a time as today: the networks' ``forward_batched`` and
+  :func:`metalandscape.devices.keep_freed_memory` (what a run that cannot train in lockstep gets).
+- ``lockstep``: the same seeds in one batched pass (:func:`metalandscape.lockstep.
+  lockstep_train_step`), as ``solo`` otherwise.
+
+Printed per row: seed meta-iterations per core-second (per GPU-second on CUDA), counted GFLOP per
+meta-iteration (``torch.utils.flop_counter`` on one meta-step of the per-task loop: convolutions
+and matrix products, forward and all backward passes), GFLOP/s, the process's peak resident
+memory, its minor page faults per seed meta-iteration, and the speed-up over ``before`` measured
+in the same run. Each path runs ``--repeats`` times, the paths interleaved, and the run of median
+throughput is printed: on a shared 2-core machine one process can run 20% slow. Without ``--data`` a 200-class fontglot is built under ``$TMPDIR``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import os
 import resource
@@ -28,6 +39,8 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+
+PATHS = ("before", "solo", "lockstep")
 
 SETTINGS: dict[str, dict] = {
     "fontglot 1-shot T1 B8 16f": {
@@ -135,10 +148,12 @@ def measure(name: str, path: str, seeds: int, iterations: int, data: str, device
     with counter:
         counting.train_step(1)
     synchronize()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     started_cpu, started_wall = time.process_time(), time.perf_counter()
     for iteration in range(2, 2 + iterations):
         step(iteration)
     synchronize()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     seconds = (
         (time.perf_counter() - started_wall)
         if device == "cuda"
@@ -154,7 +169,14 @@ def measure(name: str, path: str, seeds: int, iterations: int, data: str, device
         "gflop": gflop,
         "gflops": gflop / per_seed_iteration,
         "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "faults_per_seed_iteration": faults / (iterations * seeds),
     }
+
+
+def _median_row(rows: list[dict]) -> dict:
+    """The run of median throughput (the lower middle one of an even count)."""
+    ordered = sorted(rows, key=lambda row: row["iterations_per_core_second"])
+    return ordered[(len(ordered) - 1) // 2]
 
 
 def main() -> None:
@@ -162,12 +184,25 @@ def main() -> None:
     parser.add_argument("--data", help="fontglot .npz (default: build a 200-class one)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="fresh processes per path, interleaved; the median run is printed",
+    )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--child", nargs=2, metavar=("SETTING", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        row = measure(*args.child, args.seeds, args.iterations, args.data, args.device)
+        from metalandscape.devices import keep_freed_memory
+        from metalandscape.functional import vmapped_forward_only
+
+        before = args.child[1] == "before"
+        if not before:
+            keep_freed_memory()
+        with vmapped_forward_only() if before else contextlib.nullcontext():
+            row = measure(*args.child, args.seeds, args.iterations, args.data, args.device)
         print(json.dumps(row))
         return
     data = args.data
@@ -179,17 +214,18 @@ def main() -> None:
             build_fontglot(data, classes=200, workers=1, progress=False)
     print(
         f"# load average {os.getloadavg()[0]:.2f}; {args.seeds} seeds, {args.iterations} "
-        f"timed meta-iterations each, one thread, device {args.device}"
+        f"timed meta-iterations each, one thread, device {args.device}; median of "
+        f"{args.repeats} interleaved processes per path"
     )
     print(
         "| setting | path | seed meta-iterations / core-s | GFLOP / meta-iteration | GFLOP/s "
-        "| peak MiB | speed-up |"
+        "| peak MiB | page faults / meta-iteration | speed-up over before |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     for name in args.settings:
-        rows = {}
-        for path in ("solo", "lockstep"):
+        runs: dict[str, list[dict]] = {path: [] for path in PATHS}
+        for _repeat, path in itertools.product(range(args.repeats), PATHS):
             command = [
                 sys.executable,
                 __file__,
@@ -206,15 +242,16 @@ def main() -> None:
                 args.device,
             ]
             done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
-            rows[path] = json.loads(done.stdout.strip().splitlines()[-1])
+            runs[path].append(json.loads(done.stdout.strip().splitlines()[-1]))
+        rows = {path: _median_row(measured) for path, measured in runs.items()}
         for path, row in rows.items():
             speed_up = (
-                row["iterations_per_core_second"] / rows["solo"]["iterations_per_core_second"]
+                row["iterations_per_core_second"] / rows["before"]["iterations_per_core_second"]
             )
             print(
                 f"| {name} | {path} | {row['iterations_per_core_second']:.1f} | "
                 f"{row['gflop']:.3f} | {row['gflops']:.1f} | {row['peak_mib']:.0f} | "
-                f"{speed_up:.2f}× |",
+                f"{row['faults_per_seed_iteration']:.0f} | {speed_up:.2f}× |",
                 flush=True,
             )
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One prepared GPU check (≤ 8 min on one H100/H200): the cuda-marked tests, bench_maml.py,
-# bench_hessian_backends.py and bench_throughput.py (5 seeds alone and in lockstep) on the card
+# bench_hessian_backends.py and bench_throughput.py (5 seeds before issue 24, alone and in lockstep) on the card
 # with short settings, and the tiny preset with
 # `device: cuda` and `--resources gpu=1` against the same preset on CPU (aggregates compared to
 # float tolerance). Prints one table headed by the card's name (nvidia-smi).
@@ -114,7 +114,7 @@ step bench-hessian 90 python benchmarks/bench_hessian_backends.py --quick --task
   --repeats 1 --device "$DEVICE" --work-dir "$WORK/bench-hessian"
 step bench-hessian-warm 90 python benchmarks/bench_hessian_backends.py --walk-epochs 3 \
   --tasks 12 --device "$DEVICE" --work-dir "$WORK/bench-hessian"
-step bench-throughput 150 python benchmarks/bench_throughput.py --device "$DEVICE" --seeds 5 \
+step bench-throughput 150 python benchmarks/bench_throughput.py --device "$DEVICE" --seeds 5 --repeats 1 \
   --iterations 10 --settings "fontglot 1-shot T5 B4 16f" "fontglot 1-shot T1 B32 64f"
 step tiny-preset 180 tiny_pair
 

@@ -212,12 +212,13 @@ def _command_train(args: argparse.Namespace) -> int:
     configs = [resolve_run_config({**settings, "seed": seed}) for seed in seeds] or [
         resolve_run_config(settings)
     ]
-    from metalandscape.devices import resolve_device, set_threads
+    from metalandscape.devices import keep_freed_memory, resolve_device, set_threads
     from metalandscape.gpu_lease import lease_for_device
     from metalandscape.training import train_run, train_runs_in_lockstep
 
     lease_for_device(args.device)  # before anything initialises CUDA; held until exit
     set_threads(args.threads)
+    keep_freed_memory()
     device = resolve_device(args.device)
     for config, out in zip(configs, args.out, strict=True):
         log.info("training %s on %s: %s", out, device, config.to_json())
@@ -267,7 +268,7 @@ def metric_settings_from_arguments(
 
 
 def _command_metrics(args: argparse.Namespace) -> int:
-    from metalandscape.devices import resolve_device, set_threads
+    from metalandscape.devices import keep_freed_memory, resolve_device, set_threads
     from metalandscape.metrics.base import available_metrics, make_metric
     from metalandscape.metrics.evaluate import evaluate, write_netcdf
 
@@ -285,6 +286,7 @@ def _command_metrics(args: argparse.Namespace) -> int:
 
     lease_for_device(args.device)  # before anything initialises CUDA; held until exit
     set_threads(args.threads)
+    keep_freed_memory()
     device = resolve_device(args.device)
     settings = metric_settings_from_arguments(args.settings_json, args.set)
     unknown = sorted(set(settings) - set(args.metric))

@@ -7,7 +7,8 @@ support loss, with one step size or one per parameter (Meta-SGD's α, ANIL's hea
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +40,31 @@ def load_parameters(model: nn.Module, params: Params) -> None:
 def forward(model: nn.Module, params: Params, inputs: Tensor) -> Tensor:
     """The network's outputs at ``params``."""
     return functional_call(model, params, (inputs,))
+
+
+_network_batched_forward = True
+
+
+@contextmanager
+def vmapped_forward_only() -> Iterator[None]:
+    """Within it, :func:`forward_tasks` maps :meth:`forward` with ``vmap`` even for networks
+    with their own ``forward_batched`` (the reference path of tests and benchmarks)."""
+    global _network_batched_forward
+    previous, _network_batched_forward = _network_batched_forward, False
+    try:
+        yield
+    finally:
+        _network_batched_forward = previous
+
+
+def forward_tasks(model: nn.Module, params: Params, inputs: Tensor) -> Tensor:
+    """Outputs ``[tasks, examples, ...]`` of per-task ``params`` on per-task ``inputs`` (both
+    with a leading task axis): the network's ``forward_batched`` where it has one (Conv-4, the
+    MLP), else ``vmap`` of :func:`forward` over tasks."""
+    batched = getattr(model, "forward_batched", None)
+    if batched is not None and _network_batched_forward:
+        return batched(params, inputs)
+    return torch.func.vmap(lambda p, x: forward(model, p, x))(params, inputs)
 
 
 def loss_from_outputs(outputs: Tensor, labels: Tensor, kind: TaskKind) -> Tensor:
@@ -78,13 +104,14 @@ def task_losses(
 ) -> Tensor:
     """Per-task losses ``[tasks]`` (``batched``: params, inputs, labels carry a task axis).
 
-    Only the forward pass is mapped with ``torch.func.vmap``; gradients are taken outside with
+    Only the forward pass is batched (:func:`forward_tasks`); gradients are taken outside with
     plain autograd with respect to the per-task parameters, which is exact also with BatchNorm
     (unlike ``torch.func.grad`` of a mean over a vmapped loss).
     """
     if not batched:
         return task_loss(model, params, inputs, labels, kind)[None]
-    return torch.func.vmap(lambda p, x, y: task_loss(model, p, x, y, kind))(params, inputs, labels)
+    outputs = forward_tasks(model, params, inputs)
+    return torch.func.vmap(lambda o, y: loss_from_outputs(o, y, kind))(outputs, labels)
 
 
 def gradient_leaves(params: Params, names: Container[str] | None = None) -> Params:

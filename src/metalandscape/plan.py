@@ -466,9 +466,10 @@ def command_plan(args: argparse.Namespace) -> int:
     print("\n".join(job_lines(grid)))
     if args.no_probe:
         return 0
-    from metalandscape.devices import resolve_device, set_threads
+    from metalandscape.devices import keep_freed_memory, resolve_device, set_threads
 
     set_threads(args.threads)
+    keep_freed_memory()
     device = resolve_device(args.device)
     runs = list(grid.runs.values())
     chosen = choose_probes(runs, args.probe_limit)

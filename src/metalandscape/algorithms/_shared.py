@@ -26,6 +26,7 @@ from metalandscape.functional import (
     StepSizes,
     adapt,
     forward,
+    forward_tasks,
     gradient_leaves,
     loss_from_outputs,
     score_from_outputs,
@@ -149,7 +150,7 @@ def target_losses(
         outputs = forward(model, adapted, chunk.target_inputs)
         losses = loss_from_outputs(outputs, chunk.target_labels, kind)
         return losses[None], score_from_outputs(outputs, chunk.target_labels, kind)[None]
-    outputs = torch.func.vmap(lambda p, x: forward(model, p, x))(adapted, chunk.target_inputs)
+    outputs = forward_tasks(model, adapted, chunk.target_inputs)
     losses = torch.func.vmap(lambda o, y: loss_from_outputs(o, y, kind))(
         outputs, chunk.target_labels
     )
