@@ -35,9 +35,9 @@ if TYPE_CHECKING:  # torch is imported by the functions that compute: planning s
     from metalandscape.functional import Params
 
 
-#: On a CPU, Conv-4s wider than this train faster one seed at a time: their kernels are
-#: arithmetic-bound already, and lockstep's bigger ones run slower (benchmarks/
-#: bench_throughput.py: 64 filters, meta-batch 32, 3 seeds: 0.80× in lockstep).
+#: On a CPU, Conv-4s wider than this gain nothing in lockstep: their kernels are
+#: arithmetic-bound already (benchmarks/bench_throughput.py, 64 filters, meta-batch 32, 3 seeds:
+#: 0.80–0.97× of one seed at a time), and one job per run schedules more freely.
 LOCKSTEP_CPU_MAX_FILTERS = 32
 
 
