@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metalandscape.models import INITIALIZATIONS
 from metalandscape.models.base import Model
+from metalandscape.models.batched_ops import grouped_conv2d, training_batch_norm
 from metalandscape.settings import setting
 
 if TYPE_CHECKING:
@@ -84,39 +84,27 @@ class Conv4(nn.Module):
         W]``: what ``vmap`` of :meth:`forward` over tasks computes, in fewer, larger kernels.
 
         Activations stay ``[examples, tasks × channels, H, W]`` throughout: convolutions are
-        grouped by task and BatchNorm normalises each (task, channel) over its examples. The
-        strided network's first convolution is a product with image patches, because PyTorch's
-        double backward of a convolution also computes the gradient of its input, the images,
-        which nothing needs.
+        grouped by task and BatchNorm normalises each (task, channel) over its examples, both with
+        the short double backward of :mod:`metalandscape.models.batched_ops`.
         """
         tasks, examples = inputs.shape[:2]
-        hidden = inputs
+        hidden = inputs.transpose(0, 1).reshape(examples, -1, *inputs.shape[3:])
         for index, block in enumerate(self.features):
             convolution, norm = block[0], block[1]
             weight = params[f"features.{index}.0.weight"]
-            if index == 0:
-                if self.flatten_features:
-                    hidden = inputs.transpose(0, 1).reshape(examples, -1, *inputs.shape[3:])
-                else:
-                    hidden = _patch_convolution(convolution, weight, inputs)
-            if index > 0 or self.flatten_features:
-                hidden = F.conv2d(
-                    hidden,
-                    weight.reshape(-1, *weight.shape[2:]),
-                    None,
-                    convolution.stride,
-                    convolution.padding,
-                    convolution.dilation,
-                    tasks,
-                )
-            hidden = F.batch_norm(
+            hidden = grouped_conv2d(
                 hidden,
-                None,
-                None,
+                weight.reshape(-1, *weight.shape[2:]),
+                convolution.stride,
+                convolution.padding,
+                convolution.dilation,
+                tasks,
+            )
+            hidden = training_batch_norm(
+                hidden,
                 params[f"features.{index}.1.weight"].reshape(-1),
                 params[f"features.{index}.1.bias"].reshape(-1),
-                training=True,
-                eps=norm.eps,
+                norm.eps,
             )
             for layer in block[2:]:  # ReLU, max-pooling: per channel
                 hidden = layer(hidden)
@@ -129,37 +117,6 @@ class Conv4(nn.Module):
             features.transpose(0, 1),
             params["head.weight"].transpose(1, 2),
         )
-
-
-def _patch_convolution(convolution: nn.Conv2d, weight: Tensor, inputs: Tensor) -> Tensor:
-    """``convolution`` with per-task ``weight`` ``[tasks, out, C, kh, kw]`` of ``inputs``
-    ``[tasks, examples, C, H, W]`` as a product with unfolded patches; ``[examples, tasks ×
-    out, H', W']``."""
-    tasks, examples, channels, height, width = inputs.shape
-    out_channels = weight.shape[1]
-    patches = F.unfold(
-        inputs.reshape(tasks * examples, channels, height, width),
-        convolution.kernel_size,
-        dilation=convolution.dilation,
-        padding=convolution.padding,
-        stride=convolution.stride,
-    )
-    sizes = [
-        (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
-        for size, pad, dilation, kernel, stride in zip(
-            (height, width),
-            convolution.padding,
-            convolution.dilation,
-            convolution.kernel_size,
-            convolution.stride,
-            strict=True,
-        )
-    ]
-    products = torch.matmul(
-        weight.reshape(tasks, 1, out_channels, -1),
-        patches.view(tasks, examples, patches.shape[1], patches.shape[2]),
-    )  # [tasks, examples, out, H' × W']
-    return products.transpose(0, 1).reshape(examples, tasks * out_channels, *sizes)
 
 
 class SinusoidMLP(nn.Module):
