@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -98,6 +99,41 @@ def test_rotation_modes():
         assert (seen_turns != {0}) == expect_rotated
     expand = ImageClassificationSource(splits, n_way=3, k_shot=1, query=1, rotation="expand")
     assert expand.supervised_classes == 4 * 12
+
+
+def colour_splits() -> dict[str, ClassImages]:
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(9, 6, 5, 5, 3), dtype=np.uint8)
+    return {"train": ClassImages(images, tuple(f"c{i}" for i in range(9)))}
+
+
+# sha256 (first 16 hex digits) of tasks 0-5 of seed 3, drawn one by one by the per-task code that
+# preceded the batched draw (commit 55457bb): the batched draw must not change any task.
+PINNED_TASKS = {
+    ("grey", "off"): "a1b425e8af019395",
+    ("grey", "per_task"): "00e7a56c176de64d",
+    ("grey", "expand"): "f41b43f8c5703e47",
+    ("colour", "off"): "bfa1b162f69363a3",
+    ("colour", "per_task"): "675b473ed1e54754",
+    ("colour", "expand"): "62771f7f12d74018",
+}
+
+
+@pytest.mark.parametrize(("colours", "mode"), list(PINNED_TASKS))
+def test_image_batches_are_byte_identical_to_tasks_drawn_one_by_one(colours, mode):
+    splits = make_splits() if colours == "grey" else colour_splits()
+    source = ImageClassificationSource(splits, n_way=4, k_shot=2, query=3, rotation=mode)
+    sampler = TaskSampler(source, seed=3)
+    digest = hashlib.sha256()
+    for index in range(6):
+        for part in sampler.task("train", index)._fields():
+            digest.update(part.numpy().tobytes())
+    assert digest.hexdigest()[:16] == PINNED_TASKS[colours, mode]
+    batch = sampler.meta_batch("train", 2, 7)
+    one_by_one = TaskBatch.stack([sampler.task("train", index) for index in range(14, 21)])
+    for drawn, expected in zip(batch._fields(), one_by_one._fields(), strict=True):
+        assert drawn.dtype == expected.dtype and drawn.is_contiguous()
+        assert drawn.numpy().tobytes() == expected.numpy().tobytes()
 
 
 def test_bad_settings_are_refused():

@@ -260,8 +260,46 @@ class ImageClassificationSource:
         return _to_float_images(images), torch.from_numpy(labels.astype(np.int64))
 
     def make_task(self, split: Split, rng: np.random.Generator) -> Task:
+        return self.make_batch(split, [rng])[0]
+
+    def make_batch(self, split: Split, rngs: Sequence[np.random.Generator]) -> TaskBatch:
+        """The tasks of ``rngs`` stacked; each generator draws its task's classes, rotations and
+        samples in turn, then the images of all tasks are gathered, rotated and converted at
+        once (labels follow each task's random class order: class j of a task is label j)."""
+        if not rngs:
+            raise ValueError("cannot draw an empty batch of tasks")
         data = self.splits[split].images
         n_classes, n_samples = data.shape[:2]
+        per_class = self.k_shot + self.query
+        draws = [self._draw_task(rng, n_classes, n_samples, per_class) for rng in rngs]
+        class_ids = np.stack([draw[0] for draw in draws])  # [tasks, n_way]
+        rotations = np.stack([draw[1] for draw in draws])
+        picks = np.stack([draw[2] for draw in draws])  # [tasks, n_way, per_class]
+        images = data[class_ids[..., None], picks]  # [tasks, n_way, per_class, H, W(, 3)]
+        for turns in (1, 2, 3):
+            rotated = rotations == turns
+            if rotated.any():
+                images[rotated] = np.rot90(images[rotated], k=turns, axes=(2, 3))
+        tasks = len(rngs)
+
+        def inputs(part: np.ndarray) -> Tensor:
+            flat = _to_float_images(part.reshape(-1, *part.shape[3:]))
+            return flat.view(tasks, -1, *flat.shape[1:])
+
+        def labels(shots: int) -> Tensor:
+            return torch.arange(self.n_way).repeat_interleave(shots).expand(tasks, -1).contiguous()
+
+        return TaskBatch(
+            support_inputs=inputs(images[:, :, : self.k_shot]),
+            support_labels=labels(self.k_shot),
+            target_inputs=inputs(images[:, :, self.k_shot :]),
+            target_labels=labels(self.query),
+        )
+
+    def _draw_task(
+        self, rng: np.random.Generator, n_classes: int, n_samples: int, per_class: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One task's random draws, in order: class ids, quarter turns, samples per class."""
         total_classes = n_classes * (4 if self.rotation == "expand" else 1)
         chosen = rng.choice(total_classes, size=self.n_way, replace=False)
         if self.rotation == "expand":
@@ -270,22 +308,8 @@ class ImageClassificationSource:
             class_ids, rotations = chosen, rng.integers(0, 4, size=self.n_way)
         else:
             class_ids, rotations = chosen, np.zeros(self.n_way, dtype=np.int64)
-        per_class = self.k_shot + self.query
-        support, target = [], []
-        for class_id, rotation in zip(class_ids, rotations):
-            picks = rng.choice(n_samples, size=per_class, replace=False)
-            images = data[class_id, picks]
-            if rotation:
-                images = np.rot90(images, k=int(rotation), axes=(1, 2))
-            support.append(images[: self.k_shot])
-            target.append(images[self.k_shot :])
-        # Labels follow the random class order drawn above: class j of the task is label j.
-        return Task(
-            support_inputs=_to_float_images(np.concatenate(support)),
-            support_labels=torch.arange(self.n_way).repeat_interleave(self.k_shot),
-            target_inputs=_to_float_images(np.concatenate(target)),
-            target_labels=torch.arange(self.n_way).repeat_interleave(self.query),
-        )
+        picks = np.stack([rng.choice(n_samples, size=per_class, replace=False) for _ in class_ids])
+        return class_ids, rotations, picks
 
 
 def _to_float_images(images: np.ndarray) -> Tensor:
