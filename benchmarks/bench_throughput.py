@@ -3,15 +3,18 @@ seeds in lockstep with the networks' batched forward passes and kept freed memor
 study's and the paper's training shapes.
 
 Usage: python benchmarks/bench_throughput.py [--data FONTGLOT.npz] [--seeds 3] [--iterations 20]
-       [--repeats 3] [--device cpu|cuda] [--settings NAME ...]
+       [--min-seconds 3] [--repeats 3] [--device cpu|cuda] [--settings NAME ...]
 
 Each (setting, path) runs in a fresh process on one thread (``torch.set_num_threads(1)``): the
-learners are built, one warm-up step is taken, then ``--iterations`` timed meta-iterations
-(process CPU time; wall time after a synchronize on CUDA). Paths:
+learners are built, one warm-up step is taken, then timed meta-iterations, at least
+``--iterations`` and until ``--min-seconds`` have passed (process CPU time; wall time after a
+synchronize on CUDA). Paths:
 
 - ``before``: the code before issue 24: each seed's ``train_step`` in turn with the run's own task
-  chunk size, forward passes mapped with ``vmap`` (:func:`metalandscape.functional.
-  vmapped_forward_only`), glibc's default ``malloc`` settings.
+  chunk size, forward passes and per-task losses mapped with ``vmap``
+  (:func:`metalandscape.functional.vmapped_forward_only`), image tasks drawn one by one and stacked (``make_task`` is now a batch
+  of one, 0.04 ms per task slower than the old per-task draw: about 1% of this path at T = 1),
+  glibc's default ``malloc`` settings.
 - ``solo``: one seed at a time as today: the networks' ``forward_batched`` and
   :func:`metalandscape.devices.keep_freed_memory` (what a run that cannot train in lockstep gets).
 - ``lockstep``: the same seeds in one batched pass (:func:`metalandscape.lockstep.
@@ -102,7 +105,9 @@ def _config(setting: dict, seed: int, data: str):
     return resolve_run_config(values)
 
 
-def measure(name: str, path: str, seeds: int, iterations: int, data: str, device: str) -> dict:
+def measure(
+    name: str, path: str, seeds: int, iterations: int, min_seconds: float, data: str, device: str
+) -> dict:
     """One row, in this process."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -150,16 +155,20 @@ def measure(name: str, path: str, seeds: int, iterations: int, data: str, device
     synchronize()
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     started_cpu, started_wall = time.process_time(), time.perf_counter()
-    for iteration in range(2, 2 + iterations):
-        step(iteration)
-    synchronize()
+
+    def elapsed() -> float:
+        if device == "cuda":
+            synchronize()
+            return time.perf_counter() - started_wall
+        return time.process_time() - started_cpu
+
+    done = 0
+    while done < iterations or elapsed() < min_seconds:
+        step(2 + done)
+        done += 1
+    seconds = elapsed()
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-    seconds = (
-        (time.perf_counter() - started_wall)
-        if device == "cuda"
-        else (time.process_time() - started_cpu)
-    )
-    per_seed_iteration = seconds / (iterations * seeds)
+    per_seed_iteration = seconds / (done * seeds)
     gflop = counter.get_total_flops() / 1e9
     return {
         "setting": name,
@@ -169,8 +178,22 @@ def measure(name: str, path: str, seeds: int, iterations: int, data: str, device
         "gflop": gflop,
         "gflops": gflop / per_seed_iteration,
         "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "faults_per_seed_iteration": faults / (iterations * seeds),
+        "faults_per_seed_iteration": faults / (done * seeds),
     }
+
+
+def _draw_image_tasks_one_by_one() -> None:
+    """Meta-batches of image tasks stacked from tasks drawn one by one, as before issue 24."""
+    from metalandscape.data.tasks import ImageClassificationSource, TaskBatch, TaskSampler
+
+    batch = TaskSampler.batch
+
+    def one_by_one(self: TaskSampler, split, indices):
+        if isinstance(self.source, ImageClassificationSource):
+            return TaskBatch.stack([self.task(split, index) for index in indices])
+        return batch(self, split, indices)
+
+    TaskSampler.batch = one_by_one  # type: ignore[method-assign]
 
 
 def _median_row(rows: list[dict]) -> dict:
@@ -183,7 +206,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="fontglot .npz (default: build a 200-class one)")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--iterations", type=int, default=20, help="timed, at least")
+    parser.add_argument(
+        "--min-seconds", type=float, default=3.0, help="timed meta-iterations last at least this"
+    )
     parser.add_argument(
         "--repeats",
         type=int,
@@ -199,10 +225,19 @@ def main() -> None:
         from metalandscape.functional import vmapped_forward_only
 
         before = args.child[1] == "before"
-        if not before:
+        if before:
+            _draw_image_tasks_one_by_one()
+        else:
             keep_freed_memory()
         with vmapped_forward_only() if before else contextlib.nullcontext():
-            row = measure(*args.child, args.seeds, args.iterations, args.data, args.device)
+            row = measure(
+                *args.child,
+                args.seeds,
+                args.iterations,
+                args.min_seconds,
+                args.data,
+                args.device,
+            )
         print(json.dumps(row))
         return
     data = args.data
@@ -213,8 +248,9 @@ def main() -> None:
 
             build_fontglot(data, classes=200, workers=1, progress=False)
     print(
-        f"# load average {os.getloadavg()[0]:.2f}; {args.seeds} seeds, {args.iterations} "
-        f"timed meta-iterations each, one thread, device {args.device}; median of "
+        f"# load average {os.getloadavg()[0]:.2f}; {args.seeds} seeds, at least "
+        f"{args.iterations} timed meta-iterations and {args.min_seconds:g} s each, one thread, "
+        f"device {args.device}; median of "
         f"{args.repeats} interleaved processes per path"
     )
     print(
@@ -238,6 +274,8 @@ def main() -> None:
                 str(args.seeds),
                 "--iterations",
                 str(args.iterations),
+                "--min-seconds",
+                str(args.min_seconds),
                 "--device",
                 args.device,
             ]

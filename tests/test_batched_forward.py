@@ -19,6 +19,8 @@ from metalandscape.functional import (
     flatten,
     forward_tasks,
     gradient_leaves,
+    losses_from_outputs,
+    scores_from_outputs,
     task_losses,
     vmapped_forward_only,
 )
@@ -126,3 +128,27 @@ def test_the_reference_path_is_restored_after_an_error():
     model.forward_batched = lambda p, x: calls.append(1) or torch.zeros(2, 3, 1)  # type: ignore[method-assign]
     forward_tasks(model, params, inputs)
     assert calls == [1]
+
+
+@pytest.mark.parametrize("kind", ["classification", "regression"])
+def test_per_task_losses_and_scores_equal_vmaps(kind):
+    generator = torch.Generator().manual_seed(0)
+    outputs = torch.randn(5, 7, 4 if kind == "classification" else 1, dtype=torch.float64)
+    outputs.requires_grad_(True)
+    if kind == "classification":
+        labels = torch.randint(0, 4, (5, 7), generator=generator)
+    else:
+        labels = torch.randn(5, 7, 1, dtype=torch.float64, generator=generator)
+
+    def losses_scores_and_gradient():
+        losses = losses_from_outputs(outputs, labels, kind)
+        scores = scores_from_outputs(outputs.detach(), labels, kind)
+        (gradient,) = torch.autograd.grad((losses * torch.arange(1.0, 6.0)).sum(), outputs)
+        return losses.detach(), scores, gradient
+
+    own = losses_scores_and_gradient()
+    with vmapped_forward_only():
+        mapped = losses_scores_and_gradient()
+    assert own[0].shape == own[1].shape == (5,)
+    for got, want in zip(own, mapped, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=0)

@@ -48,7 +48,9 @@ _network_batched_forward = True
 @contextmanager
 def vmapped_forward_only() -> Iterator[None]:
     """Within it, :func:`forward_tasks` maps :meth:`forward` with ``vmap`` even for networks
-    with their own ``forward_batched`` (the reference path of tests and benchmarks)."""
+    with their own ``forward_batched``, and :func:`losses_from_outputs` and
+    :func:`scores_from_outputs` map the one-task loss and score with ``vmap`` (the reference
+    path of tests and benchmarks, the code before issue 24)."""
     global _network_batched_forward
     previous, _network_batched_forward = _network_batched_forward, False
     try:
@@ -86,6 +88,27 @@ def score_from_outputs(outputs: Tensor, labels: Tensor, kind: TaskKind) -> Tenso
         return ((outputs - labels) ** 2).mean()
 
 
+def losses_from_outputs(outputs: Tensor, labels: Tensor, kind: TaskKind) -> Tensor:
+    """Per-task :func:`loss_from_outputs` ``[tasks]`` of ``outputs`` ``[tasks, examples, ...]``:
+    what ``vmap`` of it computes, without ``vmap``'s per-call cost."""
+    if not _network_batched_forward:
+        return torch.func.vmap(lambda o, y: loss_from_outputs(o, y, kind))(outputs, labels)
+    if kind == "classification":
+        per_example = F.cross_entropy(outputs.flatten(0, 1), labels.flatten(0, 1), reduction="none")
+        return per_example.view(labels.shape[:2]).mean(dim=1)
+    return ((outputs - labels) ** 2).flatten(start_dim=1).mean(dim=1)
+
+
+def scores_from_outputs(outputs: Tensor, labels: Tensor, kind: TaskKind) -> Tensor:
+    """Per-task :func:`score_from_outputs` ``[tasks]`` of ``outputs`` ``[tasks, examples, ...]``."""
+    if not _network_batched_forward:
+        return torch.func.vmap(lambda o, y: score_from_outputs(o, y, kind))(outputs, labels)
+    with torch.no_grad():
+        if kind == "classification":
+            return (outputs.argmax(dim=-1) == labels).to(outputs.dtype).mean(dim=1)
+        return ((outputs - labels) ** 2).flatten(start_dim=1).mean(dim=1)
+
+
 def task_loss(
     model: nn.Module, params: Params, inputs: Tensor, labels: Tensor, kind: TaskKind
 ) -> Tensor:
@@ -110,8 +133,7 @@ def task_losses(
     """
     if not batched:
         return task_loss(model, params, inputs, labels, kind)[None]
-    outputs = forward_tasks(model, params, inputs)
-    return torch.func.vmap(lambda o, y: loss_from_outputs(o, y, kind))(outputs, labels)
+    return losses_from_outputs(forward_tasks(model, params, inputs), labels, kind)
 
 
 def gradient_leaves(params: Params, names: Container[str] | None = None) -> Params:

@@ -133,26 +133,54 @@ class Adam(Optimizer):
         group = self.param_groups[0]
         lr, eps = float(group["lr"]), float(group["eps"])
         beta1, beta2 = (float(beta) for beta in group["betas"])
-        for param in self.params:
-            if param.grad is None:
-                continue
-            grad = param.grad
-            state = self.state.get(param)
-            if state is None:
-                state = self.state[param] = {
-                    "step": torch.tensor(0.0, dtype=torch.float32),
-                    "exp_avg": torch.zeros_like(param, memory_format=torch.preserve_format),
-                    "exp_avg_sq": torch.zeros_like(param, memory_format=torch.preserve_format),
-                }
-            step_count, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
-            step_count += 1
-            exp_avg.lerp_(grad, 1 - beta1)
-            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            step = step_count.item()
-            step_size = lr / (1 - beta1**step)
-            bias_correction2_sqrt = (1 - beta2**step) ** 0.5
-            denominator = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-            param.addcdiv_(exp_avg, denominator, value=-step_size)
+        params = [param for param in self.params if param.grad is not None]
+        if not params:
+            return
+        states = [self._adam_state(param) for param in params]
+        counts = [state["step"] for state in states]
+        for count in counts:
+            count += 1
+        steps = {count.item() for count in counts}
+        if len(steps) > 1:  # parameters that skipped steps: one at a time
+            for param, state in zip(params, states, strict=True):
+                self._update([param], [state], state["step"].item(), lr, beta1, beta2, eps)
+        else:
+            self._update(params, states, steps.pop(), lr, beta1, beta2, eps)
+
+    def _adam_state(self, param: Tensor) -> dict[str, Tensor]:
+        state = self.state.get(param)
+        if state is None:
+            state = self.state[param] = {
+                "step": torch.tensor(0.0, dtype=torch.float32),
+                "exp_avg": torch.zeros_like(param, memory_format=torch.preserve_format),
+                "exp_avg_sq": torch.zeros_like(param, memory_format=torch.preserve_format),
+            }
+        return state
+
+    @staticmethod
+    def _update(
+        params: list[Tensor],
+        states: list[dict[str, Tensor]],
+        step: float,
+        lr: float,
+        beta1: float,
+        beta2: float,
+        eps: float,
+    ) -> None:
+        """Adam's update of ``params`` at one step count, each operation over all of them at
+        once (``torch._foreach_*``: the same element arithmetic as one tensor at a time)."""
+        grads = [param.grad for param in params]
+        exp_avgs = [state["exp_avg"] for state in states]
+        exp_avg_sqs = [state["exp_avg_sq"] for state in states]
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+        step_size = lr / (1 - beta1**step)
+        bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+        denominators = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denominators, bias_correction2_sqrt)
+        torch._foreach_add_(denominators, eps)
+        torch._foreach_addcdiv_(params, exp_avgs, denominators, value=-step_size)
 
 
 class SGD(Optimizer):

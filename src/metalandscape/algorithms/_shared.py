@@ -29,7 +29,9 @@ from metalandscape.functional import (
     forward_tasks,
     gradient_leaves,
     loss_from_outputs,
+    losses_from_outputs,
     score_from_outputs,
+    scores_from_outputs,
 )
 from metalandscape.optimizers import Adam, Optimizer
 
@@ -151,13 +153,10 @@ def target_losses(
         losses = loss_from_outputs(outputs, chunk.target_labels, kind)
         return losses[None], score_from_outputs(outputs, chunk.target_labels, kind)[None]
     outputs = forward_tasks(model, adapted, chunk.target_inputs)
-    losses = torch.func.vmap(lambda o, y: loss_from_outputs(o, y, kind))(
-        outputs, chunk.target_labels
+    return (
+        losses_from_outputs(outputs, chunk.target_labels, kind),
+        scores_from_outputs(outputs.detach(), chunk.target_labels, kind),
     )
-    scores = torch.func.vmap(lambda o, y: score_from_outputs(o, y, kind))(
-        outputs.detach(), chunk.target_labels
-    )
-    return losses, scores
 
 
 @dataclass(frozen=True)

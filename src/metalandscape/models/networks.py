@@ -106,7 +106,8 @@ class Conv4(nn.Module):
                 params[f"features.{index}.1.bias"].reshape(-1),
                 norm.eps,
             )
-            for layer in block[2:]:  # ReLU, max-pooling: per channel
+            # ReLU, max-pooling, per channel (islice: slicing a Sequential builds a new module)
+            for layer in itertools.islice(block, 2, None):
                 hidden = layer(hidden)
         if self.flatten_features:
             features = hidden.reshape(examples, tasks, -1)
