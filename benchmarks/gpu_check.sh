@@ -114,8 +114,9 @@ step bench-hessian 90 python benchmarks/bench_hessian_backends.py --quick --task
   --repeats 1 --device "$DEVICE" --work-dir "$WORK/bench-hessian"
 step bench-hessian-warm 90 python benchmarks/bench_hessian_backends.py --walk-epochs 3 \
   --tasks 12 --device "$DEVICE" --work-dir "$WORK/bench-hessian"
-step bench-throughput 150 python benchmarks/bench_throughput.py --device "$DEVICE" --seeds 5 --repeats 1 \
-  --iterations 10 --settings "fontglot 1-shot T5 B4 16f" "fontglot 1-shot T1 B32 64f"
+step bench-throughput 150 python benchmarks/bench_throughput.py --device "$DEVICE" --seeds 5 \
+  --repeats 1 --iterations 10 --min-seconds 1 \
+  --settings "fontglot 1-shot T5 B4 16f" "fontglot 1-shot T1 B32 64f"
 step tiny-preset 180 tiny_pair
 
 echo
