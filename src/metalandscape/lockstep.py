@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # torch is imported by the functions that compute: planning s
 
 #: On a CPU, Conv-4s wider than this gain nothing in lockstep: their kernels are
 #: arithmetic-bound already (benchmarks/bench_throughput.py, 64 filters, meta-batch 32, 3 seeds:
-#: 0.80–0.97× of one seed at a time), and one job per run schedules more freely.
+#: 0.80–1.00× of one seed at a time over four runs), and one job per run schedules more freely.
 LOCKSTEP_CPU_MAX_FILTERS = 32
 
 
