@@ -188,7 +188,8 @@ class _BatchNormBackward(torch.autograd.Function):
         def channel(values: Tensor) -> Tensor:
             return values.view(shape)
 
-        normalized = (x - channel(mean)) * channel(inverse_std)
+        # Per-channel coefficients times whole tensors, one addcmul (one pass) per term.
+        normalized = torch.addcmul(channel(-mean * inverse_std), x, channel(inverse_std))
         mean_u = u.mean(axes)
         mean_u_normalized = (u * normalized).mean(axes)
         mean_g = g.mean(axes)
@@ -196,20 +197,21 @@ class _BatchNormBackward(torch.autograd.Function):
         mean_ug = (u * g).mean(axes)
         scale = weight * inverse_std  # γr
         s = mean_ug - mean_u * mean_g - mean_u_normalized * mean_g_normalized
-        to_g = (
-            channel(scale) * u
-            + channel(a - scale * mean_u_normalized) * normalized
-            + channel(b - scale * mean_u)
-        )
         c1 = -scale * mean_g_normalized
         c2 = a - scale * mean_u_normalized
+        to_g = torch.addcmul(
+            torch.addcmul(channel(b - scale * mean_u), channel(scale), u), channel(c2), normalized
+        )
         mean_h = c1 * mean_u + c2 * mean_g
         mean_h_normalized = c1 * mean_u_normalized + c2 * mean_g_normalized
-        to_x = (
-            channel(inverse_std * c1) * u
-            + channel(inverse_std * c2) * g
-            - channel(inverse_std * mean_h)
-            - normalized * channel(inverse_std * (mean_h_normalized + scale * s))
+        to_x = torch.addcmul(
+            torch.addcmul(
+                torch.addcmul(channel(-inverse_std * mean_h), channel(inverse_std * c1), u),
+                channel(inverse_std * c2),
+                g,
+            ),
+            channel(-inverse_std * (mean_h_normalized + scale * s)),
+            normalized,
         )
         to_weight = inverse_std * (x.numel() // x.shape[1]) * s
         return to_g, to_x, to_weight, None, None, None
