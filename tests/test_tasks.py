@@ -143,6 +143,10 @@ def test_bad_settings_are_refused():
         ImageClassificationSource(make_splits(), n_way=3, k_shot=5, query=5)
     with pytest.raises(DataError, match="split"):
         task_rng(0, "bogus", 0)
+    oblong = {"train": ClassImages(np.zeros((4, 3, 6, 5), dtype=np.uint8), tuple("abcd"))}
+    with pytest.raises(DataError, match="square images; split 'train' has 6×5"):
+        ImageClassificationSource(oblong, n_way=2, k_shot=1, query=1, rotation="per_task")
+    ImageClassificationSource(oblong, n_way=2, k_shot=1, query=1, rotation="off")
 
 
 def test_sinusoid_tasks():

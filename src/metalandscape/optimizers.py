@@ -140,12 +140,19 @@ class Adam(Optimizer):
         counts = [state["step"] for state in states]
         for count in counts:
             count += 1
-        steps = {count.item() for count in counts}
-        if len(steps) > 1:  # parameters that skipped steps: one at a time
-            for param, state in zip(params, states, strict=True):
-                self._update([param], [state], state["step"].item(), lr, beta1, beta2, eps)
-        else:
-            self._update(params, states, steps.pop(), lr, beta1, beta2, eps)
+        at_step: dict[float, list[int]] = {}  # several counts where parameters skipped steps
+        for index, count in enumerate(counts):
+            at_step.setdefault(count.item(), []).append(index)
+        for step, indices in at_step.items():
+            self._update(
+                [params[i] for i in indices],
+                [states[i] for i in indices],
+                step,
+                lr,
+                beta1,
+                beta2,
+                eps,
+            )
 
     def _adam_state(self, param: Tensor) -> dict[str, Tensor]:
         state = self.state.get(param)

@@ -209,7 +209,13 @@ class ImageClassificationSource:
         if self.rotation not in ("per_task", "off", "expand"):
             raise DataError(f"rotation must be per_task, off or expand, got {self.rotation!r}")
         for split, data in self.splits.items():
-            classes, samples = data.images.shape[:2]
+            classes, samples, height, width = data.images.shape[:4]
+            if self.rotation != "off" and height != width:
+                raise DataError(
+                    f"rotation {self.rotation!r} turns images by 90°, which needs square images; "
+                    f"split {split!r} has {height}×{width}: set rotation: off or a square "
+                    "image_size"
+                )
             if self.rotation == "expand":
                 classes *= 4
             if classes < self.n_way:
