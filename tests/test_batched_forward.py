@@ -72,6 +72,24 @@ def test_outputs_and_second_order_gradients_equal_vmaps_in_float64(network):
         assert (got - want).norm() <= 1e-12 * want.norm(), (got - want).abs().max()
 
 
+def test_conv4_reuses_first_patches_only_while_its_inputs_are_unchanged():
+    torch.manual_seed(0)
+    model = Conv4((1, 28, 28), 5, filters=8).double()
+    params = per_task_params(model, 2)
+    inputs = torch.randn(2, 3, 1, 28, 28, dtype=torch.float64)
+    first = model._first_patches(inputs)
+    assert model._first_patches(inputs) is first  # every inner step: one unfold
+    inputs.mul_(-1)  # changed in place: recomputed, and the outputs follow
+    fresh = Conv4((1, 28, 28), 5, filters=8).double()
+    fresh.load_state_dict(model.state_dict())
+    assert torch.equal(
+        model.forward_batched(params, inputs), fresh.forward_batched(params, inputs.clone())
+    )
+    assert model._first_patches(inputs.clone()) is not model._first_patches(inputs)
+    needing_grad = inputs.clone().requires_grad_()
+    assert model._first_patches(needing_grad) is not model._first_patches(needing_grad)
+
+
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 def test_every_algorithms_meta_step_equals_the_vmap_path(name, tiny_fontglot):
     """The meta-gradient of a 4-task chunk in float32 (the meta-update where the learner has no

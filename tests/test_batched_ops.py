@@ -7,7 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metalandscape.models.batched_ops import grouped_conv2d, training_batch_norm
+from metalandscape.models import batched_ops
+from metalandscape.models.batched_ops import (
+    grouped_conv2d,
+    image_patches,
+    patch_conv2d,
+    training_batch_norm,
+)
 
 CONVOLUTIONS = {
     "3 groups, stride 1, padding 1": ((1, 1), (1, 1), (1, 1), 3),
@@ -32,21 +38,31 @@ def _first_derivatives(function):
     return gradients
 
 
+def _patch_convolution(inputs, weight, stride, padding, dilation, groups):
+    patches = image_patches(inputs, weight.shape[2:], stride, padding, dilation)
+    return patch_conv2d(patches, weight, groups)
+
+
+CONVOLUTION_FUNCTIONS = {"grouped": grouped_conv2d, "patches": _patch_convolution}
+
+
+@pytest.mark.parametrize("function", list(CONVOLUTION_FUNCTIONS))
 @pytest.mark.parametrize("geometry", list(CONVOLUTIONS))
-def test_convolution_derivatives_to_third_order_match_finite_differences(geometry):
+def test_convolution_derivatives_to_third_order_match_finite_differences(geometry, function):
     stride, padding, dilation, groups = CONVOLUTIONS[geometry]
     inputs, weight = _convolution_inputs(groups)
 
     def convolution(x, w):
-        return grouped_conv2d(x, w, stride, padding, dilation, groups)
+        return CONVOLUTION_FUNCTIONS[function](x, w, stride, padding, dilation, groups)
 
     assert torch.autograd.gradcheck(convolution, (inputs, weight))
     assert torch.autograd.gradgradcheck(convolution, (inputs, weight))
     assert torch.autograd.gradgradcheck(_first_derivatives(convolution), (inputs, weight))
 
 
+@pytest.mark.parametrize("function", list(CONVOLUTION_FUNCTIONS))
 @pytest.mark.parametrize("geometry", list(CONVOLUTIONS))
-def test_convolution_second_order_equals_pytorchs(geometry):
+def test_convolution_second_order_equals_pytorchs(geometry, function):
     stride, padding, dilation, groups = CONVOLUTIONS[geometry]
     inputs, weight = _convolution_inputs(groups)
 
@@ -56,7 +72,9 @@ def test_convolution_second_order_equals_pytorchs(geometry):
         first = torch.autograd.grad(convolution(x, weight).tanh().sum(), leaves, create_graph=True)
         return torch.autograd.grad(sum((g**3).sum() for g in first), leaves)
 
-    ours = lambda x, w: grouped_conv2d(x, w, stride, padding, dilation, groups)  # noqa: E731
+    ours = lambda x, w: CONVOLUTION_FUNCTIONS[function](  # noqa: E731
+        x, w, stride, padding, dilation, groups
+    )
     pytorchs = lambda x, w: F.conv2d(x, w, None, stride, padding, dilation, groups)  # noqa: E731
     for inputs_need_grad in (True, False):  # the images need no gradient
         for got, expected in zip(
@@ -65,6 +83,14 @@ def test_convolution_second_order_equals_pytorchs(geometry):
             strict=True,
         ):
             torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.fixture(params=["pytorch's kernel", "elementary"])
+def batch_statistics(request, monkeypatch):
+    """Both ways the forward pass computes its batch statistics (chosen by size)."""
+    smallest = 0 if request.param == "elementary" else 1 << 62
+    monkeypatch.setattr(batched_ops, "_ELEMENTARY_BATCH_NORM_MIN_ELEMENTS", smallest)
+    return request.param
 
 
 def _batch_norm_inputs(shape: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
@@ -76,7 +102,7 @@ def _batch_norm_inputs(shape: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
 
 
 @pytest.mark.parametrize("shape", [(5, 3, 3, 3), (6, 4)], ids=["images", "features"])
-def test_batch_norm_derivatives_to_third_order_match_finite_differences(shape):
+def test_batch_norm_derivatives_to_third_order_match_finite_differences(shape, batch_statistics):
     arguments = _batch_norm_inputs(shape)
 
     def batch_norm(x, w, b):
@@ -88,7 +114,7 @@ def test_batch_norm_derivatives_to_third_order_match_finite_differences(shape):
     assert torch.autograd.gradgradcheck(_first_derivatives(batch_norm), arguments)
 
 
-def test_batch_norm_forward_and_second_order_equal_pytorchs():
+def test_batch_norm_forward_and_second_order_equal_pytorchs(batch_statistics):
     inputs, weight, bias = _batch_norm_inputs((5, 6, 4, 4))
     position = torch.arange(inputs.numel(), dtype=inputs.dtype).view_as(inputs) / inputs.numel()
 

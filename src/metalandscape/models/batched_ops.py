@@ -25,7 +25,7 @@ statistics recomputed from ``x`` when a graph is being recorded), so any order i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,45 @@ def grouped_conv2d(
     """``F.conv2d`` without bias, whose double backward is one grouped kernel per term."""
     geometry = (tuple(stride), tuple(padding), tuple(dilation), groups)
     return _Convolution.apply(inputs, weight, geometry)
+
+
+class ImagePatches(NamedTuple):
+    """Unfolded ``[examples, channels × kh × kw, H' × W']`` patches of ``[examples, channels, H,
+    W]`` images, and the output's ``(H', W')``."""
+
+    values: Tensor
+    output_size: tuple[int, int]
+
+
+def image_patches(
+    inputs: Tensor,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+) -> ImagePatches:
+    """The patches a convolution of this geometry multiplies with its weight (``F.unfold``)."""
+    values = F.unfold(inputs, kernel_size, dilation=dilation, padding=padding, stride=stride)
+    height, width = (
+        (size + 2 * pad - spread * (extent - 1) - 1) // step + 1
+        for size, pad, spread, extent, step in zip(
+            inputs.shape[2:], padding, dilation, kernel_size, stride, strict=True
+        )
+    )
+    return ImagePatches(values, (height, width))
+
+
+def patch_conv2d(patches: ImagePatches, weight: Tensor, groups: int) -> Tensor:
+    """``F.conv2d`` without bias as a batched product of ``weight`` with the input's
+    :func:`image_patches`, differentiated by autograd. On one core it is faster than a grouped
+    convolution with one input channel per group, and the patches can be reused for every
+    convolution of the same images."""
+    values = patches.values
+    products = torch.matmul(
+        weight.reshape(groups, weight.shape[0] // groups, -1),
+        values.view(values.shape[0], groups, -1, values.shape[-1]),
+    )  # [examples, groups, out per group, H' × W']
+    return products.view(values.shape[0], weight.shape[0], *patches.output_size)
 
 
 def training_batch_norm(inputs: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
@@ -136,9 +175,13 @@ class _ConvolutionBackward(torch.autograd.Function):
 class _BatchNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, inputs: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
-        outputs, mean, inverse_std = torch.native_batch_norm(
-            inputs, weight, bias, None, None, True, 0.0, eps
-        )
+        if inputs.numel() < _ELEMENTARY_BATCH_NORM_MIN_ELEMENTS:
+            outputs, mean, inverse_std = torch.native_batch_norm(
+                inputs, weight, bias, None, None, True, 0.0, eps
+            )
+        else:
+            mean, centered, inverse_std = _batch_statistics(inputs, eps)
+            outputs = _affine(centered, weight * inverse_std, bias, out=centered)
         ctx.save_for_backward(inputs, weight, mean, inverse_std)
         ctx.eps = eps
         return outputs
@@ -179,17 +222,17 @@ class _BatchNormBackward(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor, Tensor, None, None, None]:
         g, x, weight, mean, inverse_std = ctx.saved_tensors
         u, a, b = cotangent_inputs, cotangent_weight, cotangent_bias
-        axes = [axis for axis in range(x.dim()) if axis != 1]
+        axes = _channel_axes(x)
         if torch.is_grad_enabled():  # a graph is recorded: the statistics are functions of x
-            mean = x.mean(axes)
-            inverse_std = (x.var(axes, correction=0) + ctx.eps).rsqrt()
+            mean, _, inverse_std = _batch_statistics(x, ctx.eps)
         shape = (1, -1, *([1] * (x.dim() - 2)))
 
         def channel(values: Tensor) -> Tensor:
             return values.view(shape)
 
-        # Per-channel coefficients times whole tensors, one addcmul (one pass) per term.
-        normalized = torch.addcmul(channel(-mean * inverse_std), x, channel(inverse_std))
+        # Per-channel coefficients times whole tensors: one pass per term (an addcmul onto a
+        # whole tensor, or a multiplication then an in-place addition of a per-channel shift).
+        normalized = _affine(x, inverse_std, -mean * inverse_std)
         mean_u = u.mean(axes)
         mean_u_normalized = (u * normalized).mean(axes)
         mean_g = g.mean(axes)
@@ -199,19 +242,41 @@ class _BatchNormBackward(torch.autograd.Function):
         s = mean_ug - mean_u * mean_g - mean_u_normalized * mean_g_normalized
         c1 = -scale * mean_g_normalized
         c2 = a - scale * mean_u_normalized
-        to_g = torch.addcmul(
-            torch.addcmul(channel(b - scale * mean_u), channel(scale), u), channel(c2), normalized
-        )
+        to_g = torch.addcmul(_affine(u, scale, b - scale * mean_u), channel(c2), normalized)
         mean_h = c1 * mean_u + c2 * mean_g
         mean_h_normalized = c1 * mean_u_normalized + c2 * mean_g_normalized
         to_x = torch.addcmul(
             torch.addcmul(
-                torch.addcmul(channel(-inverse_std * mean_h), channel(inverse_std * c1), u),
-                channel(inverse_std * c2),
-                g,
+                _affine(u, inverse_std * c1, -inverse_std * mean_h), channel(inverse_std * c2), g
             ),
             channel(-inverse_std * (mean_h_normalized + scale * s)),
             normalized,
         )
         to_weight = inverse_std * (x.numel() // x.shape[1]) * s
         return to_g, to_x, to_weight, None, None, None
+
+
+# Below this many elements PyTorch's batch_norm kernel is faster than the passes of
+# _batch_statistics and _affine (measured on one core: 0.08 vs 0.21 ms on [25, 192, 2, 2]; above,
+# 0.29 vs 0.51 ms on [25, 192, 7, 7] and 0.89 vs 1.92 ms on [25, 192, 14, 14]).
+_ELEMENTARY_BATCH_NORM_MIN_ELEMENTS = 1 << 16
+
+
+def _channel_axes(values: Tensor) -> list[int]:
+    return [axis for axis in range(values.dim()) if axis != 1]
+
+
+def _batch_statistics(inputs: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Mean ``μ``, ``x − μ`` and ``r = (σ² + ε)^-½`` (biased σ², two passes) per channel."""
+    axes = _channel_axes(inputs)
+    mean = inputs.mean(axes)
+    centered = inputs - mean.view(1, -1, *([1] * (inputs.dim() - 2)))
+    inverse_std = (centered.square().mean(axes) + eps).rsqrt()
+    return mean, centered, inverse_std
+
+
+def _affine(values: Tensor, scale: Tensor, shift: Tensor, out: Tensor | None = None) -> Tensor:
+    """``values · scale + shift`` with per-channel ``scale`` and ``shift``, written into ``out``
+    if given. Two passes, yet twice as fast as one ``addcmul`` of two per-channel operands."""
+    shape = (1, -1, *([1] * (values.dim() - 2)))
+    return torch.mul(values, scale.view(shape), out=out).add_(shift.view(shape))

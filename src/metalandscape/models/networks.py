@@ -10,6 +10,7 @@ receive round-off gradients.
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,13 @@ from torch import Tensor, nn
 
 from metalandscape.models import INITIALIZATIONS
 from metalandscape.models.base import Model
-from metalandscape.models.batched_ops import grouped_conv2d, training_batch_norm
+from metalandscape.models.batched_ops import (
+    ImagePatches,
+    grouped_conv2d,
+    image_patches,
+    patch_conv2d,
+    training_batch_norm,
+)
 from metalandscape.settings import setting
 
 if TYPE_CHECKING:
@@ -69,6 +76,7 @@ class Conv4(nn.Module):
         else:
             head_inputs = filters
         self.head = nn.Linear(head_inputs, outputs)
+        self._cached_patches: tuple[weakref.ref[Tensor], int, ImagePatches] | None = None
 
     def forward(self, inputs: Tensor) -> Tensor:
         features = self.features(inputs)
@@ -77,6 +85,27 @@ class Conv4(nn.Module):
         else:
             features = features.mean(dim=(2, 3))
         return self.head(features)
+
+    def _first_patches(self, inputs: Tensor) -> ImagePatches:
+        """The first convolution's patches of ``inputs`` ``[tasks, examples, C, H, W]`` as
+        ``[examples, tasks × C × 3 × 3, H' × W']``. Every inner step of an adaptation passes the
+        same support images: while the same, unchanged tensor that needs no gradient comes back,
+        the last patches (not made in inference mode) are reused."""
+        cached = self._cached_patches
+        if cached is not None and cached[0]() is inputs and cached[1] == inputs._version:
+            return cached[2]
+        examples = inputs.shape[1]
+        convolution = self.features[0][0]
+        patches = image_patches(
+            inputs.transpose(0, 1).reshape(examples, -1, *inputs.shape[3:]),
+            convolution.kernel_size,
+            convolution.stride,
+            convolution.padding,
+            convolution.dilation,
+        )
+        if not (inputs.requires_grad or torch.is_inference_mode_enabled()):
+            self._cached_patches = (weakref.ref(inputs), inputs._version, patches)
+        return patches
 
     def forward_batched(self, params: Mapping[str, Tensor], inputs: Tensor) -> Tensor:
         """Outputs ``[tasks, examples, outputs]`` of one parameter set per task (every tensor of
@@ -88,18 +117,23 @@ class Conv4(nn.Module):
         the short double backward of :mod:`metalandscape.models.batched_ops`.
         """
         tasks, examples = inputs.shape[:2]
-        hidden = inputs.transpose(0, 1).reshape(examples, -1, *inputs.shape[3:])
         for index, block in enumerate(self.features):
             convolution, norm = block[0], block[1]
             weight = params[f"features.{index}.0.weight"]
-            hidden = grouped_conv2d(
-                hidden,
-                weight.reshape(-1, *weight.shape[2:]),
-                convolution.stride,
-                convolution.padding,
-                convolution.dilation,
-                tasks,
-            )
+            weight = weight.reshape(-1, *weight.shape[2:])
+            if index == 0 and not self.flatten_features:
+                hidden = patch_conv2d(self._first_patches(inputs), weight, tasks)
+            else:
+                if index == 0:
+                    hidden = inputs.transpose(0, 1).reshape(examples, -1, *inputs.shape[3:])
+                hidden = grouped_conv2d(
+                    hidden,
+                    weight,
+                    convolution.stride,
+                    convolution.padding,
+                    convolution.dilation,
+                    tasks,
+                )
             hidden = training_batch_norm(
                 hidden,
                 params[f"features.{index}.1.weight"].reshape(-1),
