@@ -225,10 +225,9 @@ class _BatchNormBackward(torch.autograd.Function):
         axes = _channel_axes(x)
         if torch.is_grad_enabled():  # a graph is recorded: the statistics are functions of x
             mean, _, inverse_std = _batch_statistics(x, ctx.eps)
-        shape = (1, -1, *([1] * (x.dim() - 2)))
 
         def channel(values: Tensor) -> Tensor:
-            return values.view(shape)
+            return _per_channel(values, x)
 
         # Per-channel coefficients times whole tensors: one pass per term (an addcmul onto a
         # whole tensor, or a multiplication then an in-place addition of a per-channel shift).
@@ -267,11 +266,16 @@ def _channel_axes(values: Tensor) -> list[int]:
     return [axis for axis in range(values.dim()) if axis != 1]
 
 
+def _per_channel(values: Tensor, like: Tensor) -> Tensor:
+    """Per-channel ``values`` viewed to broadcast along axis 1 of ``like``."""
+    return values.view(1, -1, *([1] * (like.dim() - 2)))
+
+
 def _batch_statistics(inputs: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     """Mean ``μ``, ``x − μ`` and ``r = (σ² + ε)^-½`` (biased σ², two passes) per channel."""
     axes = _channel_axes(inputs)
     mean = inputs.mean(axes)
-    centered = inputs - mean.view(1, -1, *([1] * (inputs.dim() - 2)))
+    centered = inputs - _per_channel(mean, inputs)
     inverse_std = (centered.square().mean(axes) + eps).rsqrt()
     return mean, centered, inverse_std
 
@@ -279,5 +283,4 @@ def _batch_statistics(inputs: Tensor, eps: float) -> tuple[Tensor, Tensor, Tenso
 def _affine(values: Tensor, scale: Tensor, shift: Tensor, out: Tensor | None = None) -> Tensor:
     """``values · scale + shift`` with per-channel ``scale`` and ``shift``, written into ``out``
     if given. Two passes, yet twice as fast as one ``addcmul`` of two per-channel operands."""
-    shape = (1, -1, *([1] * (values.dim() - 2)))
-    return torch.mul(values, scale.view(shape), out=out).add_(shift.view(shape))
+    return torch.mul(values, _per_channel(scale, values), out=out).add_(_per_channel(shift, values))
